@@ -1,0 +1,333 @@
+"""Convolutions over time: contiguous, dilated (WaveNet / ByteNet) and depthwise-separable.
+
+Every layer maps (B, n, d) -> (B, n, d): the input is padded on the time axis with
+:func:`harness.layers.common.pad_left` (causal: the window ends at t; otherwise centred,
+the extra tap of an even kernel on the right) so the output has length n.
+
+Variants of one layer share parameter names and shapes (those of nn.Conv1d):
+
+* ``conv1d``: ``F.pad`` + ``F.conv1d`` (the library kernel).
+* ``unfold``: the padded time axis unfolded into (B, n, d, k) windows, then a matmul /
+  einsum - the unfused reference, which materialises the B*n*d*k window buffer.
+
+FLOPs count every tap, including taps that fall on padding: that is what both variants and
+every counter execute (``flops_useful == flops``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.costs import Cost
+from harness.layers.common import pad_left, reach
+from harness.registry import LayerEntry, Theory, register
+from harness.spec import LayerCase
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_input(x: Tensor, d: int) -> None:
+    if x.dim() != 3 or x.shape[-1] != d:
+        raise ValueError(f"expected input (B, n, {d}), got {tuple(x.shape)}")
+
+
+def _pads(kernel: int, causal: bool, dilation: int) -> tuple[int, int]:
+    """(left, right) zero padding that keeps the output length equal to the input's."""
+    left = pad_left(kernel, causal, dilation)
+    return left, (kernel - 1) * dilation - left
+
+
+def _windows(x: Tensor, kernel: int, causal: bool, dilation: int) -> Tensor:
+    """Sliding windows over time: (B, n, d) -> (B, n, d, k), a view of a padded copy.
+
+    Window t holds the inputs t - left + j*dilation, j = 0..k-1 (zeros off the sequence).
+    """
+    left, right = _pads(kernel, causal, dilation)
+    xp = F.pad(x, (0, 0, left, right))  # (B, n + span, d)
+    span = (kernel - 1) * dilation
+    return xp.unfold(1, span + 1, 1)[..., ::dilation]  # (B, n, d, k)
+
+
+def _uniform_(param: Tensor, fan_in: int) -> None:
+    """nn.Conv1d / nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(param, -bound, bound)
+
+
+# --------------------------------------------------------------------------- dense conv
+
+
+class _DenseConv(nn.Module):
+    """Parameters of Conv1d(d, d, k, bias=True) and the geometry of the padding."""
+
+    def __init__(self, d: int, kernel: int, causal: bool, dilation: int = 1) -> None:
+        super().__init__()
+        if d <= 0 or kernel <= 0 or dilation <= 0:
+            raise ValueError(
+                f"d, kernel and dilation must be positive, got {d}, {kernel}, {dilation}"
+            )
+        self.d, self.kernel, self.causal, self.dilation = d, kernel, causal, dilation
+        self.weight = nn.Parameter(torch.empty(d, d, kernel))  # (d_out, d_in, k)
+        self.bias = nn.Parameter(torch.empty(d))  # (d_out,)
+        _uniform_(self.weight, d * kernel)
+        _uniform_(self.bias, d * kernel)
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, kernel={self.kernel}, causal={self.causal}, dilation={self.dilation}"
+
+
+class Conv1dTime(_DenseConv):
+    """F.pad + F.conv1d on the channels-first view."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        left, right = _pads(self.kernel, self.causal, self.dilation)
+        xp = F.pad(x.transpose(1, 2), (left, right))  # (B, d, n + span)
+        y = F.conv1d(xp, self.weight, self.bias, dilation=self.dilation)  # (B, d, n)
+        return y.transpose(1, 2)  # (B, n, d)
+
+
+class UnfoldConvTime(_DenseConv):
+    """Unfolded windows (B*n, d*k) times the flattened kernel (d, d*k): one matmul."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        b, n, d = x.shape
+        cols = _windows(x, self.kernel, self.causal, self.dilation)  # (B, n, d, k)
+        cols = cols.reshape(b * n, d * self.kernel)  # (B*n, d*k), copies
+        y = F.linear(cols, self.weight.reshape(d, d * self.kernel), self.bias)  # (B*n, d)
+        return y.reshape(b, n, d)
+
+
+# --------------------------------------------------------------------------- separable
+
+
+class _SeparableConv(nn.Module):
+    """Depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d), both with bias."""
+
+    def __init__(self, d: int, kernel: int, causal: bool) -> None:
+        super().__init__()
+        if d <= 0 or kernel <= 0:
+            raise ValueError(f"d and kernel must be positive, got {d}, {kernel}")
+        self.d, self.kernel, self.causal = d, kernel, causal
+        self.depthwise_weight = nn.Parameter(torch.empty(d, 1, kernel))  # (d, 1, k)
+        self.depthwise_bias = nn.Parameter(torch.empty(d))  # (d,)
+        self.pointwise_weight = nn.Parameter(torch.empty(d, d))  # (d_out, d_in)
+        self.pointwise_bias = nn.Parameter(torch.empty(d))  # (d_out,)
+        _uniform_(self.depthwise_weight, kernel)
+        _uniform_(self.depthwise_bias, kernel)
+        _uniform_(self.pointwise_weight, d)
+        _uniform_(self.pointwise_bias, d)
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, kernel={self.kernel}, causal={self.causal}"
+
+    def pointwise(self, h: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        return F.linear(h, self.pointwise_weight, self.pointwise_bias)
+
+
+class SeparableConv1d(_SeparableConv):
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        left, right = _pads(self.kernel, self.causal, 1)
+        xp = F.pad(x.transpose(1, 2), (left, right))  # (B, d, n + k - 1)
+        h = F.conv1d(xp, self.depthwise_weight, self.depthwise_bias, groups=self.d)  # (B, d, n)
+        return self.pointwise(h.transpose(1, 2))
+
+
+class SeparableUnfold(_SeparableConv):
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        win = _windows(x, self.kernel, self.causal, 1)  # (B, n, d, k)
+        h = torch.einsum("bndk,dk->bnd", win, self.depthwise_weight[:, 0])  # (B, n, d)
+        return self.pointwise(h + self.depthwise_bias)
+
+
+# --------------------------------------------------------------------------- path length
+
+
+def conv_path_length(n: int, kernel: int, causal: bool) -> float:
+    """Layers of a stack of identical contiguous convs until every output sees every input
+    (causal: every earlier-or-equal input). L layers reach L*back behind and L*ahead ahead,
+    so the longest gap n - 1 needs ceil((n - 1) / reach); inf when the needed reach is 0."""
+    if n == 1:
+        return 1
+    back, ahead = reach(kernel, causal)
+    needed = back if causal else min(back, ahead)
+    if needed == 0:
+        return math.inf
+    return max(1, -(-(n - 1) // needed))
+
+
+def dilated_path_length(n: int, kernel: int, causal: bool) -> float:
+    """Path length of a stack with dilations 1, k, k^2, ... (layer `depth` has k**depth).
+
+    Causal: L layers reach every offset 0..k^L - 1 behind (base-k digits), so L is the
+    smallest L >= 1 with k^L >= n.
+
+    Non-causal: each layer's tap offsets form a complete residue system mod k, so the
+    offset taken by the first layer is forced (≡ j - i mod k). For some pair that first hop
+    lands off the sequence (e.g. k=3: i=0 -> j=2 needs offsets -1 then +3), and the pair is
+    never connected however deep the stack ("gridding"). Hence 1 when one layer already
+    covers the sequence, else inf. Suites should use the causal form for this layer.
+    """
+    if n == 1:
+        return 1
+    if causal:
+        if kernel == 1:
+            return math.inf
+        layers, covered = 1, kernel
+        while covered < n:
+            layers, covered = layers + 1, covered * kernel
+        return layers
+    back, ahead = reach(kernel, causal)
+    return 1 if n - 1 <= min(back, ahead) else math.inf
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
+    """Dense Conv1d(d, d, k): 2*B*n*d*d*k FLOPs (padding taps included); train = 3x
+    (grad input + grad weight, each one conv of the same size, as FlopCounterMode counts).
+
+    Activations: the padded input copy B*d*(n + span) and the output B*n*d; the unfold
+    variant also materialises the window buffer B*n*d*k. ``dilation`` is that of the layer
+    at depth 0 (1) unless given.
+    """
+    b, n, d, k = case.batch, case.seq_len, case.d_model, case.kernel
+    flops = 2 * b * n * d * d * k
+    span = (k - 1) * dilation
+    activations = b * d * (n + span) + b * n * d
+    if variant == "unfold":
+        activations += b * n * d * k
+    return Cost(
+        flops=flops,
+        flops_useful=flops,
+        flops_other=b * n * d,  # bias add
+        train_flops=3 * flops,
+        params=d * d * k + d,
+        activation_elements=activations,
+        seq_ops=1,
+        path_length=conv_path_length(n, k, case.causal),
+    )
+
+
+def dilated_cost(case: LayerCase, variant: str) -> Cost:
+    """As :func:`conv_cost` (the FLOPs do not depend on the dilation; activations are those
+    of the first layer, dilation 1), with the dilated stack's path length."""
+    path = dilated_path_length(case.seq_len, case.kernel, case.causal)
+    return replace(conv_cost(case, variant), path_length=path)
+
+
+def separable_cost(case: LayerCase, variant: str) -> Cost:
+    """Depthwise 2*B*n*d*k + pointwise 2*B*n*d*d FLOPs; train = 3x what is executed.
+
+    Note: torch 2.13's FlopCounterMode ignores ``groups`` in the conv weight-gradient
+    formula and counts the depthwise grad-weight as 2*B*n*d*d*k (d times what runs); the
+    analytic model keeps what is executed. The unfold variant materialises the window
+    buffer (B*n*d*k, einsum copies it into its bmm layout) instead of the padded copy.
+    """
+    b, n, d, k = case.batch, case.seq_len, case.d_model, case.kernel
+    flops = 2 * b * n * (d * k + d * d)
+    if variant == "unfold":
+        activations = b * d * (n + k - 1) + b * n * d * k + 3 * b * n * d
+    else:
+        activations = b * d * (n + k - 1) + 2 * b * n * d  # padded input, depthwise, output
+    return Cost(
+        flops=flops,
+        flops_useful=flops,
+        flops_other=2 * b * n * d,  # two bias adds
+        train_flops=3 * flops,
+        params=d * k + d + d * d + d,
+        activation_elements=activations,
+        seq_ops=1,
+        path_length=conv_path_length(n, k, case.causal),
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+_PARAMS = frozenset({"kernel", "causal"})
+_REQUIRED = frozenset({"kernel"})
+
+
+def _conv1d(case: LayerCase, depth: int) -> nn.Module:
+    return Conv1dTime(case.d_model, case.kernel, case.causal)
+
+
+def _unfold(case: LayerCase, depth: int) -> nn.Module:
+    return UnfoldConvTime(case.d_model, case.kernel, case.causal)
+
+
+def _dilation(case: LayerCase, depth: int) -> int:
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    return case.kernel**depth
+
+
+def _dilated_conv1d(case: LayerCase, depth: int) -> nn.Module:
+    return Conv1dTime(case.d_model, case.kernel, case.causal, _dilation(case, depth))
+
+
+def _dilated_unfold(case: LayerCase, depth: int) -> nn.Module:
+    return UnfoldConvTime(case.d_model, case.kernel, case.causal, _dilation(case, depth))
+
+
+def _separable_conv1d(case: LayerCase, depth: int) -> nn.Module:
+    return SeparableConv1d(case.d_model, case.kernel, case.causal)
+
+
+def _separable_unfold(case: LayerCase, depth: int) -> nn.Module:
+    return SeparableUnfold(case.d_model, case.kernel, case.causal)
+
+
+register(
+    LayerEntry(
+        name="conv",
+        family="convolution",
+        summary="contiguous Conv1d(d, d, k) over time",
+        params=_PARAMS,
+        required=_REQUIRED,
+        variants={"conv1d": _conv1d, "unfold": _unfold},
+        default_variant="conv1d",
+        reference_variant="unfold",
+        cost=conv_cost,
+        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)"),
+    )
+)
+
+register(
+    LayerEntry(
+        name="conv_dilated",
+        family="convolution",
+        summary="Conv1d(d, d, k) with dilation k**depth (WaveNet/ByteNet); use causal",
+        params=_PARAMS,
+        required=_REQUIRED,
+        variants={"conv1d": _dilated_conv1d, "unfold": _dilated_unfold},
+        default_variant="conv1d",
+        reference_variant="unfold",
+        cost=dilated_cost,
+        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(log_k n)"),
+    )
+)
+
+register(
+    LayerEntry(
+        name="conv_separable",
+        family="convolution",
+        summary="depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d)",
+        params=_PARAMS,
+        required=_REQUIRED,
+        variants={"conv1d": _separable_conv1d, "unfold": _separable_unfold},
+        default_variant="conv1d",
+        reference_variant="unfold",
+        cost=separable_cost,
+        theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)"),
+    )
+)
