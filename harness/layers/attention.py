@@ -1,0 +1,294 @@
+"""Multi-head self-attention: dense (explicit matmul, fused SDPA) and restricted to a window.
+
+Vaswani et al. 2017, Table 1: self-attention costs O(n^2 d) per layer with O(1) sequential
+operations and path length; restricted to a neighbourhood of r positions it costs O(r n d)
+and needs O(n/r) stacked layers to connect every pair of positions.
+
+All three layers (and all their variants) own the same two parameters, ``in_proj``
+(Linear d -> 3d, q/k/v stacked) and ``out_proj`` (Linear d -> d), so one state dict
+transfers between any of them; with a window >= 2n the local layer equals the dense one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.costs import Cost
+from harness.layers.common import pad_left, reach
+from harness.layers.pathlen import stacked_path_length
+from harness.registry import LayerEntry, Theory, register
+from harness.spec import LayerCase
+
+# --------------------------------------------------------------------------- modules
+
+
+class _SelfAttention(nn.Module):
+    """Shared projections; subclasses supply the core softmax(q k^T / sqrt(dh)) v."""
+
+    def __init__(self, d_model: int, heads: int, causal: bool = False) -> None:
+        super().__init__()
+        if heads < 1 or d_model % heads:
+            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+        self.d_model = d_model
+        self.heads = heads
+        self.causal = causal
+        self.d_head = d_model // heads
+        self.scale = 1.0 / math.sqrt(self.d_head)
+        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=True)
+        self.out_proj = nn.Linear(d_model, d_model, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n, d) -> (B, n, d)
+        b, n, d = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)  # (B, n, 3, h, dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        ctx = self._core(q, k, v)  # (B, h, n, dh)
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, n, d))  # (B, n, d)
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, heads={self.heads}, causal={self.causal}"
+
+
+def _dense_attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, banned: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(q k^T * scale, banned pairs -> -inf) v on full (n x n) scores."""
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, h, n, n)
+    if banned is not None:
+        scores = scores.masked_fill(banned, float("-inf"))
+    return scores.softmax(dim=-1) @ v  # (B, h, n, dh)
+
+
+class MatmulAttention(_SelfAttention):
+    """The unfused reference: explicit scores, mask, softmax and weighted sum."""
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[-2]
+        banned = None
+        if self.causal:  # key s > query t is the future
+            banned = torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1)  # (n, n)
+        return _dense_attend(q, k, v, self.scale, banned)
+
+
+class SdpaAttention(_SelfAttention):
+    """torch's fused scaled_dot_product_attention (flash / memory-efficient / math backend)."""
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
+
+
+class _LocalAttention(_SelfAttention):
+    """Query t attends to the r keys t - pad_left(r) .. t - pad_left(r) + r - 1 inside [0, n)."""
+
+    def __init__(self, d_model: int, heads: int, window: int, causal: bool = False) -> None:
+        super().__init__(d_model, heads, causal)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.pad = pad_left(window, causal)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, window={self.window}"
+
+
+class UnfoldLocalAttention(_LocalAttention):
+    """Linear in n: each query scores only its own r keys, gathered by unfolding padded K, V.
+
+    The contractions are explicit bmms (einsum turns a size-1 contraction, r = 1, into an
+    elementwise multiply that FLOP counters miss).
+    Padded positions are computed (then masked), so executed FLOPs are 4*B*n*r*d.
+    """
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, h, n, dh = q.shape
+        r = self.window
+        rows = b * h * n  # one (1 x dh) @ (dh x r) product per query
+        pads = (0, 0, self.pad, r - 1 - self.pad)  # pad the time axis (dim -2)
+        k_win = F.pad(k, pads).unfold(-2, r, 1).reshape(rows, dh, r)  # (B*h*n, dh, r)
+        v_win = F.pad(v, pads).unfold(-2, r, 1).reshape(rows, dh, r)  # (B*h*n, dh, r)
+        scores = torch.bmm(q.reshape(rows, 1, dh), k_win).view(b, h, n, r) * self.scale
+        pos = (
+            torch.arange(n, device=q.device)[:, None]
+            - self.pad
+            + torch.arange(r, device=q.device)[None, :]
+        )  # (n, r) key position of window slot j for query t
+        outside = (pos < 0) | (pos >= n)  # keys in the padding
+        scores = scores.masked_fill(outside, float("-inf"))
+        probs = scores.softmax(dim=-1).reshape(rows, 1, r)
+        out = torch.bmm(probs, v_win.transpose(1, 2))  # (B*h*n, 1, dh)
+        return out.view(b, h, n, dh)
+
+
+class MaskedLocalAttention(_LocalAttention):
+    """Same function as the unfold path, computed densely with a band mask: O(n^2) executed."""
+
+    def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[-2]
+        t = torch.arange(n, device=q.device)
+        offset = t[None, :] - t[:, None] + self.pad  # (n, n) slot of key s in query t's window
+        banned = (offset < 0) | (offset >= self.window)
+        return _dense_attend(q, k, v, self.scale, banned)
+
+
+# --------------------------------------------------------------------------- cost models
+
+
+def _clipped(reach_: int, n: int) -> int:
+    """Window slots that fall off one end of the sequence, summed over the n queries."""
+    p = min(reach_, n)
+    return p * reach_ - p * (p - 1) // 2
+
+
+def window_pairs(n: int, window: int, causal: bool) -> int:
+    """Number of (query, key) pairs inside the sequence for a width-``window`` attention."""
+    back, ahead = reach(window, causal)
+    return n * window - _clipped(back, n) - _clipped(ahead, n)
+
+
+def _projection_flops(case: LayerCase) -> int:
+    """QKV (6 B n d^2) + output projection (2 B n d^2); biases are in flops_other."""
+    return 8 * case.batch * case.n * case.d * case.d
+
+
+def _cost(case: LayerCase, keys_per_query: int, useful_pairs: int, train_core_halves: int,
+          activation: int, path_length: float) -> Cost:
+    """Assemble a Cost from the executed keys per query and the useful (query, key) pairs.
+
+    Core matmuls (q k^T and p v) execute 4 * B * n * keys_per_query * d FLOPs.
+    ``train_core_halves`` is 2 x (forward + backward) / forward for the core (integer maths).
+    """
+    b, n, d, h = case.batch, case.n, case.d, case.heads
+    proj = _projection_flops(case)
+    core = 4 * b * n * keys_per_query * d
+    scores = b * h * n * keys_per_query
+    return Cost(
+        flops=proj + core,
+        flops_useful=proj + 4 * b * d * useful_pairs,
+        # biases (3 B n d in, B n d out) + scaling (1) and softmax (5) per score element
+        flops_other=4 * b * n * d + 6 * scores,
+        # projections: forward + grad input + grad weight = 3x (input requires grad)
+        train_flops=3 * proj + train_core_halves * core // 2,
+        params=4 * d * d + 4 * d,
+        activation_elements=activation,
+        seq_ops=1,
+        path_length=path_length,
+    )
+
+
+def attention_cost(case: LayerCase, variant: str) -> Cost:
+    """Dense attention: 8 B n d^2 + 4 B n^2 d executed, causal or not.
+
+    Neither the explicit-mask nor the SDPA path skips masked pairs in our FLOP convention,
+    so a causal mask changes ``flops_useful`` only (B d n (n+1)/2 pairs x 4).
+
+    ``train_flops``: the matmul variant's backward runs two matmuls per forward matmul
+    (grad of each operand), so train = 3x forward, what FlopCounterMode counts on CPU.
+    The SDPA variant's fused backward (flash / efficient kernels) recomputes q k^T and runs
+    four more matmuls: 5 vs 2 forward, i.e. backward core = 2.5x forward core (the
+    FlashAttention convention and torch.utils.flop_counter's formula for the CUDA ops);
+    projections stay 3x.
+
+    ``activation_elements``: q, k, v, context and output (5 B n d) plus, for the matmul
+    variant, scores and probabilities (2 B h n^2); SDPA's fused kernels keep only a
+    per-row log-sum-exp (B h n) instead of the score matrix.
+    """
+    b, n, d, h = case.batch, case.n, case.d, case.heads
+    pairs = n * (n + 1) // 2 if case.causal else n * n
+    if variant == "matmul":
+        return _cost(case, n, b * pairs, 6, 5 * b * n * d + 2 * b * h * n * n, 1)
+    if variant == "sdpa":
+        return _cost(case, n, b * pairs, 2 + 5, 5 * b * n * d + b * h * n, 1)
+    raise ValueError(f"attention has no variant {variant!r}")
+
+
+def local_attention_cost(case: LayerCase, variant: str) -> Cost:
+    """Restricted attention with window r.
+
+    ``flops``: "unfold" executes 8 B n d^2 + 4 B n r d (window slots that fall in the padding
+    are computed, then masked); "masked" executes the dense 8 B n d^2 + 4 B n^2 d.
+    ``flops_useful`` (both): 8 B n d^2 + 4 B d P with P the (query, key) pairs inside the
+    sequence (P = n r minus the slots clipped at both ends), so with r >= 2n it equals dense
+    attention's. Both variants' backward is two matmuls per forward matmul: train = 3x.
+    ``activation_elements``: q, k, v, context, output (5 B n d), scores and probabilities
+    (2 B h n r, or 2 B h n^2 masked), plus for unfold the windowed K and V that the bmms
+    need contiguous (2 B n r d).
+    """
+    b, n, d, h, r = case.batch, case.n, case.d, case.heads, case.window
+    pairs = b * window_pairs(n, r, case.causal)
+    path = stacked_path_length(n, r, case.causal)
+    if variant == "unfold":
+        act = 5 * b * n * d + 2 * b * h * n * r + 2 * b * n * r * d
+        return _cost(case, r, pairs, 6, act, path)
+    if variant == "masked":
+        return _cost(case, n, pairs, 6, 5 * b * n * d + 2 * b * h * n * n, path)
+    raise ValueError(f"attention_local has no variant {variant!r}")
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _matmul(case: LayerCase, depth: int) -> nn.Module:
+    return MatmulAttention(case.d_model, case.heads, case.causal)
+
+
+def _sdpa(case: LayerCase, depth: int) -> nn.Module:
+    return SdpaAttention(case.d_model, case.heads, case.causal)
+
+
+def _unfold(case: LayerCase, depth: int) -> nn.Module:
+    return UnfoldLocalAttention(case.d_model, case.heads, case.window, case.causal)
+
+
+def _masked(case: LayerCase, depth: int) -> nn.Module:
+    return MaskedLocalAttention(case.d_model, case.heads, case.window, case.causal)
+
+
+_DENSE_THEORY = Theory(complexity="O(n^2 d)", seq_ops="O(1)", path_length="O(1)")
+
+ATTENTION = register(LayerEntry(
+    name="attention",
+    family="self-attention",
+    summary="multi-head self-attention, explicit q k^T, softmax, @ v "
+            "(O(n^2 d) + O(n d^2) projections)",
+    params=frozenset({"heads", "causal"}),
+    required=frozenset({"heads"}),
+    variants={"matmul": _matmul},
+    default_variant="matmul",
+    reference_variant="matmul",
+    cost=attention_cost,
+    theory=_DENSE_THEORY,
+))
+
+ATTENTION_SDPA = register(LayerEntry(
+    name="attention_sdpa",
+    family="self-attention",
+    summary="multi-head self-attention via F.scaled_dot_product_attention "
+            "(O(n^2 d) + O(n d^2) projections)",
+    params=frozenset({"heads", "causal"}),
+    required=frozenset({"heads"}),
+    variants={"sdpa": _sdpa},
+    default_variant="sdpa",
+    reference_variant="sdpa",
+    cost=attention_cost,
+    theory=_DENSE_THEORY,
+))
+
+ATTENTION_LOCAL = register(LayerEntry(
+    name="attention_local",
+    family="self-attention",
+    summary="restricted self-attention over a window of r positions (Vaswani et al.'s r) "
+            "(O(r n d) + O(n d^2) projections)",
+    params=frozenset({"heads", "window", "causal"}),
+    required=frozenset({"heads", "window"}),
+    variants={"unfold": _unfold, "masked": _masked},
+    default_variant="unfold",
+    reference_variant="unfold",
+    cost=local_attention_cost,
+    theory=Theory(complexity="O(r n d)", seq_ops="O(1)", path_length="O(n/r)"),
+))

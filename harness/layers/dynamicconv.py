@@ -1,0 +1,139 @@
+"""DynamicConv (Wu et al. 2019): LightConv whose kernel is predicted at every time step.
+
+The kernel at step t is softmax over k of (W x_t) viewed as (H, k), with W of shape
+(H*k, d) (``kernel_proj``, no bias): a cost linear in n, O(k n d) for the convolution plus
+O(n d H k) for predicting the kernels. Channels of one head are contiguous, padding follows
+``pad_left``, DropConnect acts on the normalised kernels in training mode only, and
+``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
+
+Variants: "unfold" (default and reference: unfold the padded time axis, contract with the
+per-step kernels in one bmm; linear in n) and "band" (scatter each
+step's kernel into a row of an (n x n) band per head, then bmm; quadratic, as fairseq does
+for short inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.costs import Cost
+from harness.layers.lightconv import (
+    ConvBlock,
+    band_index,
+    band_matmul,
+    block_activations,
+    block_flops,
+    block_other_flops,
+    block_params,
+    unfold_time,
+)
+from harness.layers.pathlen import stacked_path_length
+from harness.registry import LayerEntry, Theory, register
+from harness.spec import LayerCase
+
+
+class _DynamicConv(ConvBlock):
+    def __init__(self, d_model: int, heads: int, kernel: int, causal: bool = False,
+                 block: bool = False, dropout: float = 0.0) -> None:
+        super().__init__(d_model, heads, kernel, causal, block, dropout)
+        self.kernel_proj = nn.Linear(d_model, heads * kernel, bias=False)  # W: (H*k, d)
+
+    def kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-step kernels (B, n, H, k): softmax over k of W x_t, then DropConnect."""
+        b, n, _ = x.shape
+        logits = self.kernel_proj(x).view(b, n, self.heads, self.kernel)  # (B, n, H, k)
+        return F.dropout(logits.softmax(dim=-1), self.dropout, self.training)
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        return self._convolve(x, self.kernels(x))
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class UnfoldDynamicConv(_DynamicConv):
+    """Unfolded (B, n, H, d/H, k) windows weighted by the step's (H, k) kernel: linear in n.
+
+    One explicit bmm (einsum would turn k = 1 into an elementwise multiply FLOP counters miss).
+    """
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h, c, k = self.heads, d // self.heads, self.kernel
+        xu = unfold_time(x, k, self.causal).reshape(b * n * h, c, k)  # (B*n*H, c, k)
+        out = torch.bmm(xu, kernels.reshape(b * n * h, k, 1))  # (B*n*H, c, 1)
+        return out.view(b, n, d)
+
+
+class BandDynamicConv(_DynamicConv):
+    """Row t of head h's (n x n) band holds step t's kernel; one bmm: O(n^2) executed."""
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        tap, inside = band_index(n, self.kernel, self.causal, x.device)
+        per_step = kernels.permute(0, 2, 1, 3)  # (B, H, n, k)
+        index = tap.expand(b, self.heads, n, n)  # (B, H, n, n)
+        band = torch.where(inside, per_step.gather(-1, index), kernels.new_zeros(()))
+        return band_matmul(band, x, self.heads)  # (B, n, d)
+
+
+def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
+    """Analytic cost; the kernel projection is 2 B n d H k, the convolution 2 B n d k.
+
+    ``flops``: "unfold" executes projection + 2 B n d k (padded taps included); "band"
+    executes projection + 2 B n^2 d. ``flops_useful`` is unfold's for both. The block adds
+    6 B n d^2. ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
+    block's biases and GLU. ``train_flops`` = 3x forward: every contraction (projection,
+    bmm, block linears) runs two more of the same size in backward.
+    ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
+    and output (B (n+k-1) d + B n d) and the unfolded copy (B n d k) for "unfold", or the
+    gathered and masked bands (2 B H n^2) and input copy and output (2 B n d) for "band";
+    plus the block's 4 B n d.
+    """
+    b, n, d, h, k = case.batch, case.n, case.d, case.heads, case.kernel
+    proj = 2 * b * n * d * h * k
+    conv = 2 * b * n * d * k
+    kernel_act = 2 * b * n * h * k
+    if variant == "unfold":
+        executed = conv
+        act = kernel_act + b * (n + k - 1) * d + b * n * d + b * n * d * k
+    elif variant == "band":
+        executed = 2 * b * n * n * d
+        act = kernel_act + 2 * b * h * n * n + 2 * b * n * d
+    else:
+        raise ValueError(f"dynamicconv has no variant {variant!r}")
+    extra = proj + block_flops(case)
+    return Cost(
+        flops=executed + extra,
+        flops_useful=conv + extra,
+        flops_other=5 * b * n * h * k + block_other_flops(case),
+        train_flops=3 * (executed + extra),
+        params=d * h * k + block_params(case),
+        activation_elements=act + block_activations(case),
+        seq_ops=1,
+        path_length=stacked_path_length(n, k, case.causal),
+    )
+
+
+def _builder(cls: type[_DynamicConv]):
+    def build(case: LayerCase, depth: int) -> nn.Module:
+        return cls(case.d_model, case.heads, case.kernel, case.causal, case.block)
+
+    return build
+
+
+DYNAMICCONV = register(LayerEntry(
+    name="dynamicconv",
+    family="dynamicconv",
+    summary="DynamicConv (Wu et al. 2019): LightConv with a per-step kernel softmax(W x_t), "
+            "W: d -> H*k (O(k n d) + O(n d H k) kernel projection)",
+    params=frozenset({"heads", "kernel", "causal", "block"}),
+    required=frozenset({"heads", "kernel"}),
+    variants={"unfold": _builder(UnfoldDynamicConv), "band": _builder(BandDynamicConv)},
+    default_variant="unfold",
+    reference_variant="unfold",
+    cost=dynamicconv_cost,
+    theory=Theory(complexity="O(k n d)", seq_ops="O(1)", path_length="O(n/k)"),
+))

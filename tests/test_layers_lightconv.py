@@ -1,0 +1,310 @@
+"""LightConv and DynamicConv: variants vs the definition, softmax/DropConnect, costs vs counters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import registry
+from harness.spec import LayerCase
+
+LIGHT = ["conv1d", "unfold", "band"]
+DYNAMIC = ["unfold", "band"]
+ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
+
+
+def _case(n: int = 11, d: int = 12, heads: int = 3, kernel: int = 3, causal: bool = False,
+          block: bool = False, batch: int = 2) -> LayerCase:
+    return LayerCase(seq_len=n, d_model=d, heads=heads, kernel=kernel, causal=causal,
+                     block=block, batch=batch)
+
+
+def _build(name: str, variant: str, case: LayerCase, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return registry.get(name).build(case, variant).double().eval()
+
+
+def _x(case: LayerCase, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(case.batch, case.n, case.d, generator=gen, dtype=torch.float64)
+
+
+def _counted(module: nn.Module, x: torch.Tensor, train: bool) -> int:
+    x = x.clone().requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        y = module(x)
+        if train:
+            y.sum().backward()
+    return counter.get_total_flops()
+
+
+def _window(t: int, k: int, causal: bool) -> range:
+    """Input positions feeding output t, written out from Wu et al. / the padding rule."""
+    start = t - (k - 1) if causal else t - (k - 1) // 2
+    return range(start, start + k)
+
+
+def _reference(module: nn.Module, x: torch.Tensor, case: LayerCase) -> torch.Tensor:
+    """y[t, ch] = sum_j w_t[head(ch), j] x[t - pad + j, ch], zero outside, as a plain loop."""
+    h, k = case.heads, case.kernel
+    b, n, d = x.shape
+    if case.block:
+        x = nn.functional.glu(module.glu_proj(x), dim=-1)
+    if hasattr(module, "kernel_proj"):  # DynamicConv: kernel from the current step
+        w = module.kernel_proj(x).view(b, n, h, k).softmax(-1)  # (B, n, H, k)
+    else:
+        w = module.weight.softmax(-1).expand(b, n, h, k)
+    y = torch.zeros_like(x)
+    for t in range(n):
+        for j, s in enumerate(_window(t, k, case.causal)):
+            if 0 <= s < n:
+                tap = w[:, t, :, j].repeat_interleave(d // h, dim=-1)  # (B, d)
+                y[:, t] += tap * x[:, s]
+    return module.out_proj(y) if case.block else y
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registered_entries() -> None:
+    light = registry.get("lightconv")
+    assert light.family == "lightconv"
+    assert light.params == {"heads", "kernel", "causal", "block"}
+    assert light.required == {"heads", "kernel"}
+    assert set(light.variants) == set(LIGHT)
+    assert (light.default_variant, light.reference_variant) == ("conv1d", "unfold")
+    assert light.theory.complexity == "O(k n d)" and light.theory.path_length == "O(n/k)"
+    dyn = registry.get("dynamicconv")
+    assert dyn.family == "dynamicconv" and set(dyn.variants) == set(DYNAMIC)
+    assert dyn.default_variant == dyn.reference_variant == "unfold"
+    assert "O(n d H k)" in dyn.summary
+
+
+@pytest.mark.parametrize("name", ["lightconv", "dynamicconv"])
+def test_invalid_cases_are_reported(name: str) -> None:
+    entry = registry.get(name)
+    assert "not divisible" in entry.problem(_case(d=10, heads=3))
+    with pytest.raises(ValueError, match="kernel"):
+        entry.build(_case(kernel=None))
+    with pytest.raises(ValueError, match="no variant"):
+        entry.cost_of(_case(), "cuda")
+
+
+# --------------------------------------------------------------------------- function
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+@pytest.mark.parametrize("block", [False, True])
+def test_shape(name: str, variant: str, block: bool) -> None:
+    case = _case(block=block)
+    assert _build(name, variant, case)(_x(case)).shape == (case.batch, case.n, case.d)
+
+
+@pytest.mark.parametrize("name", ["lightconv", "dynamicconv"])
+@pytest.mark.parametrize("block", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5, 7])
+def test_variants_match_definition(name: str, kernel: int, causal: bool, block: bool) -> None:
+    case = _case(n=11, kernel=kernel, causal=causal, block=block)
+    x = _x(case)
+    entry = registry.get(name)
+    first = _build(name, entry.reference_variant, case)
+    expected = _reference(first, x, case)
+    for seed, variant in enumerate(entry.variants, start=3):
+        module = _build(name, variant, case, seed=seed)
+        module.load_state_dict(first.state_dict())
+        assert torch.allclose(module(x), expected, atol=1e-12), variant
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+def test_causal_outputs_ignore_the_future(name: str, variant: str) -> None:
+    case = _case(kernel=4, causal=True, block=True)
+    module = _build(name, variant, case)
+    x = _x(case)
+    t = 5
+    x2 = x.clone()
+    x2[:, t + 1:] += 1.0
+    y, y2 = module(x), module(x2)
+    assert torch.allclose(y[:, : t + 1], y2[:, : t + 1], atol=1e-12)
+    assert not torch.allclose(y[:, t + 1:], y2[:, t + 1:])
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+@pytest.mark.parametrize(("kernel", "causal", "lo", "hi"), [
+    (3, False, 4, 6),
+    (4, False, 4, 7),  # even k: the extra tap is on the right
+    (4, True, 2, 5),
+])
+def test_output_ignores_inputs_outside_its_window(
+        name: str, variant: str, kernel: int, causal: bool, lo: int, hi: int) -> None:
+    case = _case(kernel=kernel, causal=causal)
+    module = _build(name, variant, case)
+    x = _x(case)
+    t = 5
+    x_out = x.clone()
+    x_out[:, [s for s in range(case.n) if not lo <= s <= hi]] += 1.0
+    assert torch.allclose(module(x)[:, t], module(x_out)[:, t], atol=1e-12)
+    for s in (lo, hi):
+        x_in = x.clone()
+        x_in[:, s] += 1.0
+        assert not torch.allclose(module(x)[:, t], module(x_in)[:, t])
+
+
+def test_lightconv_weights_are_softmax_over_kernel() -> None:
+    module = _build("lightconv", "conv1d", _case(kernel=5))
+    w = module.normalized_weight()
+    assert w.shape == (3, 5)
+    assert torch.allclose(w.sum(-1), torch.ones(3, dtype=w.dtype))
+    assert bool((w > 0).all())
+
+
+def test_dynamicconv_kernels_are_softmax_per_step() -> None:
+    case = _case(kernel=5)
+    module = _build("dynamicconv", "unfold", case)
+    kernels = module.kernels(_x(case))
+    assert kernels.shape == (case.batch, case.n, case.heads, 5)
+    assert torch.allclose(kernels.sum(-1), torch.ones(kernels.shape[:-1], dtype=kernels.dtype))
+    assert not torch.allclose(kernels[:, 0], kernels[:, 1])  # the kernel depends on the step
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+def test_dropconnect_only_in_training(name: str, variant: str) -> None:
+    case = _case(kernel=5)
+    entry = registry.get(name)
+    plain = _build(name, variant, case)
+    module = type(plain)(case.d, case.heads, case.kernel, case.causal, case.block, dropout=0.5)
+    module = module.double()
+    module.load_state_dict(plain.state_dict())
+    x = _x(case)
+    module.eval()
+    assert torch.equal(module(x), module(x))
+    assert torch.allclose(module(x), plain(x), atol=1e-12)
+    module.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(module(x), plain(x))
+    assert entry.build(case, variant).dropout == 0.0  # registry builds without DropConnect
+
+
+# --------------------------------------------------------------------------- costs
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+@pytest.mark.parametrize("block", [False, True])
+def test_params_match_module(name: str, variant: str, block: bool) -> None:
+    case = _case(n=13, d=24, heads=3, kernel=5, block=block)
+    module = _build(name, variant, case)
+    count = sum(p.numel() for p in module.parameters())
+    assert registry.get(name).cost_of(case, variant).params == count
+
+
+def test_paper_weight_counts() -> None:
+    # Wu et al. 2019: d=1024, k=7, H=16 -> 7*16 = 112 LightConv weights vs 7168 depthwise.
+    case = LayerCase(seq_len=4, d_model=1024, heads=16, kernel=7)
+    assert registry.get("lightconv").cost_of(case).params == 112
+    light = registry.get("lightconv").build(case)
+    assert sum(p.numel() for p in light.parameters()) == 112
+    depthwise = nn.Conv1d(1024, 1024, 7, groups=1024, bias=False)
+    assert depthwise.weight.numel() == 7168
+    # DynamicConv's W has shape (H*k, d): 112 * 1024 weights.
+    dyn = registry.get("dynamicconv").build(case)
+    assert tuple(dyn.kernel_proj.weight.shape) == (112, 1024)
+    assert dyn.kernel_proj.bias is None
+    assert registry.get("dynamicconv").cost_of(case).params == 1024 * 16 * 7 == 114688
+
+
+def test_flops_by_hand() -> None:
+    # B=1, n=5, d=4, H=2, k=3.
+    case = LayerCase(seq_len=5, d_model=4, heads=2, kernel=3, batch=1)
+    light = registry.get("lightconv")
+    conv = light.cost_of(case, "conv1d")
+    assert (conv.flops, conv.flops_useful, conv.train_flops) == (120, 120, 360)  # 2*5*4*3
+    band = light.cost_of(case, "band")
+    assert (band.flops, band.flops_useful) == (200, 120)  # 2*5*5*4 executed
+    assert conv.params == 6 and conv.flops_other == 30  # 5 per softmax element, 2*3 of them
+    # block: Linear 4->8 (2*5*4*8 = 320) + Linear 4->4 (2*5*4*4 = 160)
+    blocked = light.cost_of(LayerCase(5, 4, heads=2, kernel=3, block=True), "unfold")
+    assert (blocked.flops, blocked.params) == (600, 6 + 40 + 20)
+    dyn = registry.get("dynamicconv")
+    unfold = dyn.cost_of(case, "unfold")  # projection 2*5*4*(2*3) = 240, conv 120
+    assert (unfold.flops, unfold.flops_useful, unfold.train_flops) == (360, 360, 1080)
+    dband = dyn.cost_of(case, "band")
+    assert (dband.flops, dband.flops_useful) == (440, 360)
+    assert unfold.params == 24
+
+
+@pytest.mark.parametrize(("name", "variant"), ALL)
+@pytest.mark.parametrize("block", [False, True])
+@pytest.mark.parametrize(("kernel", "causal"), [(1, False), (4, True), (5, False)])
+def test_flops_match_flop_counter(name: str, variant: str, block: bool, kernel: int,
+                                  causal: bool) -> None:
+    case = _case(n=13, d=24, heads=3, kernel=kernel, causal=causal, block=block)
+    module = _build(name, variant, case)
+    cost = registry.get(name).cost_of(case, variant)
+    x = _x(case)
+    assert _counted(module, x, train=False) == cost.flops
+    counted_train = _counted(module, x, train=True)
+    if variant == "conv1d":
+        # torch's conv-backward formula ignores groups: grad weight of the depthwise conv is
+        # counted as 2 B n d^2 k instead of 2 B n d k. Pin the hole so a fix shows up here.
+        b, n, d = case.batch, case.n, case.d
+        assert counted_train == cost.train_flops + 2 * b * n * d * (d - 1) * kernel
+    else:
+        assert counted_train == cost.train_flops
+
+
+# --------------------------------------------------------------------------- path length
+
+
+@pytest.mark.parametrize("name", ["lightconv", "dynamicconv"])
+@pytest.mark.parametrize(("kernel", "causal", "n", "expected"), [
+    (3, False, 10, 9),
+    (3, True, 10, 5),
+    (7, False, 13, 4),
+    (7, True, 13, 2),
+    (31, False, 10, 1),
+    (2, False, 10, math.inf),  # centred even kernel never looks back
+    (1, True, 10, math.inf),
+    (1, False, 1, 1),
+])
+def test_path_length_by_hand(name: str, kernel: int, causal: bool, n: int,
+                             expected: float) -> None:
+    cost = registry.get(name).cost_of(_case(n=n, kernel=kernel, causal=causal))
+    assert cost.path_length == expected
+    assert cost.seq_ops == 1
+
+
+def _dependency_depth(make, n: int, d: int, causal: bool, max_depth: int) -> float:
+    """Least stack depth at which every output depends on every (earlier-or-equal) input.
+
+    Batch element j carries output position j's probe: one backward of sum_j y[j, j] gives
+    in row j of the input gradient exactly the inputs that output j depends on.
+    """
+    torch.manual_seed(0)
+    need = torch.ones(n, n, dtype=torch.bool)
+    if causal:
+        need = need.tril()
+    layers = [make().double().eval() for _ in range(max_depth)]
+    x = torch.randn(1, n, d, dtype=torch.float64).expand(n, n, d).clone().requires_grad_(True)
+    y = x
+    for depth, layer in enumerate(layers, start=1):
+        y = layer(y)
+        (grad,) = torch.autograd.grad(y.diagonal(dim1=0, dim2=1).sum(), x, retain_graph=True)
+        reach = grad.abs().sum(-1) > 0  # (out j, in i)
+        if bool(reach[need].all()):
+            return depth
+    return math.inf
+
+
+@pytest.mark.parametrize(("name", "variant"), [("lightconv", "unfold"), ("dynamicconv", "unfold")])
+@pytest.mark.parametrize(("kernel", "causal"), [(3, False), (3, True), (4, False), (2, False)])
+def test_measured_path_length_matches_analytic(name: str, variant: str, kernel: int,
+                                               causal: bool) -> None:
+    n, d = 8, 4
+    case = _case(n=n, d=d, heads=2, kernel=kernel, causal=causal, batch=1)
+    entry = registry.get(name)
+    measured = _dependency_depth(lambda: entry.build(case, variant), n, d, causal, n)
+    assert measured == entry.cost_of(case).path_length
