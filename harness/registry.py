@@ -135,10 +135,10 @@ def get(name: str) -> LayerEntry:
 
 
 def names() -> list[str]:
-    _load()
-    return list(_REGISTRY)
+    return [e.name for e in entries()]
 
 
 def entries() -> list[LayerEntry]:
+    """Every layer, in the order of FAMILIES (Table 1 order), then registration order."""
     _load()
-    return list(_REGISTRY.values())
+    return sorted(_REGISTRY.values(), key=lambda e: FAMILIES.index(e.family))

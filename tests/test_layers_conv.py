@@ -11,7 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from harness import registry
 from harness.layers.common import pad_left
-from harness.layers.conv import conv_path_length, dilated_path_length
+from harness.layers.conv import dilated_path_length
+from harness.layers.pathlen import stacked_path_length as conv_path_length
 from harness.spec import LayerCase
 
 LAYERS = ("conv", "conv_dilated", "conv_separable")

@@ -8,7 +8,7 @@ Variants of one layer share parameter names and shapes (those of nn.Conv1d):
 
 * ``conv1d``: ``F.pad`` + ``F.conv1d`` (the library kernel).
 * ``unfold``: the padded time axis unfolded into (B, n, d, k) windows, then a matmul /
-  einsum - the unfused reference, which materialises the B*n*d*k window buffer.
+  bmm - the unfused reference, which materialises the B*n*d*k window buffer.
 
 FLOPs count every tap, including taps that fall on padding: that is what both variants and
 every counter execute (``flops_useful == flops``).
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from harness.costs import Cost
 from harness.layers.common import pad_left, reach
+from harness.layers.pathlen import stacked_path_length
 from harness.registry import LayerEntry, Theory, register
 from harness.spec import LayerCase
 
@@ -144,24 +145,15 @@ class SeparableUnfold(_SeparableConv):
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
         win = _windows(x, self.kernel, self.causal, 1)  # (B, n, d, k)
-        h = torch.einsum("bndk,dk->bnd", win, self.depthwise_weight[:, 0])  # (B, n, d)
+        b, n, d, k = win.shape
+        # an explicit bmm, not einsum: at k = 1 einsum becomes a multiply counters miss
+        taps = win.permute(2, 0, 1, 3).reshape(d, b * n, k)  # (d, B*n, k)
+        h = torch.bmm(taps, self.depthwise_weight[:, 0].unsqueeze(-1))  # (d, B*n, 1)
+        h = h.reshape(d, b, n).permute(1, 2, 0)  # (B, n, d)
         return self.pointwise(h + self.depthwise_bias)
 
 
 # --------------------------------------------------------------------------- path length
-
-
-def conv_path_length(n: int, kernel: int, causal: bool) -> float:
-    """Layers of a stack of identical contiguous convs until every output sees every input
-    (causal: every earlier-or-equal input). L layers reach L*back behind and L*ahead ahead,
-    so the longest gap n - 1 needs ceil((n - 1) / reach); inf when the needed reach is 0."""
-    if n == 1:
-        return 1
-    back, ahead = reach(kernel, causal)
-    needed = back if causal else min(back, ahead)
-    if needed == 0:
-        return math.inf
-    return max(1, -(-(n - 1) // needed))
 
 
 def dilated_path_length(n: int, kernel: int, causal: bool) -> float:
@@ -214,7 +206,7 @@ def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
         params=d * d * k + d,
         activation_elements=activations,
         seq_ops=1,
-        path_length=conv_path_length(n, k, case.causal),
+        path_length=stacked_path_length(n, k, case.causal),
     )
 
 
@@ -247,7 +239,7 @@ def separable_cost(case: LayerCase, variant: str) -> Cost:
         params=d * k + d + d * d + d,
         activation_elements=activations,
         seq_ops=1,
-        path_length=conv_path_length(n, k, case.causal),
+        path_length=stacked_path_length(n, k, case.causal),
     )
 
 

@@ -135,5 +135,5 @@ DYNAMICCONV = register(LayerEntry(
     default_variant="unfold",
     reference_variant="unfold",
     cost=dynamicconv_cost,
-    theory=Theory(complexity="O(k n d)", seq_ops="O(1)", path_length="O(n/k)"),
+    theory=Theory(complexity="O(k n d + n d H k)", seq_ops="O(1)", path_length="O(n/k)"),
 ))
