@@ -1,0 +1,194 @@
+"""Expanding a suite into planned cases, and the ``harness validate`` summary of a plan.
+
+Crossing order is fixed so plans (and result files) are reproducible: layers as written, then
+variant, device, dtype, mode, causal, block, batch, d_model, heads, kernel, window, and
+``seq_len`` innermost (a sweep over n runs as one stretch, smallest n first as written).
+Axes a layer does not take are not crossed for it: they stay None (flags False), so an RNN in
+a suite sweeping four head counts gets one case per (n, d), not four identical ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+from harness import registry
+from harness.registry import LayerEntry
+from harness.spec import LayerCase
+from harness.suite.check import resolve_device
+from harness.suite.model import FLAGS, OPTIONAL_AXES, LayerSpec, Suite
+
+#: Bump when the meaning of a case's parameters changes: every case_id changes with it.
+CASE_ID_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlannedCase:
+    """One case to run (or to report as skipped, with ``skip_reason``)."""
+
+    layer: str
+    variant: str
+    case: LayerCase  # normalised: parameters the layer does not take are None / False
+    dtype: str
+    device: str  # resolved: never 'auto'
+    mode: str
+    seed: int
+    skip_reason: str | None = None  # why the case cannot exist (d % h != 0, ...), else None
+    label: str = ""  # readable and unique within its plan, e.g. 'lstm-n512-d256'
+
+    @property
+    def runnable(self) -> bool:
+        return self.skip_reason is None
+
+    def params(self) -> dict[str, Any]:
+        """The case's parameters as flat columns (results-dataframe names)."""
+        c = self.case
+        return {
+            "layer": self.layer,
+            "variant": self.variant,
+            "seq_len": c.seq_len,
+            "d_model": c.d_model,
+            "heads": c.heads,
+            "kernel": c.kernel,
+            "window": c.window,
+            "causal": c.causal,
+            "block": c.block,
+            "batch": c.batch,
+            "dtype": self.dtype,
+            "device": self.device,
+            "mode": self.mode,
+            "seed": self.seed,
+        }
+
+    @property
+    def case_id(self) -> str:
+        """A short, stable hash of ``params()``: same parameters, same id, on any run."""
+        text = json.dumps({"v": CASE_ID_VERSION, **self.params()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _variants(spec: LayerSpec, suite: Suite, entry: LayerEntry) -> tuple[str, ...]:
+    chosen = suite.variants if spec.variants is None else spec.variants
+    if chosen == "all":
+        return tuple(entry.variants)
+    if chosen == "default":
+        return (entry.default_variant,)
+    return tuple(dict.fromkeys(chosen))
+
+
+def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry) -> tuple[Any, ...]:
+    if axis in OPTIONAL_AXES and axis not in entry.params:
+        return (None,)
+    if axis in FLAGS:
+        if axis not in entry.params:
+            return (False,)
+        values = getattr(spec, axis) or getattr(suite, axis)
+    else:
+        values = spec.sweep.given().get(axis)
+        if values is None:
+            values = suite.batches() if axis == "batch" else getattr(suite.sweep, axis)
+    return tuple(dict.fromkeys(values)) if values is not None else (None,)
+
+
+def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> list[PlannedCase]:
+    entry = registry.get(spec.name)
+    grid = itertools.product(
+        _variants(spec, suite, entry),
+        devices,
+        tuple(dict.fromkeys(suite.dtype)),
+        tuple(dict.fromkeys(suite.mode)),
+        _axis("causal", spec, suite, entry),
+        _axis("block", spec, suite, entry),
+        _axis("batch", spec, suite, entry),
+        _axis("d_model", spec, suite, entry),
+        _axis("heads", spec, suite, entry),
+        _axis("kernel", spec, suite, entry),
+        _axis("window", spec, suite, entry),
+        _axis("seq_len", spec, suite, entry),
+    )
+    out = []
+    for variant, device, dtype, mode, causal, block, batch, d, h, k, r, n in grid:
+        case = LayerCase(
+            seq_len=n, d_model=d, heads=h, kernel=k, window=r, causal=causal, block=block,
+            batch=batch,
+        )
+        case = entry.normalize(case)
+        out.append(
+            PlannedCase(
+                layer=spec.name, variant=variant, case=case, dtype=dtype, device=device,
+                mode=mode, seed=suite.seed, skip_reason=entry.problem(case),
+            )
+        )
+    return out
+
+
+def expand(suite: Suite) -> list[PlannedCase]:
+    """Every case of ``suite`` in a fixed order, duplicates removed, each with a unique label.
+
+    Impossible cases are kept with ``skip_reason`` set, so a report can list them.
+    """
+    devices = tuple(dict.fromkeys(resolve_device(d) for d in suite.device))
+    seen: set[tuple[Any, ...]] = set()
+    planned: list[PlannedCase] = []
+    for spec in suite.layers:
+        for item in _layer_cases(spec, suite, devices):
+            key = (item.layer, item.variant, item.case, item.dtype, item.device, item.mode)
+            if key not in seen:
+                seen.add(key)
+                planned.append(item)
+    return _labelled(planned)
+
+
+def _labelled(planned: list[PlannedCase]) -> list[PlannedCase]:
+    variants: dict[str, set[str]] = {}
+    for item in planned:
+        variants.setdefault(item.layer, set()).add(item.variant)
+
+    def varies(get: Any) -> bool:
+        return len({get(item) for item in planned}) > 1
+
+    show_batch = varies(lambda p: p.case.batch)
+    show_dtype = varies(lambda p: p.dtype)
+    show_device = varies(lambda p: p.device)
+    show_mode = varies(lambda p: p.mode)
+    out = []
+    for item in planned:
+        c = item.case
+        parts = [item.layer]
+        if len(variants[item.layer]) > 1:
+            parts.append(item.variant)
+        parts += [f"n{c.seq_len}", f"d{c.d_model}"]
+        parts += [f"{tag}{v}" for tag, v in (("h", c.heads), ("k", c.kernel), ("r", c.window))
+                  if v is not None]
+        parts += [flag for flag in FLAGS if getattr(c, flag)]
+        if show_batch:
+            parts.append(f"b{c.batch}")
+        parts += [v for v, shown in ((item.dtype, show_dtype), (item.device, show_device),
+                                     (item.mode, show_mode)) if shown]
+        out.append(replace(item, label="-".join(parts)))
+    return out
+
+
+def summarize(planned: list[PlannedCase], title: str | None = None) -> str:
+    """The ``harness validate`` text: cases per layer (runnable, skipped), skips with reasons."""
+    layers = list(dict.fromkeys(item.layer for item in planned))
+    runnable = Counter(item.layer for item in planned if item.runnable)
+    skipped = Counter(item.layer for item in planned if not item.runnable)
+    width = max([len("layer"), len("total"), *(len(name) for name in layers)])
+    lines = [title] if title else []
+    lines.append(f"{'layer':<{width}}  {'cases':>5}  {'runnable':>8}  {'skipped':>7}")
+    for name in layers:
+        total = runnable[name] + skipped[name]
+        lines.append(f"{name:<{width}}  {total:>5}  {runnable[name]:>8}  {skipped[name]:>7}")
+    n_run, n_skip = sum(runnable.values()), sum(skipped.values())
+    lines.append(f"{'total':<{width}}  {n_run + n_skip:>5}  {n_run:>8}  {n_skip:>7}")
+    skips = [item for item in planned if not item.runnable]
+    if skips:
+        lines.append("")
+        lines.append(f"skipped ({len(skips)}):")
+        lines += [f"  {item.label}: {item.skip_reason}" for item in skips]
+    return "\n".join(lines)
