@@ -1,0 +1,208 @@
+"""Small statistics the analysis needs, in plain numpy/math (no scipy on report machines).
+
+* :func:`t_quantile` - Student's t quantile, by inverting the t CDF written through the
+  regularised incomplete beta function (continued fraction, Abramowitz & Stegun 26.5.8);
+  accurate to ~1e-10, which is far below what a confidence interval needs.
+* :func:`fit_loglog` - ordinary least squares of log(y) on log(x) with a t-based interval.
+* :func:`growth_class` - the growth of a structural quantity (sequential ops, path length)
+  with n, as a Table-1 style class: "O(1)", "O(log n)", "O(n)".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+_TINY = 1e-300
+_EPS = 1e-15
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of I_x(a, b) (modified Lentz); converges fast for x < (a+1)/(a+b+2)."""
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > _TINY else _TINY)
+    h = d
+    for m in range(1, 10_000):
+        # even step d_{2m}, then odd step d_{2m+1} of the continued fraction
+        for coef in (
+            m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0)),
+        ):
+            d = 1.0 + coef * d
+            d = 1.0 / (d if abs(d) > _TINY else _TINY)
+            c = 1.0 + coef / c
+            c = c if abs(c) > _TINY else _TINY
+            h *= d * c
+        if abs(d * c - 1.0) < _EPS:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"a and b must be > 0, got {a}, {b}")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must be in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (a * math.log(x) + b * math.log1p(-x)
+                 + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """Upper tail P(T > t) of Student's t with ``df`` degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+@lru_cache(maxsize=512)
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (df may be fractional).
+
+    Closed forms for df = 1 and 2; otherwise bisection on the CDF to ~1e-12 relative.
+    ``t_quantile(0.975, 5) == 2.5706...``.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    tail = 1.0 - p
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > tail:
+        lo, hi = hi, 2.0 * hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_sf(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class LogLogFit:
+    """OLS of log(y) on log(x): y ~ exp(intercept) * x**slope."""
+
+    slope: float
+    intercept: float
+    ci_low: float  # confidence interval of the slope (NaN with fewer than 3 points)
+    ci_high: float
+    ci_half_width: float
+    r2: float  # 1.0 for an exact fit, NaN with fewer than 3 points
+    n_points: int
+
+
+def fit_loglog(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> LogLogFit:
+    """Fit log(y) = a + b log(x) by least squares; the slope's interval uses t(n - 2).
+
+    Raises ValueError on non-positive or non-finite values, or fewer than 2 distinct x.
+    With 2 points the slope is exact but the interval and R^2 are NaN (no residual dof).
+    R^2 is 1.0 when the residuals vanish, including the constant-y case (slope 0).
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("x and y must be 1-D arrays of the same length")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+            and np.all(x > 0) and np.all(y > 0)):
+        raise ValueError("log-log fit needs finite, positive x and y")
+    if len(np.unique(x)) < 2:
+        raise ValueError("log-log fit needs at least 2 distinct x values")
+    lx, ly = np.log(x), np.log(y)
+    xm, ym = lx.mean(), ly.mean()
+    sxx = float(np.sum((lx - xm) ** 2))
+    slope = float(np.sum((lx - xm) * (ly - ym)) / sxx)
+    intercept = float(ym - slope * xm)
+    n = len(lx)
+    if n < 3:
+        return LogLogFit(slope, intercept, math.nan, math.nan, math.nan, math.nan, n)
+    resid = ly - (intercept + slope * lx)
+    ssr = float(np.sum(resid**2))
+    sst = float(np.sum((ly - ym) ** 2))
+    # residuals at rounding level count as an exact fit
+    exact = ssr <= 1e-24 * max(sst, 1.0) * n
+    r2 = 1.0 if exact or sst == 0 else 1.0 - ssr / sst
+    se = 0.0 if exact else math.sqrt(ssr / (n - 2) / sxx)
+    half = t_quantile(0.5 + level / 2.0, n - 2) * se
+    return LogLogFit(slope, intercept, slope - half, slope + half, half, r2, n)
+
+
+def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """OLS log-log slope, or NaN where it is undefined (non-positive values, < 2 distinct x)."""
+    try:
+        return fit_loglog(x, y).slope
+    except ValueError:
+        return math.nan
+
+
+def _r2_linear(x: np.ndarray, y: np.ndarray) -> float:
+    xm, ym = x.mean(), y.mean()
+    sxx, sst = np.sum((x - xm) ** 2), np.sum((y - ym) ** 2)
+    if sst == 0 or sxx == 0:
+        return 1.0
+    sxy = np.sum((x - xm) * (y - ym))
+    return float(sxy * sxy / (sxx * sst))
+
+
+#: Growth classes :func:`growth_class` returns.
+GROWTH_CLASSES = ("O(1)", "O(log n)", "O(n)", "superlinear", "decreasing", "unbounded",
+                  "mixed finite/inf", "unknown")
+
+
+def growth_class(n: np.ndarray, values: np.ndarray) -> str:
+    """How ``values`` grow with ``n``, as a Table-1 class.
+
+    Rules (documented because a report quotes them):
+
+    * fewer than 2 distinct n with a value: "unknown" (growth is not visible at one n);
+    * every value inf: "unbounded" (some pair is never connected); some inf: "mixed finite/inf";
+    * all equal: "O(1)"; smaller at the largest n than at the smallest: "decreasing";
+    * log-log slope above 1.5: "superlinear";
+    * 3+ distinct n: "O(n)" when a straight line in n fits at least as well (R^2) as a
+      straight line in log n, else "O(log n)"; O(n/k) and O(n/r) are "O(n)" here;
+    * 2 distinct n: "O(n)" when the log-log slope between them is >= 0.6, else "O(log n)".
+    """
+    n = np.asarray(n, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = np.isfinite(n) & ~np.isnan(v)
+    n, v = n[keep], v[keep]
+    if len(np.unique(n)) < 2:
+        return "unknown"
+    inf = np.isinf(v)
+    if inf.all():
+        return "unbounded"
+    if inf.any():
+        return "mixed finite/inf"
+    if np.all(v == v[0]):
+        return "O(1)"
+    order = np.argsort(n, kind="stable")
+    n, v = n[order], v[order]
+    if v[n == n[-1]].mean() < v[n == n[0]].mean():
+        return "decreasing"
+    if np.any(n <= 0):
+        raise ValueError("growth_class needs positive n")
+    slope = loglog_slope(n, v)
+    if slope > 1.5:
+        return "superlinear"
+    if len(np.unique(n)) >= 3:
+        return "O(n)" if _r2_linear(n, v) >= _r2_linear(np.log(n), v) else "O(log n)"
+    return "O(n)" if slope >= 0.6 else "O(log n)"
