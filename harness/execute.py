@@ -1,0 +1,257 @@
+"""Measure one planned case: build, time, measure memory, count FLOPs, measure structure.
+
+Returns a results row (a dict of the public columns) and the raw timing samples. FLOPs
+and structure are computed outside the timed calls, once per distinct case (cached).
+A failure in one part is recorded, not raised: an OOM or error while timing makes the row's
+status ``oom``/``error``; a counter or structure failure leaves the timing intact and says
+why in ``flops_note`` / ``structure_note``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from harness import registry
+from harness.spec import LayerCase
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class ExecSettings:
+    """What to measure for a case, and the knobs of each measurement."""
+
+    timing: Any  # harness.measure.timing.TimingConfig
+    memory: bool = True
+    flops: bool = True
+    structure: bool = True
+    structure_max_n: int = 512
+    env: dict[str, Any] = field(default_factory=dict)
+    #: test-only switch: multiply the timed work (used to inject a known slowdown)
+    slowdown: dict[str, float] = field(default_factory=dict)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA OOM, CPU MemoryError, or an allocator 'out of memory' RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def case_row(planned: Any) -> dict[str, Any]:
+    """The identifying columns of a planned case."""
+    case: LayerCase = planned.case
+    return {
+        "case_id": planned.case_id,
+        "label": planned.label,
+        "layer": planned.layer,
+        "variant": planned.variant,
+        "seq_len": case.seq_len,
+        "d_model": case.d_model,
+        "heads": case.heads,
+        "kernel": case.kernel,
+        "window": case.window,
+        "causal": case.causal,
+        "block": case.block,
+        "batch": case.batch,
+        "dtype": planned.dtype,
+        "device": planned.device,
+        "mode": planned.mode,
+        "seed": planned.seed,
+    }
+
+
+def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    """The timed unit of work: a forward under inference_mode, or forward + backward."""
+    if mode == "forward":
+        module.eval()
+
+        def forward() -> None:
+            with torch.inference_mode():
+                module(x)
+
+        return forward
+    if mode == "train":
+        module.train()
+        x = x.detach().requires_grad_(True)
+        params = [p for p in module.parameters() if p.requires_grad]
+        with torch.no_grad():
+            grad_out = torch.randn_like(module(x))
+
+        def train_step() -> None:
+            for p in params:
+                p.grad = None
+            x.grad = None
+            module(x).backward(grad_out)
+
+        return train_step
+    raise ValueError(f"mode must be 'forward' or 'train', got {mode!r}")
+
+
+@lru_cache(maxsize=256)
+def _flop_counts(layer: str, variant: str, case: LayerCase, mode: str) -> dict[str, Any]:
+    from harness.flops import count_layer
+
+    return count_layer(registry.get(layer), case, variant, train=(mode == "train"))
+
+
+@lru_cache(maxsize=256)
+def _structure(layer: str, case: LayerCase) -> dict[str, Any]:
+    from harness.structure import measure_path_length, measure_seq_ops
+
+    seq = measure_seq_ops(layer, case)
+    return {
+        "path_length_measured": float(measure_path_length(layer, case)),
+        "seq_ops_measured": float(seq.seq_ops),
+        "graph_depth": int(seq.depth),
+    }
+
+
+def _structure_key(case: LayerCase) -> LayerCase:
+    """Structure does not depend on width or batch: measure on a narrow instance."""
+    heads = case.heads or 1
+    return LayerCase(
+        seq_len=case.seq_len, d_model=2 * heads, heads=case.heads, kernel=case.kernel,
+        window=case.window, causal=case.causal, block=case.block, batch=1,
+    )
+
+
+def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[float]]:
+    """Measure one case; never raises for a failure of the case itself."""
+    from harness.measure.memory import measure_peak_memory
+    from harness.measure.timing import time_on_device, working_set_bytes
+
+    row = case_row(planned)
+    row.update(settings.env)
+    started = time.perf_counter()
+    if planned.skip_reason:
+        row.update(status="skipped", message=planned.skip_reason)
+        return row, []
+    samples: list[float] = []
+    entry = registry.get(planned.layer)
+    case: LayerCase = planned.case
+    try:
+        cost = entry.cost_of(case, planned.variant)
+    except ValueError as exc:
+        row.update(status="skipped", message=str(exc))
+        return row, []
+    itemsize = torch.empty((), dtype=_DTYPES[planned.dtype]).element_size()
+    train = planned.mode == "train"
+    flops_mode = cost.train_flops if train else cost.flops
+    row.update(
+        flops_analytic=flops_mode,
+        flops_forward_analytic=cost.flops,
+        flops_useful_analytic=cost.flops_useful * (3 if train else 1),
+        flops_other_analytic=cost.flops_other,
+        param_count=cost.params,
+        param_bytes=cost.params * itemsize,
+        act_mem_analytic_bytes=cost.activation_bytes(itemsize),
+        path_length_analytic=cost.path_length,
+        seq_ops_analytic=cost.seq_ops,
+    )
+
+    # 1. time and memory: the case itself; a failure here is the row's status
+    device = torch.device(planned.device)
+    dtype = _DTYPES[planned.dtype]
+    try:
+        torch.manual_seed(planned.seed)
+        module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
+        x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype)
+        call = make_call(module, x, planned.mode)
+        factor = settings.slowdown.get(planned.layer, 1.0)
+        if factor != 1.0:
+            call = _slowed(call, factor)
+        timing = time_on_device(
+            call, device=device, config=settings.timing,
+            working_set=working_set_bytes(module, x),
+        )
+        row.update(timing.as_row())
+        samples = list(timing.samples)
+        if settings.memory:
+            mem = measure_peak_memory(call, device=str(device))
+            row.update(
+                peak_mem_bytes=mem.peak_bytes,
+                mem_baseline_bytes=mem.baseline_bytes,
+                mem_method=mem.method,
+            )
+        del module, x, call
+    except Exception as exc:  # noqa: BLE001 - every failure of a case becomes its row
+        row.update(status="oom" if is_oom(exc) else "error", message=one_line(exc))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return row, samples
+
+    # 2. counted FLOPs: outside the timed calls, cached per distinct case
+    if settings.flops:
+        try:
+            counts = _flop_counts(planned.layer, planned.variant, case, planned.mode)
+            row.update(
+                flops_fvcore=counts.get("flops_fvcore"),
+                flops_torch=counts.get("flops_torch"),
+                flops_uncounted=",".join(counts.get("uncounted", ())) or None,
+                flops_note=counts.get("note"),
+            )
+        except Exception as exc:  # noqa: BLE001
+            row["flops_note"] = f"counting failed: {one_line(exc)}"
+
+    # 3. structure: measured on a narrow instance, cached per structural case
+    if settings.structure:
+        if case.seq_len <= settings.structure_max_n:
+            try:
+                row.update(_structure(planned.layer, _structure_key(case)))
+            except Exception as exc:  # noqa: BLE001
+                row["structure_note"] = f"structure measurement failed: {one_line(exc)}"
+        else:
+            row["structure_note"] = (
+                f"not measured: seq_len {case.seq_len} > structure_max_n "
+                f"{settings.structure_max_n}"
+            )
+
+    # 4. derived
+    median_ms = row.get("time_ms_median")
+    median_s = median_ms / 1e3 if median_ms is not None else math.nan
+    if median_s > 0:
+        row["flops_per_s"] = flops_mode / median_s
+        row["tokens_per_s"] = case.batch * case.seq_len / median_s
+    traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model
+               + cost.activation_elements) * itemsize
+    row["arithmetic_intensity"] = flops_mode / traffic if traffic else None
+    row.update(status="ok", message="", wall_s=time.perf_counter() - started)
+    return row, samples
+
+
+def _slowed(call: Callable[[], None], factor: float) -> Callable[[], None]:
+    """Test-only: stretch each call by ``factor`` by busy-waiting (a known slowdown)."""
+
+    def slowed() -> None:
+        t0 = time.perf_counter()
+        call()
+        extra = (time.perf_counter() - t0) * (factor - 1.0)
+        end = time.perf_counter() + extra
+        while time.perf_counter() < end:
+            pass
+
+    return slowed

@@ -1,0 +1,182 @@
+"""``harness run``: choose the output folder, record the environment, sweep, summarise.
+
+Kept apart from the runner (which only measures and persists) and from the CLI parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessInputError
+from harness.results import RunDirectory
+
+EXIT_INTERRUPTED = 130
+
+
+def _has_results(path: Path) -> bool:
+    return (path / "results.parquet").exists() or any((path / "parts").glob("*.parquet"))
+
+
+def choose_run_dir(suite_name: str, out: str | None, *, resume: bool, force: bool,
+                   root: Path = Path("results")) -> RunDirectory:
+    """The run folder: new by default, the newest run with --resume, replaced with --force."""
+    if out is None:
+        base = root / suite_name
+        if resume:
+            runs = sorted(p for p in base.glob("*") if p.is_dir() and _has_results(p))
+            if not runs:
+                raise HarnessInputError(
+                    f"{base}: no earlier run of suite {suite_name!r} to resume; "
+                    "give its folder with --out"
+                )
+            return RunDirectory(runs[-1])
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return RunDirectory(base / stamp)
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise HarnessInputError(f"{path}: exists and is not a directory; choose another --out")
+    if _has_results(path) and not (resume or force):
+        raise HarnessInputError(
+            f"{path}: already holds results; use --resume to finish them, --force to "
+            "replace them, or another --out"
+        )
+    if resume and not _has_results(path):
+        raise HarnessInputError(f"{path}: no results to resume; run without --resume")
+    return RunDirectory(path)
+
+
+def _clear(run_dir: RunDirectory) -> None:
+    """--force: remove the results this harness wrote there (nothing else)."""
+    if run_dir.parts.is_dir():
+        shutil.rmtree(run_dir.parts)
+    for name in ("results.parquet", "samples.parquet"):
+        (run_dir.path / name).unlink(missing_ok=True)
+
+
+def exec_settings(suite: Any) -> Any:
+    from harness.execute import ExecSettings
+    from harness.measure.timing import TimingConfig
+
+    m = suite.measure
+    timing = TimingConfig(
+        min_warmup=m.min_warmup, warmup_s=m.warmup_s, budget_s=m.time_budget_s,
+        min_samples=m.min_samples, max_samples=m.max_samples, min_block_s=m.min_block_s,
+        spread_threshold=m.spread_threshold,
+    )
+    return ExecSettings(
+        timing=timing, memory=m.memory, flops=m.flops, structure=m.structure,
+        structure_max_n=m.structure_max_n, slowdown=_test_slowdown(),
+    )
+
+
+def _test_slowdown() -> dict[str, float]:
+    """HARNESS_TEST_SLOWDOWN='lstm=1.25,conv=2': a test-only injected slowdown per layer."""
+    raw = os.environ.get("HARNESS_TEST_SLOWDOWN", "").strip()
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, factor = item.partition("=")
+        try:
+            out[name.strip()] = float(factor)
+        except ValueError:
+            raise HarnessInputError(
+                f"HARNESS_TEST_SLOWDOWN: {item!r} is not LAYER=FACTOR"
+            ) from None
+    return out
+
+
+@lru_cache(maxsize=16)
+def _environment(device: str, dtype: str) -> dict[str, Any]:
+    from harness.measure.env import environment
+    from harness.peak import peak
+
+    env = environment(device)
+    env.update(peak(device, dtype, str(env.get("env_device_name") or "")))
+    return env
+
+
+def _progress(total: int):
+    from harness.runner import plain_progress
+
+    if not sys.stderr.isatty():
+        return plain_progress(sys.stderr), lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="case", dynamic_ncols=True, file=sys.stderr)
+
+    def report(index: int, total: int, row: dict[str, Any]) -> None:
+        bar.set_postfix_str(f"{row.get('label')}: {row.get('status')}", refresh=False)
+        bar.update(1)
+
+    return report, bar.close
+
+
+def _num(row: Any, key: str, scale: float = 1.0, fmt: str = "{:.3g}") -> str:
+    value = row.get(key)
+    try:
+        if value is None or value != value:
+            return "-"
+        return fmt.format(float(value) * scale)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def summary_table(df: Any, limit: int = 60) -> str:
+    """A compact per-case table for the terminal: time, FLOPs, memory, path length."""
+    lines = [f"{'case':<40} {'status':<8} {'median ms':>10} {'GFLOP':>9} {'peak MiB':>9} "
+             f"{'path m/a':>9}"]
+    for _, row in df.head(limit).iterrows():
+        path = (f"{_num(row, 'path_length_measured', fmt='{:g}')}/"
+                f"{_num(row, 'path_length_analytic', fmt='{:g}')}")
+        lines.append(
+            f"{str(row['label'])[:40]:<40} {row['status']:<8} {_num(row, 'time_ms_median'):>10} "
+            f"{_num(row, 'flops_analytic', 1e-9):>9} {_num(row, 'peak_mem_bytes', 2**-20):>9} "
+            f"{path:>9}"
+        )
+    if len(df) > limit:
+        lines.append(f"... and {len(df) - limit} more cases in the results file")
+    counts = df["status"].value_counts().to_dict()
+    lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
+    from harness.runner import run_cases
+
+    run_dir = choose_run_dir(suite.name, args.out, resume=args.resume, force=args.force)
+    run_dir.create()
+    if args.force:
+        _clear(run_dir)
+        run_dir.create()
+    (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
+    base = exec_settings(suite)
+
+    def settings_for(planned: Any) -> Any:
+        return replace(base, env=_environment(planned.device, planned.dtype))
+
+    print(f"harness: {len(plan)} cases of suite {suite.name!r} -> {run_dir.path}",
+          file=sys.stderr)
+    report, close = _progress(len(plan))
+    try:
+        outcome = run_cases(
+            plan, run_dir, settings_for, timeout_s=suite.measure.timeout_s,
+            resume=args.resume, isolate=not args.no_isolate, progress=report,
+        )
+    finally:
+        close()
+    df = run_dir.merge()
+    print(summary_table(df))
+    print(f"results: {run_dir.results_file} ({outcome.rows_written} cases measured, "
+          f"{outcome.reused} reused)")
+    if outcome.interrupted:
+        print("harness: interrupted; finished cases are saved, continue with --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
