@@ -1,0 +1,230 @@
+"""The environment a measurement ran in, as result columns (``env_`` prefix).
+
+Numbers are only comparable between rows whose environment matches (device, threads,
+clocks, library versions, code version), so every row carries this record. Missing pieces
+(no GPU, no NVML, no git) are None, never an error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import harness
+
+_CPUINFO = Path("/proc/cpuinfo")
+_REPO_DIR = Path(harness.__file__).resolve().parent.parent
+
+#: NVML keys, always present in the record (None when unknown).
+NVML_KEYS = (
+    "env_driver_version",
+    "env_cuda_driver_version",
+    "env_gpu_sm_clock_mhz",
+    "env_gpu_sm_clock_max_mhz",
+    "env_gpu_mem_clock_mhz",
+    "env_gpu_mem_clock_max_mhz",
+    "env_gpu_temperature_c",
+    "env_gpu_power_limit_w",
+)
+
+
+def environment(device: str) -> dict[str, object]:
+    """One flat record of the machine, libraries and code version for ``device``."""
+    dev = torch.device(device)
+    cpu_model = cpu_model_name()
+    commit, dirty = git_state()
+    record: dict[str, object] = {
+        "env_device": str(dev),
+        "env_device_name": cpu_model if dev.type == "cpu" else _cuda_device_name(dev),
+        "env_cuda_version": torch.version.cuda,
+        "env_cudnn_version": _cudnn_version() if dev.type == "cuda" else None,
+        "env_cpu_model": cpu_model,
+        "env_cpu_count": os.cpu_count(),
+        "env_torch_threads": torch.get_num_threads(),
+        "env_torch_interop_threads": torch.get_num_interop_threads(),
+        "env_torch_version": torch.__version__,
+        "env_python_version": platform.python_version(),
+        "env_numpy_version": _numpy_version(),
+        "env_git_commit": commit,
+        "env_git_dirty": dirty,
+        "env_harness_version": harness.__version__,
+        "env_hostname": socket.gethostname(),
+        "env_platform": platform.platform(),
+        "env_time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record.update(nvml_record(dev) if dev.type == "cuda" else dict.fromkeys(NVML_KEYS))
+    return record
+
+
+def cpu_model_name() -> str | None:
+    """``model name`` from /proc/cpuinfo (Linux), else what ``platform`` knows, else None."""
+    try:
+        for line in _CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or None
+
+
+def git_state(path: Path | None = None) -> tuple[str | None, bool | None]:
+    """(HEAD commit, dirty) of the git working tree holding ``path`` (default: this code).
+
+    Dirty means tracked changes or untracked, non-ignored files: either can change what ran.
+    (None, None) when git is absent or ``path`` is not in a repository.
+    """
+    where = _REPO_DIR if path is None else Path(path)
+    commit = _git(where, "rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = _git(where, "status", "--porcelain")
+    return commit, (None if status is None else bool(status))
+
+
+def _git(where: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(where), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _numpy_version() -> str | None:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy.__version__
+
+
+def _cuda_device_name(dev: torch.device) -> str | None:
+    try:
+        if not torch.cuda.is_available():
+            return None
+        return torch.cuda.get_device_name(dev)
+    except (RuntimeError, AssertionError, ValueError):
+        return None
+
+
+def _cudnn_version() -> int | None:
+    try:
+        return torch.backends.cudnn.version()
+    except (RuntimeError, AssertionError):
+        return None
+
+
+def _cuda_uuid(dev: torch.device) -> str | None:
+    """The device's UUID as NVML spells it ("GPU-..."), to find it despite CUDA_VISIBLE_DEVICES."""
+    try:
+        if not torch.cuda.is_available():
+            return None
+        uuid = getattr(torch.cuda.get_device_properties(dev), "uuid", None)
+    except (RuntimeError, AssertionError, ValueError):
+        return None
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_record(dev: torch.device, nvml: Any = None) -> dict[str, object]:
+    """Driver, clocks, temperature and power limit from NVML; None for whatever is unknown.
+
+    ``nvml`` is the ``pynvml`` module (package nvidia-ml-py) or a stand-in; by default it is
+    imported here, and an import failure or an NVML error leaves the values None.
+    """
+    record: dict[str, object] = dict.fromkeys(NVML_KEYS)
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return record
+    errors = _nvml_errors(nvml)
+    try:
+        nvml.nvmlInit()
+    except errors:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no NVML here
+        return record
+    query = functools.partial(_query, errors=errors)
+    try:
+        record["env_driver_version"] = query(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+        record["env_cuda_driver_version"] = query(nvml.nvmlSystemGetCudaDriverVersion)
+        handle = _handle(nvml, dev, query)
+        if handle is None:
+            return record
+        sm, mem = nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM
+        record["env_gpu_sm_clock_mhz"] = query(lambda: nvml.nvmlDeviceGetClockInfo(handle, sm))
+        record["env_gpu_sm_clock_max_mhz"] = query(
+            lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, sm)
+        )
+        record["env_gpu_mem_clock_mhz"] = query(lambda: nvml.nvmlDeviceGetClockInfo(handle, mem))
+        record["env_gpu_mem_clock_max_mhz"] = query(
+            lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, mem)
+        )
+        record["env_gpu_temperature_c"] = query(
+            lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+        )
+        milliwatts = query(lambda: nvml.nvmlDeviceGetPowerManagementLimit(handle))
+        record["env_gpu_power_limit_w"] = None if milliwatts is None else milliwatts / 1000
+    finally:
+        query(nvml.nvmlShutdown)
+    return record
+
+
+def _handle(nvml: Any, dev: torch.device, query: Callable[[Callable[[], Any]], Any]) -> Any:
+    uuid = _cuda_uuid(dev)
+    if uuid is not None:
+        handle = query(lambda: nvml.nvmlDeviceGetHandleByUUID(uuid))
+        if handle is not None:
+            return handle
+    index = dev.index if dev.index is not None else _current_index()
+    return query(lambda: nvml.nvmlDeviceGetHandleByIndex(index))
+
+
+def _current_index() -> int:
+    try:
+        return torch.cuda.current_device() if torch.cuda.is_available() else 0
+    except RuntimeError:
+        return 0
+
+
+def _nvml_errors(nvml: Any) -> tuple[type[BaseException], ...]:
+    """What a failed NVML query raises: pynvml's NVMLError family, or a missing function."""
+    base = getattr(nvml, "NVMLError", None)
+    own = (base,) if isinstance(base, type) and issubclass(base, Exception) else ()
+    return (*own, AttributeError, OSError, TypeError, ValueError)
+
+
+def _query(call: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> Any:
+    """One NVML query; None where the device or driver does not support it."""
+    try:
+        return call()
+    except errors:
+        return None
+
+
+__all__ = ["NVML_KEYS", "cpu_model_name", "environment", "git_state", "nvml_record"]
+
+if __name__ == "__main__":  # pragma: no cover - a quick look at this machine
+    for key, value in environment(sys.argv[1] if len(sys.argv) > 1 else "cpu").items():
+        print(f"{key}: {value}")
