@@ -183,7 +183,7 @@ def build_unrolled(kind: str, case: LayerCase) -> nn.Module:
 # --------------------------------------------------------------------------- cost
 
 
-def recurrent_cost(kind: str, case: LayerCase) -> Cost:
+def recurrent_cost(kind: str, case: LayerCase, variant: str = "unrolled") -> Cost:
     """Analytic cost; both variants execute the same matmuls.
 
     FLOPs: per step, the input and hidden projections, 2*g*B*(d*d + d*d). This is also
@@ -191,7 +191,9 @@ def recurrent_cost(kind: str, case: LayerCase) -> Cost:
     Train: backward = grad wrt the input and hidden state + grad wrt the weights, 2x forward,
     less the one hidden-state gradient never needed - that of the zero initial state
     (2*g*B*d*d): 3*flops - 2*g*B*d*d, exactly what FlopCounterMode counts on CPU for the
-    unrolled variant and for fused nn.RNN / nn.GRU (cuDNN may still compute it on GPU).
+    unrolled variant and for fused nn.RNN / nn.GRU (they decompose into aten ops on CPU).
+    The fused LSTM runs oneDNN's kernel on CPU, whose backward computes that gradient too:
+    3*flops exactly (cuDNN on GPU likely does the same; not yet checked on a GPU).
     Activations: autograd keeps every step's gate pre-activations (g*B*n*d) and hidden
     outputs (B*n*d); the LSTM also keeps its cell states (B*n*d).
     """
@@ -199,11 +201,12 @@ def recurrent_cost(kind: str, case: LayerCase) -> Cost:
     b, n, d = case.batch, case.seq_len, case.d_model
     flops = 2 * g * b * n * (d * d + d * d)
     activations = (g + 1 + (1 if kind == "lstm" else 0)) * b * n * d
+    skips_nothing = kind == "lstm" and variant == "fused"
     return Cost(
         flops=flops,
         flops_useful=flops,
         flops_other=OTHER_PER_UNIT[kind] * b * n * d,
-        train_flops=3 * flops - 2 * g * b * d * d,
+        train_flops=3 * flops - (0 if skips_nothing else 2 * g * b * d * d),
         params=g * (2 * d * d + 2 * d),
         activation_elements=activations,
         seq_ops=n,
@@ -228,7 +231,7 @@ def _register(kind: str) -> LayerEntry:
         return build_unrolled(kind, case)
 
     def cost(case: LayerCase, variant: str) -> Cost:
-        return recurrent_cost(kind, case)
+        return recurrent_cost(kind, case, variant)
 
     return register(
         LayerEntry(
