@@ -172,7 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-isolate", action="store_true",
         help="measure in this process (no per-case timeout; for debugging)",
     )
+    p.add_argument(
+        "--no-report", action="store_true",
+        help="do not write report.html / report.pdf into the run folder at the end",
+    )
     p.set_defaults(func=_cmd_run)
+
+    from harness.report.command import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

@@ -207,11 +207,16 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
     if settings.flops:
         try:
             counts = _flop_counts(planned.layer, planned.variant, case, planned.mode)
+            uncounted = [*counts["uncounted_torch"], *counts["uncounted_fvcore"],
+                         *counts.get("uncounted_torch_train", ())]
+            notes = [counts.get("note")]
+            if train:  # torch counts the timed work (fwd + bwd); fvcore only the forward
+                notes.append(f"flops_fvcore is forward only: {counts['train_flops_fvcore_note']}")
             row.update(
-                flops_fvcore=counts.get("flops_fvcore"),
-                flops_torch=counts.get("flops_torch"),
-                flops_uncounted=",".join(counts.get("uncounted", ())) or None,
-                flops_note=counts.get("note"),
+                flops_fvcore=counts["flops_fvcore"],
+                flops_torch=counts["train_flops_torch"] if train else counts["flops_torch"],
+                flops_uncounted=",".join(dict.fromkeys(uncounted)) or None,
+                flops_note="; ".join(n for n in notes if n) or None,
             )
         except Exception as exc:  # noqa: BLE001
             row["flops_note"] = f"counting failed: {one_line(exc)}"

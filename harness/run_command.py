@@ -175,6 +175,11 @@ def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     print(summary_table(df))
     print(f"results: {run_dir.results_file} ({outcome.rows_written} cases measured, "
           f"{outcome.reused} reused)")
+    if not args.no_report and not outcome.interrupted:
+        from harness.report.command import write_report
+
+        written = write_report(run_dir.path, run_dir.path)
+        print("report: " + ", ".join(str(p) for p in written))
     if outcome.interrupted:
         print("harness: interrupted; finished cases are saved, continue with --resume",
               file=sys.stderr)

@@ -311,3 +311,16 @@ def test_measured_path_length_matches_analytic(window: int, causal: bool) -> Non
     entry = registry.get("attention_local")
     measured = _dependency_depth(lambda: entry.build(case, "unfold"), n, d, causal, n)
     assert measured == entry.cost_of(case).path_length
+
+
+def test_useful_flops_count_each_batch_item_once() -> None:
+    """B=2, n=3, d=4, h=2: projections 8*2*3*16 = 768, core 4*2*3*3*4 = 288 -> 1056;
+    causal useful pairs 2*(3*4/2) = 12 -> core 4*4*12 = 192 -> 960."""
+    dense = LayerCase(seq_len=3, d_model=4, heads=2, batch=2)
+    causal = LayerCase(seq_len=3, d_model=4, heads=2, batch=2, causal=True)
+    for layer in ("attention", "attention_sdpa"):
+        assert registry.get(layer).cost_of(dense).flops_useful == 1056
+        assert registry.get(layer).cost_of(causal).flops_useful == 960
+        assert registry.get(layer).cost_of(causal).flops == 1056
+    wide = LayerCase(seq_len=3, d_model=4, heads=2, batch=2, window=6)
+    assert registry.get("attention_local").cost_of(wide).flops_useful == 1056

@@ -158,7 +158,8 @@ def _projection_flops(case: LayerCase) -> int:
 
 def _cost(case: LayerCase, keys_per_query: int, useful_pairs: int, train_core_halves: int,
           activation: int, path_length: float) -> Cost:
-    """Assemble a Cost from the executed keys per query and the useful (query, key) pairs.
+    """Assemble a Cost from the executed keys per query and the useful (query, key) pairs
+    (``useful_pairs`` summed over the batch).
 
     Core matmuls (q k^T and p v) execute 4 * B * n * keys_per_query * d FLOPs.
     ``train_core_halves`` is 2 x (forward + backward) / forward for the core (integer maths).
@@ -169,7 +170,7 @@ def _cost(case: LayerCase, keys_per_query: int, useful_pairs: int, train_core_ha
     scores = b * h * n * keys_per_query
     return Cost(
         flops=proj + core,
-        flops_useful=proj + 4 * b * d * useful_pairs,
+        flops_useful=proj + 4 * d * useful_pairs,  # useful_pairs counts every batch item
         # biases (3 B n d in, B n d out) + scaling (1) and softmax (5) per score element
         flops_other=4 * b * n * d + 6 * scores,
         # projections: forward + grad input + grad weight = 3x (input requires grad)

@@ -1,0 +1,15 @@
+"""Reports from results: one self-contained HTML file and a PDF, from the dataframe only.
+
+``write_report(results, out_dir, formats)`` writes ``report.html`` / ``report.pdf``;
+``add_parser(subparsers)`` registers ``harness report``. A report reads only results files
+(no torch, no GPU needed) and computes every number with :mod:`harness.analysis`.
+
+Modules: ``inputs`` (results -> one frame with a ``run`` column), ``build`` and the
+``sec_*`` modules (the content, once, as :mod:`~harness.report.model` blocks), ``figures``
+and ``style`` (matplotlib/seaborn, fixed colours), ``html`` and ``pdf`` (the renderers),
+``fmt`` (numbers and units), ``command`` (the CLI).
+"""
+
+from harness.report.command import add_parser, default_out_dir, parse_formats, write_report
+
+__all__ = ["add_parser", "default_out_dir", "parse_formats", "write_report"]

@@ -1,0 +1,49 @@
+"""The report's content, built once from the results and rendered to every format."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness import __version__
+from harness.report import sec_costs, sec_summary, sec_theory
+from harness.report.context import Context
+from harness.report.inputs import RunInfo
+from harness.report.model import Report
+
+#: Section builders in report order; every section appears, saying so when it is empty.
+SECTIONS = (
+    sec_summary.summary,
+    sec_theory.table1,
+    sec_theory.scaling,
+    sec_theory.exponents,
+    sec_theory.crossovers,
+    sec_costs.flops,
+    sec_costs.memory,
+    sec_costs.roofline,
+    sec_summary.environment,
+    sec_summary.cases,
+)
+
+
+def _title(runs: list[RunInfo]) -> str:
+    suites = list(dict.fromkeys(r.suite or r.name for r in runs))
+    return "Complexity report: " + ", ".join(suites)
+
+
+def _subtitle(df: pd.DataFrame, runs: list[RunInfo]) -> str:
+    parts = [f"{len(df)} cases from {len(runs)} run{'s' if len(runs) != 1 else ''}"]
+    if "env_time_utc" in df.columns:
+        times = sorted(str(v) for v in df["env_time_utc"].dropna().unique())
+        if times:
+            span = times[0][:16].replace("T", " ")
+            if times[-1][:16] != times[0][:16]:
+                span += " to " + times[-1][:16].replace("T", " ")
+            parts.append(f"measured {span} UTC")
+    parts.append(f"report by harness {__version__}")
+    return " · ".join(parts)
+
+
+def build_report(df: pd.DataFrame, runs: list[RunInfo]) -> Report:
+    """Every section of the report from the combined results (``run`` column included)."""
+    ctx = Context(df, runs)
+    return Report(_title(runs), _subtitle(df, runs), [make(ctx) for make in SECTIONS])

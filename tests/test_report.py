@@ -1,0 +1,419 @@
+"""Tests for harness.report: HTML and PDF reports built from results files only.
+
+Most tests use synthetic results written with RunDirectory (fast, known content); one
+module-scoped real run of a tiny suite checks that every section appears for real rows.
+PDF rendering is the slow part, so only a few tests render a PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.errors import HarnessInputError
+from harness.report import add_parser, default_out_dir, parse_formats, write_report
+from harness.report.build import SECTIONS, build_report
+from harness.report.command import main as report_main
+from harness.report.figures import curves
+from harness.report.inputs import load_runs
+from harness.report.model import Table
+from harness.report.style import layer_colours
+from harness.results import RunDirectory
+
+REPO = Path(__file__).resolve().parents[1]
+TITLES = ("Summary", "Table 1, measured vs theory", "Scaling plots", "Fitted exponents",
+          "Crossovers", "FLOP reconciliation", "Memory and OOM frontier", "Roofline",
+          "Environment", "Per-case results")
+
+# --------------------------------------------------------------------------- synthetic data
+
+_LAYERS = {  # layer -> (variant, extra params, FLOPs(n, d), activation bytes(n, d), path(n))
+    "lstm": ("fused", {}, lambda n, d: 16 * n * d * d, lambda n, d: 16 * n * d, lambda n: n),
+    "attention": ("matmul", {"heads": 4}, lambda n, d: 8 * n * d * d + 4 * n * n * d,
+                  lambda n, d: 4 * n * n * 4 + 16 * n * d, lambda n: 1),
+    "lightconv": ("conv1d", {"heads": 4, "kernel": 7}, lambda n, d: 14 * n * d,
+                  lambda n, d: 8 * n * d, lambda n: -(-(n - 1) // 3)),
+}
+
+
+def _row(layer: str, n: int, d: int, index: int, *, device_name: str, slow: float,
+         status: str = "ok", message: str | None = None, **extra: object) -> dict:
+    variant, params, flops, mem, path = _LAYERS[layer]
+    f = float(flops(n, d))
+    ok = status == "ok"
+    row: dict = {
+        "case_index": index, "case_id": f"{layer}-{n}-{d}-{index}", "label": f"{layer}-n{n}-d{d}",
+        "status": status, "message": message, "layer": layer, "variant": variant,
+        "seq_len": n, "d_model": d, "heads": params.get("heads"), "kernel": params.get("kernel"),
+        "window": None, "causal": False, "block": False, "batch": 1, "dtype": "float32",
+        "device": "cpu", "mode": "forward", "seed": 0,
+        "time_ms_median": f / 1e10 * 1e3 * slow + 0.01 if ok else None,
+        "time_ms_iqr": 0.001 if ok else None, "time_samples": 9 if ok else None,
+        "flops_analytic": f, "flops_useful_analytic": f, "flops_torch": f if ok else None,
+        "flops_fvcore": f if ok else None,
+        "peak_mem_bytes": float(mem(n, d) * 4) if ok else None,
+        "act_mem_analytic_bytes": float(mem(n, d) * 4),
+        "path_length_analytic": float(path(n)),
+        "path_length_measured": float(path(n)) if ok and n <= 128 else None,
+        "seq_ops_analytic": float(n if layer == "lstm" else 1),
+        "seq_ops_measured": float(n if layer == "lstm" else 1) if ok and n <= 128 else None,
+        "flops_per_s": f / (f / 1e10 * slow + 1e-5) if ok else None,
+        "arithmetic_intensity": f / (mem(n, d) * 4 + 3 * n * d * 4) if ok else None,
+        "env_device_name": device_name, "env_torch_version": "2.13.0+cpu",
+        "env_torch_threads": 2, "env_time_utc": "2026-01-02T03:04:05+00:00",
+        "env_peak_flops": 1e11, "env_peak_bytes_per_s": 3.8e10,
+        "env_peak_source": "probe (test)",
+    }
+    row.update(extra)
+    return row
+
+
+def synthetic_rows(*, device_name: str = "Test CPU", slow: float = 1.0, failures: bool = True,
+                   layers: tuple[str, ...] = tuple(_LAYERS), ds: tuple[int, ...] = (64, 256),
+                   ns: tuple[int, ...] = (64, 128, 256, 512)) -> list[dict]:
+    rows = []
+    for layer in layers:
+        for d in ds:
+            for n in ns:
+                rows.append(_row(layer, n, d, len(rows), device_name=device_name, slow=slow))
+    if failures:
+        rows.append(_row("attention", 4096, 256, len(rows), device_name=device_name,
+                         slow=slow, status="oom", message="CUDA out of memory (synthetic)"))
+        rows.append(_row("lightconv", 1024, 64, len(rows), device_name=device_name,
+                         slow=slow, status="error", message="RuntimeError: synthetic failure"))
+    return rows
+
+
+def write_run(path: Path, rows: list[dict], suite: str | None = "synthetic") -> Path:
+    run = RunDirectory(path)
+    run.create()
+    for row in rows:
+        run.write_case(row, [0.001, 0.0011])
+    run.merge()
+    if suite:
+        (path / "suite.yaml").write_text(f"name: {suite}\ndescription: synthetic test rows\n")
+    return path
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "results" / "synthetic" / "20260102T030405Z", synthetic_rows())
+
+
+def _html(paths, out: Path) -> str:
+    written = write_report(paths, out, formats=("html",))
+    assert written == [out / "report.html"]
+    return written[0].read_text(encoding="utf-8")
+
+
+def _sections(text: str) -> list[str]:
+    return re.findall(r"<h2>\d+\. ([^<]+)</h2>", text)
+
+
+# --------------------------------------------------------------------------- a real small run
+
+TINY = """\
+name: tiny-report
+device: cpu
+dtype: float32
+mode: forward
+batch: 1
+seed: 0
+layers: [lstm, attention]
+sweep:
+  seq_len: [8, 16, 32]
+  d_model: [8]
+  heads: [2]
+  kernel: [3]
+measure:
+  time_budget_s: 0.01
+  min_samples: 3
+  warmup_s: 0.0
+  timeout_s: 60
+  structure_max_n: 16
+"""
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    from harness.measure.env import environment
+    from harness.run_command import exec_settings
+    from harness.runner import run_cases
+    from harness.suite import expand, load_suite
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "tiny.yaml").write_text(TINY)
+    suite = load_suite(root / "tiny.yaml")
+    run = RunDirectory(root / "run")
+    run.create()
+    (run.path / "suite.yaml").write_text(suite.to_yaml())
+    settings = replace(exec_settings(suite), env=environment("cpu"))
+    run_cases(expand(suite), run, lambda planned: settings, timeout_s=60, isolate=False)
+    run.merge()
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def real_report(real_run: Path) -> list[Path]:
+    return write_report([real_run], real_run.parent / "report")
+
+
+def test_every_section_appears_for_a_real_small_run(real_report):
+    paths = real_report
+    assert [p.name for p in paths] == ["report.html", "report.pdf"]
+    text = paths[0].read_text(encoding="utf-8")
+    assert _sections(text) == list(TITLES) and len(SECTIONS) == len(TITLES)
+    assert "Complexity report: tiny-report" in text
+    assert text.count("data:image/png;base64,") >= 3  # scaling, memory, roofline
+    for layer in ("lstm", "attention"):
+        assert f"<td>{layer}</td>" in text
+    assert "6 cases: 6 ok." in text  # the headline sentences from analysis.headlines
+    pdf = paths[1].read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
+
+
+# --------------------------------------------------------------------------- HTML contract
+
+
+def test_html_is_self_contained_with_no_network_reference(real_report):
+    text = real_report[0].read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(https?:|//)", text, re.I)
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    assert "@import" not in text
+    assert "http://" not in text and "https://" not in text
+    sources = re.findall(r"""src="([^"]*)\"""", text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    hrefs = re.findall(r"""href="([^"]*)\"""", text)
+    assert hrefs and all(h.startswith("#") for h in hrefs)  # the table of contents only
+
+
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="module")
+def tiny_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Path]]:
+    """A small run whose strings try to inject HTML (and mathtext), rendered twice."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = synthetic_rows(layers=("lstm", "lightconv"), ds=(64,), ns=(64, 128, 256))
+    for row in rows:
+        if row["layer"] == "lightconv":
+            row.update(variant="a&b<i>$x$</i>", label=f"{EVIL}-{row['case_index']}")
+    rows[0].update(status="error", message=f"boom {EVIL} \"quoted\" $\\alpha$",
+                   env_device_name="<img src=x onerror=alert(1)>")
+    run = write_run(root / "evil", rows, suite=None)
+    return write_report([run], root / "a"), write_report([run], root / "b")
+
+
+def test_every_string_from_the_results_is_escaped(tiny_reports):
+    paths = tiny_reports[0]  # the PDF must survive '$' (mathtext) too
+    text = paths[0].read_text(encoding="utf-8")
+    assert "<script" not in text.lower() and "<img src=x" not in text and "<i>" not in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "a&amp;b&lt;i&gt;$x$&lt;/i&gt;" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert paths[1].read_bytes().startswith(b"%PDF")
+
+
+def test_two_renders_of_the_same_results_are_identical(tiny_reports):
+    first, second = ([p.read_bytes() for p in paths] for paths in tiny_reports)
+    assert first[0] == second[0]  # HTML, PNGs included
+    assert first[1] == second[1]  # PDF
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def test_pdf_has_pages_that_poppler_renders(real_report, tmp_path):
+    pdf = real_report[1]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert b"/CreationDate" not in data  # no date: renders are reproducible
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) not installed")
+    proc = subprocess.run(["pdftoppm", "-r", "20", "-png", str(pdf), str(tmp_path / "page")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) >= 4 and all(p.stat().st_size > 500 for p in pages)
+
+
+# --------------------------------------------------------------------------- content
+
+
+@pytest.fixture
+def failed_only(tmp_path: Path) -> Path:
+    rows = [_row(layer, n, 64, i, device_name="x", slow=1.0, status="error",
+                 message=f"RuntimeError: broken {layer}")
+            for i, (layer, n) in enumerate((name, n) for name in _LAYERS for n in (64, 128))]
+    rows[0].update(status="oom", message="out of memory")
+    return write_run(tmp_path / "results" / "failing" / "20260101T000000Z", rows)
+
+
+def test_failed_only_results_still_give_a_report_that_says_so(failed_only, tmp_path):
+    html_path, pdf_path = write_report([failed_only], tmp_path / "out")
+    text = html_path.read_text(encoding="utf-8")
+    assert "No case succeeded: all 6 cases ended without status ok (1 oom, 5 error)" in text
+    assert _sections(text) == list(TITLES)
+    assert "data:image/png" not in text  # nothing ran: no plot
+    assert "there is no scaling to plot" in text
+    assert "nothing was fitted" in text.lower()
+    for layer in _LAYERS:  # the per-case table shows every failed case with its message
+        assert f"RuntimeError: broken {layer}" in text
+    assert pdf_path.read_bytes().startswith(b"%PDF")
+
+
+def test_failed_rows_are_listed_never_plotted(tmp_path, tiny_reports):
+    rows = synthetic_rows()
+    rows[-1].update(time_ms_median=1e9, peak_mem_bytes=1e15)  # an error row with numbers
+    df, _ = load_runs([write_run(tmp_path / "r", rows)])
+    for metric in ("time_ms_median", "peak_mem_bytes"):
+        drawn = [c for cs in curves(df, "seq_len", metric).values() for c in cs]
+        assert drawn and max(c.y.max() for c in drawn) < 1e8
+        assert all(1024 not in c.x for c in drawn if c.layer == "lightconv")
+    text = tiny_reports[0][0].read_text(encoding="utf-8")
+    assert 'class="t-failed">error</td>' in text and "boom &lt;script&gt;" in text
+
+
+def test_two_results_files_compare_in_one_report(tmp_path):
+    small = {"layers": ("lstm", "attention"), "ds": (64,), "ns": (64, 128, 256)}
+    a = write_run(tmp_path / "results" / "synthetic" / "20260101T000000Z",
+                  synthetic_rows(device_name="CPU A", failures=False, **small))
+    b = write_run(tmp_path / "results" / "synthetic" / "20260102T000000Z",
+                  synthetic_rows(device_name="GPU B", slow=0.25, failures=False, **small))
+    df, runs = load_runs([a, b])
+    names = ["synthetic/20260101T000000Z", "synthetic/20260102T000000Z"]
+    assert [r.name for r in runs] == names and list(df["run"].unique()) == names
+    report = build_report(df, runs)
+    t1 = next(s for s in report.sections if s.id == "table1")
+    table = next(b for b in t1.blocks if isinstance(b, Table))
+    assert table.columns[0] == "run" and len(table.rows) == 4  # 2 layers x 2 runs, not mixed
+    assert {r[0].text for r in table.rows} == set(names)
+    text = _html([a, b], tmp_path / "out")
+    assert "<th>run</th>" in text and "Findings for synthetic/20260102T000000Z" in text
+    assert "CPU A" in text and "GPU B" in text
+    same = load_runs([a, a])[1]
+    assert [r.name for r in same] == [names[0], f"{names[0]} #2"]  # names stay distinct
+
+
+def test_missing_metric_columns_still_render(tmp_path):
+    keep = ["case_index", "case_id", "label", "status", "message", "layer", "variant",
+            "seq_len", "d_model", "heads", "kernel", "window", "causal", "block", "batch",
+            "dtype", "device", "mode", "seed", "time_ms_median"]
+    df = pd.DataFrame(synthetic_rows(ds=(64,)))[keep]
+    df.insert(0, "schema_version", 1)
+    text = _html([df], tmp_path / "out")
+    assert _sections(text) == list(TITLES)
+    assert "No analytic FLOP count is recorded" in text
+    assert "there is no roofline to draw" in text
+
+
+def test_layer_colours_are_fixed_and_distinct():
+    alone = layer_colours(["lstm"])
+    many = layer_colours(["dynamicconv", "attention", "lstm", "rnn", "gru", "conv",
+                          "conv_dilated", "conv_separable", "attention_sdpa",
+                          "attention_local", "lightconv"])
+    assert alone["lstm"] == many["lstm"]
+    assert len(set(many.values())) == 11
+    assert layer_colours(["zeta", "alpha"]).keys() == {"alpha", "zeta"}
+
+
+# --------------------------------------------------------------------------- bad input and CLI
+
+
+def _write_table(path: Path, metadata: dict | None) -> Path:
+    table = pa.table({"a": [1]})
+    if metadata is not None:
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path)
+    return path
+
+
+def test_bad_results_raise_one_line_input_errors(tmp_path, synthetic):
+    empty = tmp_path / "empty.parquet"
+    empty.write_bytes(b"")
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    foreign = _write_table(tmp_path / "foreign.parquet", None)
+    newer = _write_table(tmp_path / "newer.parquet", {b"harness.schema_version": b"99"})
+    old = _write_table(tmp_path / "cols.parquet", {b"harness.schema_version": b"1"})
+    cases = {tmp_path / "missing.parquet": "no such results file", empty: "empty file",
+             corrupt: "not a readable Parquet", foreign: "no schema version",
+             newer: "newer than this harness", old: "missing columns"}
+    for path, needle in cases.items():
+        with pytest.raises(HarnessInputError, match=needle) as info:
+            write_report([synthetic, path], tmp_path / "out")
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "out" / "report.html").exists()  # nothing half-written
+    with pytest.raises(HarnessInputError, match="unknown report format 'docx'"):
+        write_report([synthetic], tmp_path / "out", formats="html,docx")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HarnessInputError, match="not a directory"):
+        write_report([synthetic], tmp_path / "file")
+    with pytest.raises(HarnessInputError, match="no results given"):
+        write_report([], tmp_path / "out")
+
+
+def test_command_exit_codes_and_parser(tmp_path, synthetic, failed_only, capsys):
+    assert report_main(["report", str(tmp_path / "nope.parquet"), "--out",
+                        str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("harness: error: ") and "\n" not in err and "no such" in err
+    assert report_main(["report", str(failed_only), "--out", str(tmp_path / "o"),
+                        "--format", "html"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "report.html")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "a", "b", "--out", "x"])
+    assert args.results == ["a", "b"] and args.format == "html,pdf" and callable(args.func)
+    assert parse_formats("PDF, html,pdf") == ("pdf", "html")
+    assert default_out_dir([str(synthetic)]) == Path("reports/synthetic")
+    bare = tmp_path / "results" / "quick" / "20260101T000000Z"
+    bare.mkdir(parents=True)
+    assert default_out_dir([str(bare / "results.parquet")]) == Path("reports/quick")
+
+
+def test_report_works_without_torch(tmp_path):
+    """harness.report imports with torch made unimportable, and renders a report when
+    torch is absent (a finder that refuses it: scipy, under seaborn, trips over the
+    sys.modules['torch'] = None trick itself, so rendering is checked the real way)."""
+    rows = synthetic_rows(layers=("attention",), ds=(64,), ns=(64, 128))
+    run = write_run(tmp_path / "run", rows)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        import harness.report, harness.report.command, harness.report.build
+        import harness.report.html, harness.report.pdf, harness.report.inputs
+        del sys.modules["torch"]
+
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+                return None
+
+        sys.meta_path.insert(0, NoTorch())
+        paths = harness.report.write_report([{str(run)!r}], {str(tmp_path / "out")!r},
+                                            formats=("html",))
+        assert [p.name for p in paths] == ["report.html"], paths
+        loaded = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
