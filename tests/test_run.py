@@ -37,7 +37,10 @@ measure:
 """
 
 
-def harness(*args: str, env: dict[str, str] | None = None, timeout: float = 240):
+def harness(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+            report: bool = False):
+    if args[0] == "run" and not report:
+        args = (*args, "--no-report")
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], capture_output=True, text=True,
@@ -54,8 +57,9 @@ def tiny(tmp_path: Path) -> Path:
 
 def test_run_writes_one_row_per_case_with_every_metric(tiny, tmp_path):
     out = tmp_path / "run"
-    proc = harness("run", str(tiny), "--out", str(out))
+    proc = harness("run", str(tiny), "--out", str(out), report=True)
     assert proc.returncode == 0, proc.stderr
+    assert (out / "report.html").stat().st_size > 0 and (out / "report.pdf").exists()
     df = read_results(out)
     assert len(df) == 6 and set(df["status"]) == {"ok"}
     assert df["case_id"].is_unique
@@ -115,7 +119,7 @@ def _wait_for_parts(out: Path, count: int, proc: subprocess.Popen, limit: float 
 
 def _start(tiny: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", str(tiny), "--out", str(out)],
+        [sys.executable, "-m", "harness", "run", str(tiny), "--out", str(out), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_TEST_SLOWDOWN": "attention=20"},
     )
