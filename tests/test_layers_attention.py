@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from probes import dependency_depth
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -282,34 +283,12 @@ def test_dense_path_length_and_seq_ops() -> None:
         assert cost.path_length == 1 and cost.seq_ops == 1
 
 
-def _dependency_depth(make, n: int, d: int, causal: bool, max_depth: int) -> float:
-    """Least stack depth at which every output depends on every (earlier-or-equal) input.
-
-    Batch element j carries output position j's probe: one backward of sum_j y[j, j] gives
-    in row j of the input gradient exactly the inputs that output j depends on.
-    """
-    torch.manual_seed(0)
-    need = torch.ones(n, n, dtype=torch.bool)
-    if causal:
-        need = need.tril()
-    layers = [make().double().eval() for _ in range(max_depth)]
-    x = torch.randn(1, n, d, dtype=torch.float64).expand(n, n, d).clone().requires_grad_(True)
-    y = x
-    for depth, layer in enumerate(layers, start=1):
-        y = layer(y)
-        (grad,) = torch.autograd.grad(y.diagonal(dim1=0, dim2=1).sum(), x, retain_graph=True)
-        reach = grad.abs().sum(-1) > 0  # (out j, in i)
-        if bool(reach[need].all()):
-            return depth
-    return math.inf
-
-
 @pytest.mark.parametrize(("window", "causal"), [(3, False), (3, True), (4, False)])
 def test_measured_path_length_matches_analytic(window: int, causal: bool) -> None:
     n, d = 10, 4
     case = _case(n=n, d=d, heads=2, window=window, causal=causal, batch=1)
     entry = registry.get("attention_local")
-    measured = _dependency_depth(lambda: entry.build(case, "unfold"), n, d, causal, n)
+    measured = dependency_depth(lambda: entry.build(case, "unfold"), n, d, causal, n)
     assert measured == entry.cost_of(case).path_length
 
 
