@@ -747,3 +747,13 @@ def test_theory_exponents_are_the_asymptotes_of_the_cost_models() -> None:
                 assert slope == pytest.approx(expected, abs=0.05), (entry.name, variant, axis)
                 checked += 1
     assert checked > 40
+
+
+def test_growth_class_reads_a_log_step_function_as_log():
+    """ceil(log_7 n) over n = 64..512 is 3, 3, 3, 4: a step a line in n fits well."""
+    from harness.analysis.stats import growth_class
+
+    n = np.array([64, 128, 256, 512])
+    assert growth_class(n, np.array([3, 3, 3, 4])) == "O(log n)"
+    assert growth_class(n, np.ceil((n - 1) / 3)) == "O(n)"
+    assert growth_class(n, n.astype(float)) == "O(n)"

@@ -154,15 +154,6 @@ def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
         return math.nan
 
 
-def _r2_linear(x: np.ndarray, y: np.ndarray) -> float:
-    xm, ym = x.mean(), y.mean()
-    sxx, sst = np.sum((x - xm) ** 2), np.sum((y - ym) ** 2)
-    if sst == 0 or sxx == 0:
-        return 1.0
-    sxy = np.sum((x - xm) * (y - ym))
-    return float(sxy * sxy / (sxx * sst))
-
-
 #: Growth classes :func:`growth_class` returns.
 GROWTH_CLASSES = ("O(1)", "O(log n)", "O(n)", "superlinear", "decreasing", "unbounded",
                   "mixed finite/inf", "unknown")
@@ -177,9 +168,9 @@ def growth_class(n: np.ndarray, values: np.ndarray) -> str:
     * every value inf: "unbounded" (some pair is never connected); some inf: "mixed finite/inf";
     * all equal: "O(1)"; smaller at the largest n than at the smallest: "decreasing";
     * log-log slope above 1.5: "superlinear";
-    * 3+ distinct n: "O(n)" when a straight line in n fits at least as well (R^2) as a
-      straight line in log n, else "O(log n)"; O(n/k) and O(n/r) are "O(n)" here;
-    * 2 distinct n: "O(n)" when the log-log slope between them is >= 0.6, else "O(log n)".
+    * otherwise "O(n)" when the log-log slope is >= 0.6, else "O(log n)"; O(n/k) and O(n/r)
+      are "O(n)" here. (A slope, not a fit of v against n vs log n: integer path lengths
+      such as ceil(log_k n) are step functions that a straight line in n can fit better.)
     """
     n = np.asarray(n, dtype=float)
     v = np.asarray(values, dtype=float)
@@ -203,6 +194,4 @@ def growth_class(n: np.ndarray, values: np.ndarray) -> str:
     slope = loglog_slope(n, v)
     if slope > 1.5:
         return "superlinear"
-    if len(np.unique(n)) >= 3:
-        return "O(n)" if _r2_linear(n, v) >= _r2_linear(np.log(n), v) else "O(log n)"
     return "O(n)" if slope >= 0.6 else "O(log n)"
