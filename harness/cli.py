@@ -22,6 +22,8 @@ examples:
   harness validate suites/quick.yaml      # cases per layer, impossible combinations listed
   harness run suites/quick.yaml           # sweep on CPU, write results/quick/<timestamp>/
   harness run suites/table1.yaml --set sweep.seq_len=[128,256] --device cpu
+  harness report results/quick/<run> --out reports/quick
+  harness compare results/main/results.parquet results/pr/results.parquet --format markdown
 """
 
 
@@ -181,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.report.command import add_parser as add_report_parser
 
     add_report_parser(sub)
+
+    from harness.bench.command import add_compare_parser, add_history_parser
+
+    add_compare_parser(sub)
+    add_history_parser(sub)
     return parser
 
 

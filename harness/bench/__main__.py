@@ -1,0 +1,7 @@
+"""``python -m harness.bench compare|history ...``."""
+
+import sys
+
+from harness.bench.command import main
+
+sys.exit(main())

@@ -1,0 +1,392 @@
+"""``harness compare``: per-case verdicts between a baseline and a candidate run.
+
+Rules (:class:`Rules`; defaults in brackets):
+
+* **Time.** Interference from other processes (a shared CI runner, a laptop) only ever
+  makes a call slower, and it comes in bursts that can cover a whole pass over a case. So:
+
+  - the *size* of a change is the ratio of the fastest calls (candidate / baseline minimum
+    over all samples of all passes), the estimate least disturbed by interference (Chen &
+    Revels 2016, "Robust benchmarking in noisy environments"); the ratio of medians with
+    its bootstrap interval (:mod:`harness.bench.stats`) is reported beside it;
+  - with at least :data:`MIN_PASSES` passes a side (folders of runs, or
+    ``--harness-passes``), *significance* is an exact permutation test on the passes'
+    fastest calls (:func:`harness.bench.stats.fastest_run_p`): passes are the independent
+    repetitions, samples within one pass share its load. With three passes a side,
+    p <= 0.05 means every baseline pass was faster than every candidate pass; with five, one
+    baseline pass may be disturbed;
+  - with fewer passes, significance falls back to the bootstrap interval of the ratio of
+    medians lying above 1 (and that ratio, too, must pass the threshold); a warning says
+    that such a verdict cannot see drift between runs;
+  - with summary statistics only (no raw samples), the interquartile ranges must also not
+    overlap (the conservative rule).
+
+  A case is *slower* when the size is at least ``1 + threshold`` [10 %] **and** the change is
+  significant; *faster* is the mirror image (``<= 1 / (1 + threshold)``).
+* **Memory.** Peak memory is one exact number per case: more than ``mem_threshold`` [10 %]
+  *and* at least :data:`MEM_FLOOR_BYTES` more is a regression (less is an improvement).
+* **FLOPs.** Counted and analytic FLOPs are exact: *any* change is a change of the
+  computation, not noise - an increase is a regression, a decrease an improvement.
+* **Status.** A case that ran in the baseline and fails in the candidate (error, oom,
+  timeout) is a regression ("failed"); the reverse is "fixed".
+* **Device / dtype.** A case measured on another device or in another dtype is not compared
+  (a warning says so) unless ``allow_mismatch``.
+* Cases on one side only are listed ("baseline only" / "candidate only"), never an error.
+
+The exit code is 1 when any case regressed or failed, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.bench.loaders import FLOP_SOURCES, CaseRecord, Key, PassStats, RunRecord
+from harness.bench.stats import (
+    RatioCI,
+    bootstrap_ratio,
+    fastest_run_p,
+    median_se,
+    summary_ratio,
+)
+
+#: Memory changes smaller than this are allocator noise (alignment, small buffers).
+MEM_FLOOR_BYTES = 4096
+#: Passes a side needs before significance is tested across passes instead of samples.
+MIN_PASSES = 3
+
+REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
+FAILED, FIXED, NOT_MEASURED = "failed", "fixed", "not measured"
+BASELINE_ONLY, CANDIDATE_ONLY, MISMATCH = "baseline only", "candidate only", "not compared"
+BAD_VERDICTS = (REGRESSED, FAILED)
+
+
+@dataclass(frozen=True)
+class Rules:
+    threshold: float = 0.10  # relative time change that matters
+    mem_threshold: float = 0.10  # relative peak-memory change that matters
+    level: float = 0.95  # confidence level of the time interval
+    allow_mismatch: bool = False  # compare cases measured on different devices / dtypes
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "mem_threshold"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0 < self.level < 1:
+            raise ValueError(f"level must be in (0, 1), got {self.level}")
+
+
+@dataclass(frozen=True)
+class TimeChange:
+    baseline_s: float  # median of the baseline's fastest pass
+    candidate_s: float
+    ci: RatioCI  # ratio of those medians, with its interval
+    min_ratio: float | None  # ratio of the fastest calls (the size of the change)
+    p_passes: float | None  # exact test over the passes' fastest calls (>= MIN_PASSES a side)
+    basis: str  # "passes", "samples" or "stats-only": what the significance rests on
+    significant: bool
+    direction: str  # "slower", "faster" or "same"
+
+    @property
+    def ratio(self) -> float:
+        """The ratio that sizes the change: of the fastest calls, else of the medians."""
+        return self.min_ratio if self.min_ratio is not None else self.ci.ratio
+
+
+@dataclass
+class CaseVerdict:
+    label: str
+    key: Key
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    baseline: CaseRecord | None = None
+    candidate: CaseRecord | None = None
+    time: TimeChange | None = None
+    memory: tuple[float, float] | None = None  # (baseline, candidate) bytes
+    flops: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> bool:
+        return self.verdict in BAD_VERDICTS
+
+
+@dataclass
+class Comparison:
+    baseline: RunRecord
+    candidate: RunRecord
+    rules: Rules
+    cases: list[CaseVerdict]
+    warnings: list[str]
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for case in self.cases if case.verdict == verdict)
+
+    @property
+    def regressed(self) -> list[CaseVerdict]:
+        return [case for case in self.cases if case.bad]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressed else 0
+
+    def summary(self) -> dict[str, int]:
+        order = (REGRESSED, FAILED, IMPROVED, FIXED, UNCHANGED, NOT_MEASURED, MISMATCH,
+                 BASELINE_ONLY, CANDIDATE_ONLY)
+        return {name: self.count(name) for name in order if self.count(name)}
+
+
+def _time_change(base: CaseRecord, cand: CaseRecord, rules: Rules) -> TimeChange | None:
+    b_best, c_best = base.best, cand.best
+    if b_best is None or c_best is None or b_best.median <= 0 or c_best.median <= 0:
+        return None
+    if base.raw and cand.raw:
+        ci = bootstrap_ratio([p.samples for p in base.passes],
+                             [p.samples for p in cand.passes],
+                             level=rules.level, n_boot=rules.n_boot, seed=rules.seed)
+    else:
+        ci = summary_ratio(
+            b_best.median, median_se(b_best.median, max(b_best.count, 1), b_best.iqr,
+                                     b_best.stddev),
+            c_best.median, median_se(c_best.median, max(c_best.count, 1), c_best.iqr,
+                                     c_best.stddev),
+            level=rules.level,
+        )
+    b_min, c_min = base.minimum, cand.minimum
+    min_ratio = c_min / b_min if b_min and c_min is not None else None
+    size = min_ratio if min_ratio is not None else ci.ratio
+    big_slower = size >= 1 + rules.threshold
+    big_faster = size <= 1 / (1 + rules.threshold)
+    b_pm, c_pm = base.pass_minima, cand.pass_minima
+    p_passes = None
+    if len(b_pm) >= MIN_PASSES and len(c_pm) >= MIN_PASSES:
+        # passes are the independent repetitions: test them, not the correlated samples
+        basis = "passes"
+        p_slow = fastest_run_p(b_pm, c_pm)
+        p_fast = fastest_run_p(c_pm, b_pm)
+        alpha = 1 - rules.level + 1e-9
+        slower, faster = big_slower and p_slow <= alpha, big_faster and p_fast <= alpha
+        p_passes = p_slow if size >= 1 else p_fast  # the test in the direction observed
+    else:
+        basis = "samples" if ci.method == "bootstrap" else "stats-only"
+        slower = big_slower and ci.ratio >= 1 + rules.threshold and ci.low > 1
+        faster = big_faster and ci.ratio <= 1 / (1 + rules.threshold) and ci.high < 1
+        if basis == "stats-only":  # conservative: the interquartile ranges must not overlap
+            b_lo, b_hi = _quartile_range(b_best)
+            c_lo, c_hi = _quartile_range(c_best)
+            slower, faster = slower and c_lo > b_hi, faster and c_hi < b_lo
+    direction = "slower" if slower else "faster" if faster else "same"
+    significant = slower or faster or (p_passes is None and ci.excludes_one())
+    return TimeChange(b_best.median, c_best.median, ci, min_ratio, p_passes, basis,
+                      significant, direction)
+
+
+def _quartile_range(timing: PassStats) -> tuple[float, float]:
+    lo = timing.q1 if timing.q1 is not None else timing.median
+    hi = timing.q3 if timing.q3 is not None else timing.median
+    return float(lo), float(hi)
+
+
+def _time_reason(t: TimeChange) -> str:
+    ci = t.ci
+    median = f"median {_pct(ci.ratio)} (CI {_pct(ci.low)} .. {_pct(ci.high)})"
+    if t.basis == "passes":
+        return f"fastest call {_pct(t.ratio)}, {median}, passes p={t.p_passes:.3f}"
+    if t.min_ratio is not None:
+        return f"fastest call {_pct(t.ratio)}, {median}"
+    return f"time {median}"
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f}%"
+
+
+def judge(base: CaseRecord, cand: CaseRecord, rules: Rules) -> CaseVerdict:
+    """The verdict for one case measured on both sides (same device and dtype, or allowed)."""
+    out = CaseVerdict(label=cand.label or base.label, key=base.key, verdict=UNCHANGED,
+                      baseline=base, candidate=cand)
+    if base.status != "ok" or cand.status != "ok":
+        if base.status == "ok":
+            out.verdict = FAILED
+            out.reasons.append(f"candidate {cand.status}: {cand.message}".rstrip(": "))
+        elif cand.status == "ok":
+            out.verdict = FIXED
+            out.reasons.append(f"baseline was {base.status}")
+        else:
+            out.verdict = NOT_MEASURED
+            out.reasons.append(f"baseline {base.status}, candidate {cand.status}")
+        return out
+    worse: list[str] = []
+    better: list[str] = []
+    out.time = _time_change(base, cand, rules)
+    if out.time is not None and out.time.direction != "same":
+        (worse if out.time.direction == "slower" else better).append(_time_reason(out.time))
+    if base.peak_mem_bytes is not None and cand.peak_mem_bytes is not None:
+        b, c = base.peak_mem_bytes, cand.peak_mem_bytes
+        out.memory = (b, c)
+        if abs(c - b) >= MEM_FLOOR_BYTES:
+            if c > b * (1 + rules.mem_threshold):
+                worse.append(f"peak memory {_bytes(c - b, signed=True)}")
+            elif c < b / (1 + rules.mem_threshold):
+                better.append(f"peak memory {_bytes(c - b, signed=True)}")
+    for source in FLOP_SOURCES:
+        b_f, c_f = base.flops.get(source), cand.flops.get(source)
+        if b_f is None or c_f is None:
+            continue
+        out.flops[source] = (b_f, c_f)
+        if c_f != b_f:
+            text = f"{source} {c_f - b_f:+,.0f}"
+            (worse if c_f > b_f else better).append(text)
+    out.reasons = worse + better
+    out.verdict = REGRESSED if worse else IMPROVED if better else UNCHANGED
+    return out
+
+
+def _bytes(n: float, *, signed: bool = False) -> str:
+    sign = ("+" if n >= 0 else "-") if signed else ("-" if n < 0 else "")
+    value = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1024
+    return f"{sign}{value:.1f} GiB"  # pragma: no cover
+
+
+def _pair(bases: list[CaseRecord], cands: list[CaseRecord]) -> tuple[
+    list[tuple[CaseRecord, CaseRecord]], list[tuple[CaseRecord, CaseRecord]],
+    list[CaseRecord], list[CaseRecord],
+]:
+    """Pair records of one identity: same device and dtype first, then any leftovers."""
+    bases, cands = list(bases), list(cands)
+    same = []
+    for b in list(bases):
+        for c in cands:
+            if (b.device, b.dtype) == (c.device, c.dtype):
+                same.append((b, c))
+                bases.remove(b)
+                cands.remove(c)
+                break
+    crossed = list(zip(bases, cands, strict=False))
+    return same, crossed, bases[len(crossed):], cands[len(crossed):]
+
+
+def _where(case: CaseRecord) -> str:
+    return f"{case.device or '?'}/{case.dtype or '?'}"
+
+
+def compare_runs(baseline: RunRecord, candidate: RunRecord, rules: Rules | None = None
+                 ) -> Comparison:
+    """Match cases by identity and judge each pair (see the module docstring)."""
+    rules = rules or Rules()
+    keys = list(dict.fromkeys([*baseline.cases, *candidate.cases]))
+    verdicts: list[CaseVerdict] = []
+    mismatched: list[str] = []
+    for key in keys:
+        same, crossed, base_left, cand_left = _pair(baseline.cases.get(key, []),
+                                                    candidate.cases.get(key, []))
+        for b, c in same:
+            verdicts.append(judge(b, c, rules))
+        for b, c in crossed:
+            mismatched.append(f"{c.label} ({_where(b)} vs {_where(c)})")
+            if rules.allow_mismatch:
+                verdict = judge(b, c, rules)
+                verdict.reasons.append(f"compared across {_where(b)} vs {_where(c)}")
+            else:
+                verdict = CaseVerdict(c.label, key, MISMATCH,
+                                      [f"device/dtype {_where(b)} vs {_where(c)}"], b, c)
+            verdicts.append(verdict)
+        verdicts += [CaseVerdict(b.label, key, BASELINE_ONLY, [], b, None) for b in base_left]
+        verdicts += [CaseVerdict(c.label, key, CANDIDATE_ONLY, [], None, c) for c in cand_left]
+    return Comparison(baseline, candidate, rules, verdicts,
+                      _warnings(baseline, candidate, verdicts, mismatched, rules))
+
+
+def _warnings(baseline: RunRecord, candidate: RunRecord, verdicts: list[CaseVerdict],
+              mismatched: list[str], rules: Rules) -> list[str]:
+    out = []
+    if mismatched:
+        shown = ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else "")
+        action = ("compared anyway (--allow-mismatch): their ratios include the device or "
+                  "dtype change" if rules.allow_mismatch
+                  else "not compared; pass --allow-mismatch to compare them anyway")
+        out.append(f"{len(mismatched)} cases were measured on a different device or dtype: "
+                   f"{shown}; {action}")
+    stats_only = [v.label for v in verdicts
+                  if v.time is not None and v.time.ci.method == "stats-only"]
+    if stats_only:
+        out.append(
+            f"{len(stats_only)} cases have no raw timing samples on one side (pytest-benchmark "
+            "files saved without --benchmark-save-data, or a results file without "
+            "samples.parquet): their intervals come from summary statistics, and a change "
+            "counts only when the interquartile ranges do not overlap as well"
+        )
+    few = [v.label for v in verdicts if v.time is not None and v.time.basis == "samples"]
+    if few:
+        out.append(
+            f"{len(few)} cases were timed in fewer than {MIN_PASSES} passes a side: their "
+            "significance rests on the samples of one run, which cannot show drift between "
+            "runs (the usual cause of false alarms on shared machines); give each side as a "
+            f"folder of {MIN_PASSES} or more separate runs (5 on a shared machine)"
+        )
+    for key, what in (("env_cpu_model", "CPU"), ("env_device_name", "device"),
+                      ("env_torch_version", "torch"), ("env_torch_threads", "torch threads"),
+                      ("timer", "timer")):
+        b, c = baseline.machine.get(key), candidate.machine.get(key)
+        if b is not None and c is not None and b != c:
+            out.append(f"baseline and candidate differ in {what} ({b} vs {c}): time ratios "
+                       "include that difference")
+    return out
+
+
+def to_dict(comparison: Comparison) -> dict[str, Any]:
+    """The ``--format json`` document."""
+    rules = comparison.rules
+
+    def side(case: CaseRecord | None) -> dict[str, Any] | None:
+        if case is None:
+            return None
+        return {
+            "label": case.label, "device": case.device, "dtype": case.dtype,
+            "status": case.status, "median_s": case.median, "min_s": case.minimum,
+            "pass_medians_s": [p.median for p in case.passes],
+            "samples": case.count, "raw_samples": case.raw,
+            "peak_mem_bytes": case.peak_mem_bytes,
+            "flops": dict(case.flops),
+        }
+
+    cases = []
+    for v in comparison.cases:
+        item: dict[str, Any] = {
+            "label": v.label, "identity": dict(v.key), "verdict": v.verdict,
+            "reasons": v.reasons, "baseline": side(v.baseline), "candidate": side(v.candidate),
+        }
+        if v.time is not None:
+            item["time"] = {
+                "ratio": v.time.ratio, "min_ratio": v.time.min_ratio,
+                "median_ratio": v.time.ci.ratio, "ci_low": v.time.ci.low,
+                "ci_high": v.time.ci.high, "level": v.time.ci.level,
+                "ci_method": v.time.ci.method, "basis": v.time.basis,
+                "p_passes": v.time.p_passes, "significant": v.time.significant,
+                "direction": v.time.direction,
+            }
+        if v.memory is not None:
+            item["memory"] = {"baseline_bytes": v.memory[0], "candidate_bytes": v.memory[1],
+                              "delta_bytes": v.memory[1] - v.memory[0]}
+        if v.flops:
+            item["flops"] = {k: {"baseline": b, "candidate": c, "delta": c - b}
+                             for k, (b, c) in v.flops.items()}
+        cases.append(item)
+    return {
+        "baseline": str(comparison.baseline.path),
+        "candidate": str(comparison.candidate.path),
+        "rules": {"threshold": rules.threshold, "mem_threshold": rules.mem_threshold,
+                  "level": rules.level, "allow_mismatch": rules.allow_mismatch,
+                  "bootstrap_resamples": rules.n_boot, "seed": rules.seed},
+        "summary": comparison.summary(),
+        "regressed": len(comparison.regressed),
+        "exit_code": comparison.exit_code,
+        "warnings": comparison.warnings,
+        "cases": cases,
+    }

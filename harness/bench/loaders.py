@@ -1,0 +1,473 @@
+"""Reading one side of a comparison: a harness run (results.parquet) or pytest-benchmark JSON.
+
+Both become a :class:`RunRecord`: one :class:`CaseRecord` per case, keyed by the case's
+*identity* - the layer and its parameters (``layer``, ``variant``, ``seq_len``, ``d_model``,
+``heads``, ``kernel``, ``window``, ``causal``, ``block``, ``batch``, ``mode``) - so a
+results.parquet and a benchmark JSON of the same suite match case by case (the ``case_id``
+hash would also work between two harness files, but not for a benchmark without the harness's
+``extra_info``). ``device`` and ``dtype`` are kept beside the identity: a case measured on
+another device or in another dtype is the same case, measured differently (see compare).
+A pytest-benchmark entry without the harness's ``extra_info`` (a user's own benchmark) is
+identified by its ``fullname`` (``tests/test_x.py::test_y[param]``).
+
+Raw per-call samples: samples.parquet (harness), ``stats.data`` (pytest-benchmark, present
+in ``--benchmark-json`` files and in saved files with ``--benchmark-save-data``). Without
+them only summary statistics are known (:attr:`PassStats.samples` is None).
+
+Passes: the same case timed more than once on one side - several entries of one case in a
+benchmark JSON (``--harness-passes``), or several runs in a folder given as one side - is
+one :class:`CaseRecord` with several :class:`PassStats`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessInputError
+
+#: The parameters that identify a case across files and formats.
+IDENTITY = (
+    "layer", "variant", "seq_len", "d_model", "heads", "kernel", "window", "causal", "block",
+    "batch", "mode",
+)
+_INT_KEYS = ("seq_len", "d_model", "heads", "kernel", "window", "batch")
+FLOP_SOURCES = ("flops_analytic", "flops_fvcore", "flops_torch")
+
+Key = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class PassStats:
+    """The timing of one pass over a case: raw per-call seconds and/or their statistics."""
+
+    samples: np.ndarray | None  # raw per-call seconds, or None (summary statistics only)
+    median: float
+    q1: float | None = None
+    q3: float | None = None
+    stddev: float | None = None
+    count: int = 0
+    min: float | None = None  # fastest sample
+
+    @classmethod
+    def from_samples(cls, samples: np.ndarray) -> PassStats:
+        q1, median, q3 = (float(v) for v in np.quantile(samples, [0.25, 0.5, 0.75]))
+        stddev = float(np.std(samples, ddof=1)) if samples.size > 1 else 0.0
+        return cls(samples, median, q1, q3, stddev, int(samples.size), float(samples.min()))
+
+    @property
+    def iqr(self) -> float | None:
+        return None if self.q1 is None or self.q3 is None else self.q3 - self.q1
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One case of one side, measured in one or more passes. Times in seconds per call.
+
+    A *pass* is one timing of the case: one ``harness run``, or one pytest-benchmark entry.
+    Several passes (``--harness-passes``, or a folder of runs given as one side) sample the
+    machine at different times; the case's time is the median of its fastest pass (see
+    :mod:`harness.bench.compare` for why).
+    """
+
+    key: Key
+    label: str
+    device: str | None
+    dtype: str | None
+    status: str  # ok, error, oom, timeout, skipped
+    message: str = ""
+    passes: tuple[PassStats, ...] = ()
+    peak_mem_bytes: float | None = None
+    flops: Mapping[str, float | None] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> str | None:
+        return dict(self.key).get("layer")
+
+    @property
+    def raw(self) -> bool:
+        """Whether every pass has its raw samples (else the statistics are summaries)."""
+        return bool(self.passes) and all(p.samples is not None for p in self.passes)
+
+    @property
+    def best(self) -> PassStats | None:
+        """The pass with the lowest median (None when nothing was timed)."""
+        return min(self.passes, key=lambda p: p.median) if self.passes else None
+
+    @property
+    def median(self) -> float | None:
+        best = self.best
+        return None if best is None else best.median
+
+    @property
+    def count(self) -> int:
+        return sum(p.count for p in self.passes)
+
+    @property
+    def minimum(self) -> float | None:
+        """The fastest call seen in any pass (None when no pass knows its minimum)."""
+        mins = [p.min for p in self.passes if p.min is not None]
+        return min(mins) if mins else None
+
+    @property
+    def pass_minima(self) -> list[float]:
+        return [p.min for p in self.passes if p.min is not None]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One side: where it came from, when it was recorded, its cases by identity."""
+
+    path: Path
+    kind: str  # "harness" (results.parquet) or "pytest-benchmark" (JSON)
+    recorded_at: dt.datetime | None
+    cases: dict[Key, list[CaseRecord]]  # usually one record per key; several if devices differ
+    machine: dict[str, Any] = field(default_factory=dict)
+    runs: int = 1  # how many runs (files) were merged into this side
+
+    def all_cases(self) -> list[CaseRecord]:
+        return [case for group in self.cases.values() for case in group]
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name if self.path.name == "results.parquet" else self.path.name
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        import pandas as pd
+
+        if value is pd.NA:
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _clean(name: str, value: Any) -> Any:
+    if _missing(value):
+        return False if name in ("causal", "block") else None  # flags default to off
+    if name in _INT_KEYS:
+        return int(value)
+    if name in ("causal", "block"):
+        return bool(value)
+    if hasattr(value, "item"):
+        value = value.item()
+    return str(value) if name in ("layer", "variant", "mode") else value
+
+
+def identity(params: Mapping[str, Any]) -> Key:
+    """The identity key of a case from its parameters (missing ones are None)."""
+    return tuple((name, _clean(name, params.get(name))) for name in IDENTITY)
+
+
+def _number(value: Any) -> float | None:
+    if _missing(value):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def load(path: str | os.PathLike[str]) -> RunRecord:
+    """Read one side: a run directory, results.parquet, pytest-benchmark JSON, or a folder.
+
+    A folder that is not a run directory but holds several runs (run directories and/or
+    benchmark JSON files, found recursively) is one side measured in several passes: the
+    runs are merged case by case (:func:`merge_passes`). The format of a file is sniffed
+    from its content. Anything else - a missing path, a corrupt file, a JSON that is not
+    pytest-benchmark's - is a one-line :class:`HarnessInputError`.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if (p / "results.parquet").exists():
+            return load_parquet(p / "results.parquet")
+        runs = find_runs(p)
+        if not runs:
+            raise HarnessInputError(
+                f"{p}: no results.parquet and no benchmark JSON in this directory; give a run "
+                "directory of `harness run`, a results.parquet or a pytest-benchmark JSON file"
+            )
+        return merge_passes([load_file(run) for run in runs], path=p)
+    return load_file(p)
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Every results.parquet and *.json below ``folder`` (sorted by path)."""
+    found = sorted({*folder.rglob("results.parquet"), *folder.rglob("*.json")})
+    return [f for f in found if "parts" not in f.relative_to(folder).parts[:-1]]
+
+
+def load_file(p: Path) -> RunRecord:
+    """One results.parquet or pytest-benchmark JSON file (format sniffed)."""
+    if p.is_dir():
+        if (p / "results.parquet").exists():
+            return load_parquet(p / "results.parquet")
+        raise HarnessInputError(f"{p}: a directory without results.parquet")
+    if not p.exists():
+        raise HarnessInputError(f"{p}: no such file or directory")
+    try:
+        with p.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise HarnessInputError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith(b"PAR1"):
+        return load_parquet(p)
+    if head.lstrip()[:1] in (b"{", b"["):
+        return load_benchmark_json(p)
+    if not head:
+        raise HarnessInputError(f"{p}: empty file, not a results.parquet or benchmark JSON")
+    raise HarnessInputError(
+        f"{p}: neither a Parquet results file nor a pytest-benchmark JSON; give a run "
+        "directory, results.parquet or the file of --benchmark-json / --benchmark-autosave"
+    )
+
+
+def _merge_cases(records: list[CaseRecord]) -> CaseRecord:
+    """One case measured in several passes: passes concatenated, failures kept visible."""
+    ok = [r for r in records if r.status == "ok"]
+    if not ok:
+        return records[0]
+    first = ok[0]
+    mems = [r.peak_mem_bytes for r in ok if r.peak_mem_bytes is not None]
+    return CaseRecord(
+        key=first.key, label=first.label, device=first.device, dtype=first.dtype,
+        status="ok", message=first.message,
+        passes=tuple(p for r in ok for p in r.passes),
+        peak_mem_bytes=min(mems) if mems else None,
+        flops=first.flops,
+    )
+
+
+def group_passes(records: list[CaseRecord]) -> dict[Key, list[CaseRecord]]:
+    """Records with the same identity, device and dtype become one record with passes."""
+    grouped: dict[tuple[Key, Any, Any], list[CaseRecord]] = {}
+    for record in records:
+        grouped.setdefault((record.key, record.device, record.dtype), []).append(record)
+    out: dict[Key, list[CaseRecord]] = {}
+    for (key, _, _), group in grouped.items():
+        out.setdefault(key, []).append(_merge_cases(group))
+    return out
+
+
+def merge_passes(runs: list[RunRecord], path: Path) -> RunRecord:
+    """Several runs of the same code as one side (each run is a pass of every case)."""
+    kinds = sorted({run.kind for run in runs})
+    stamps = [run.recorded_at for run in runs if run.recorded_at is not None]
+    machine: dict[str, Any] = {}
+    for run in runs:
+        for k, v in run.machine.items():
+            machine.setdefault(k, v)
+    return RunRecord(
+        path=path, kind="+".join(kinds), recorded_at=min(stamps) if stamps else None,
+        cases=group_passes([c for run in runs for c in run.all_cases()]), machine=machine,
+        runs=len(runs),
+    )
+
+
+# --- harness results ----------------------------------------------------------------------
+
+
+def _read_samples(path: Path) -> dict[str, np.ndarray]:
+    """Raw samples by case_id from samples.parquet (empty when absent)."""
+    if not path.exists():
+        return {}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HarnessInputError(f"{path}: not a readable samples file ({first})") from None
+    if not {"case_id", "seconds"} <= set(frame.columns):
+        raise HarnessInputError(f"{path}: not a harness samples file (needs case_id, seconds)")
+    if "sample" in frame.columns:
+        frame = frame.sort_values(["case_id", "sample"], kind="stable")
+    return {
+        str(cid): group["seconds"].to_numpy(dtype=float)
+        for cid, group in frame.groupby("case_id", sort=False)
+    }
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    if _missing(text):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+
+
+def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
+    """A results row's timing: from its raw samples, else from its summary columns (ms)."""
+    if data is not None and data.size:
+        return PassStats.from_samples(data)
+    median = _number(row.get("time_ms_median"))
+    if median is None:
+        return None
+    ms = 1e-3
+    iqr = _number(row.get("time_ms_iqr"))
+    half = None if iqr is None else iqr * ms / 2
+    mean, cv = _number(row.get("time_ms_mean")), _number(row.get("time_cv"))
+    return PassStats(
+        samples=None, median=median * ms,
+        q1=None if half is None else median * ms - half,
+        q3=None if half is None else median * ms + half,
+        stddev=mean * ms * cv if mean is not None and cv is not None else None,
+        count=int(_number(row.get("time_samples")) or 0),
+        min=None if _number(row.get("time_ms_min")) is None
+        else _number(row.get("time_ms_min")) * ms,
+    )
+
+
+def load_parquet(path: Path) -> RunRecord:
+    """A harness results file (validated by :func:`harness.results.read_results`)."""
+    from harness.results import read_results
+
+    frame = read_results(path)
+    samples = _read_samples(path.with_name("samples.parquet"))
+    records = []
+    times = []
+    for row in frame.to_dict("records"):
+        status = str(row.get("status"))
+        timing = _row_pass(row, samples.get(str(row.get("case_id"))))
+        records.append(CaseRecord(
+            key=identity(row),
+            label=str(row.get("label") or row.get("case_id")),
+            device=_clean("device", row.get("device")),
+            dtype=_clean("dtype", row.get("dtype")),
+            status=status,
+            message=str(row.get("message") or ""),
+            passes=(timing,) if status == "ok" and timing is not None else (),
+            peak_mem_bytes=_number(row.get("peak_mem_bytes")),
+            flops={name: _number(row.get(name)) for name in FLOP_SOURCES},
+        ))
+        stamp = _parse_time(row.get("env_time_utc"))
+        if stamp is not None:
+            times.append(stamp)
+    machine: dict[str, Any] = {}
+    if len(frame):
+        first = frame.iloc[0]
+        machine = {k: _plain(first[k]) for k in _MACHINE_KEYS if k in frame.columns}
+    if "time_timer" in frame.columns:
+        timers = {str(t) for t in frame["time_timer"].dropna()}
+        if len(timers) == 1:
+            machine["timer"] = timers.pop()
+    return RunRecord(path=path, kind="harness", recorded_at=min(times) if times else None,
+                     cases=group_passes(records), machine=machine)
+
+
+_MACHINE_KEYS = ("env_device_name", "env_cpu_model", "env_hostname", "env_torch_version",
+                 "env_torch_threads", "env_git_commit")
+
+
+def _plain(value: Any) -> Any:
+    if _missing(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- pytest-benchmark JSON ------------------------------------------------------------------
+
+_STAT_KEYS = ("median", "min", "rounds")
+
+
+def _not_benchmark(path: Path, why: str) -> HarnessInputError:
+    return HarnessInputError(
+        f"{path}: not a pytest-benchmark JSON file ({why}); write one with "
+        "`pytest --benchmark-only --benchmark-json=FILE` or --benchmark-autosave"
+    )
+
+
+def load_benchmark_json(path: Path) -> RunRecord:
+    """A ``--benchmark-json`` / ``--benchmark-autosave`` file of pytest-benchmark."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _not_benchmark(path, "not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessInputError(
+            f"{path}: corrupt JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except OSError as exc:
+        raise HarnessInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise _not_benchmark(path, "no top-level 'benchmarks' list")
+    records = [_bench_record(path, i, bench) for i, bench in enumerate(doc["benchmarks"])]
+    machine_info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
+    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
+    machine = {
+        "env_hostname": machine_info.get("node"),
+        "env_cpu_model": cpu.get("brand_raw"),
+    }
+    infos = [b.get("extra_info") for b in doc["benchmarks"] if isinstance(b, dict)]
+    infos = [i for i in infos if isinstance(i, dict)]
+    for key in ("env_torch_version", "env_torch_threads", "env_device_name"):
+        values = {i.get(key) for i in infos if i.get(key) is not None}
+        if len(values) == 1:
+            machine[key] = values.pop()
+    timers = {str(b["options"].get("timer")) for b in doc["benchmarks"]
+              if isinstance(b, dict) and isinstance(b.get("options"), dict)
+              and b["options"].get("timer")}
+    if len(timers) == 1:  # pytest-benchmark names the function: perf_counter, process_time
+        machine["timer"] = timers.pop()
+    commit = doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {}
+    if commit.get("id"):
+        machine["env_git_commit"] = commit.get("id")
+    return RunRecord(path=path, kind="pytest-benchmark",
+                     recorded_at=_parse_time(doc.get("datetime")), cases=group_passes(records),
+                     machine={k: v for k, v in machine.items() if v is not None})
+
+
+def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
+    if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
+        raise _not_benchmark(path, f"benchmarks[{index}] has no 'stats' mapping")
+    stats = bench["stats"]
+    missing = [k for k in _STAT_KEYS if _number(stats.get(k)) is None]
+    if missing or not isinstance(bench.get("name"), str):
+        what = ", ".join(missing) if missing else "name"
+        raise _not_benchmark(path, f"benchmarks[{index}] lacks {what}")
+    info = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
+    if info.get("harness") and info.get("layer"):
+        key = identity(info)
+        label = str(info.get("label") or bench["name"])
+    else:
+        key = (("benchmark", str(bench.get("fullname") or bench["name"])),)
+        label = str(bench["name"])
+    data = stats.get("data")
+    timing: PassStats
+    if isinstance(data, list) and data:
+        try:
+            samples = np.asarray([float(v) for v in data], dtype=float)
+        except (TypeError, ValueError):
+            raise _not_benchmark(path, f"benchmarks[{index}].stats.data is not numbers") from None
+        timing = PassStats.from_samples(samples)
+    else:
+        timing = PassStats(
+            samples=None, median=float(stats["median"]),
+            q1=_number(stats.get("q1")), q3=_number(stats.get("q3")),
+            stddev=_number(stats.get("stddev")), count=int(_number(stats.get("rounds")) or 0),
+            min=_number(stats.get("min")),
+        )
+    return CaseRecord(
+        key=key, label=label,
+        device=_clean("device", info.get("device")), dtype=_clean("dtype", info.get("dtype")),
+        status="ok", passes=(timing,),
+        peak_mem_bytes=_number(info.get("peak_mem_bytes")),
+        flops={name: _number(info.get(name)) for name in FLOP_SOURCES if name in info},
+    )
+

@@ -1,0 +1,445 @@
+"""pytest plugin: a suite's cases as pytest-benchmark benchmarks, and ``layer_benchmark``.
+
+Registered as a ``pytest11`` entry point, so any project that installs the harness gets:
+
+* ``--harness-suite PATH`` (default ``suites/quick.yaml``): every test that asks for the
+  ``harness_case`` fixture is parametrized over the suite's cases, one test per case with the
+  case's label as its id (``test_layer[lstm-n512-d256]``). The arguments are named after the
+  results columns (``layer``, ``seq_len``, ``d_model``, ...), so pytest-benchmark's
+  ``--benchmark-group-by=param:layer`` (or ``param:seq_len``, ...) groups by them.
+  Cases the suite plans as impossible (``d`` not divisible by ``h``) are pytest skips with
+  the plan's reason.
+* ``--harness-passes N`` (default 1) times every case N times, pass after pass over the whole
+  suite (ids ``...-p0``, ``...-p1``), so each case is sampled at N moments of the session;
+  ``harness compare`` takes the fastest pass of each case, which a burst of load from
+  other processes on a shared runner rarely reaches (see :mod:`harness.bench.compare`).
+* These suite benchmarks run only when benchmarks are asked for (``--benchmark-only``,
+  ``--benchmark-enable``, ``--benchmark-json``, ``--benchmark-save``,
+  ``--benchmark-autosave`` or ``--harness-suite``): pytest-benchmark itself would run every
+  benchmark in a plain ``pytest``, which would make the project's test command slow.
+* :func:`benchmark_case` measures one case: FLOPs (analytic, fvcore, FlopCounterMode), peak
+  memory, parameter count, path length and sequential ops are computed by the same code as
+  ``harness run`` *before* the timed calls, and stored in ``benchmark.extra_info`` (hence in
+  ``--benchmark-json`` / ``--benchmark-autosave`` files); then pytest-benchmark times the
+  call with its own warm-up / rounds options and a timer that synchronises CUDA.
+* ``layer_benchmark(module, x)``: the same for a user's own ``nn.Module``.
+
+The test-only ``HARNESS_TEST_SLOWDOWN='lstm=1.25'`` switch stretches each timed call of
+that layer as in ``harness run`` (used to check that ``harness compare`` catches a slowdown).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Parametrized argument names (= results columns); ``--benchmark-group-by=param:NAME``.
+CASE_PARAMS = (
+    "layer", "variant", "seq_len", "d_model", "heads", "kernel", "window", "causal", "block",
+    "batch", "dtype", "device", "mode",
+)
+DEFAULT_SUITE = "suites/quick.yaml"
+#: Options that ask for benchmarks to run (pytest-benchmark's option destinations).
+RUN_OPTIONS = (
+    "benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_save",
+    "benchmark_autosave", "harness_suite", "harness_passes",
+)
+SKIP_REASON = (
+    "harness suite benchmark: run with `pytest --benchmark-only` (or --benchmark-enable)"
+)
+#: Metric columns copied from the metric pass into ``extra_info``.
+INFO_METRICS = (
+    "flops_analytic", "flops_fvcore", "flops_torch", "flops_uncounted", "flops_note",
+    "flops_useful_analytic", "peak_mem_bytes", "mem_method", "param_count", "param_bytes",
+    "act_mem_analytic_bytes", "path_length_analytic", "path_length_measured",
+    "seq_ops_analytic", "seq_ops_measured", "structure_note",
+    "env_device_name", "env_torch_version", "env_torch_threads", "env_git_commit",
+    "env_harness_version",
+)
+
+
+@dataclass(frozen=True)
+class SuiteCase:
+    """One planned case with what it takes to measure it (the ``harness_case`` fixture)."""
+
+    planned: Any  # harness.suite.PlannedCase
+    settings: Any  # harness.execute.ExecSettings for the metric pass (one timed call only)
+    suite: str  # the suite's name
+    slowdown: float = 1.0  # test-only injected slowdown of the timed call
+    pass_index: int = 0  # which pass of --harness-passes this is
+    passes: int = 1
+
+    def params(self) -> dict[str, Any]:
+        return {name: self.planned.params()[name] for name in CASE_PARAMS}
+
+    def run(self, benchmark: Any) -> dict[str, Any]:
+        """Measure this case with pytest-benchmark's fixture (see :func:`benchmark_case`)."""
+        return benchmark_case(benchmark, self)
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    source: Path
+    name: str
+    cases: tuple[SuiteCase, ...]
+    passes: int = 1
+
+    def lookup(self, values: dict[str, Any]) -> SuiteCase:
+        for case in self.cases:
+            if case.params() == {name: values.get(name) for name in CASE_PARAMS}:
+                return case
+        raise LookupError(f"no case of suite {self.name!r} has parameters {values}")
+
+
+_PLAN = pytest.StashKey[SuitePlan]()
+
+
+def plugin_cli_args() -> list[str]:
+    """``["-p", "harness.bench.plugin"]`` for a pytest command line, unless an installed
+    ``pytest11`` entry point loads this plugin already (naming it twice is an error)."""
+    from importlib import metadata
+
+    try:
+        eps = metadata.entry_points(group="pytest11")
+    except Exception:  # noqa: BLE001 - broken metadata: load the plugin by name
+        eps = ()
+    if any(ep.value.split(":")[0] == __name__ for ep in eps):
+        return []
+    return ["-p", __name__]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "seqlayer-harness benchmarks")
+    group.addoption(
+        "--harness-suite", metavar="PATH", default=None,
+        help="suite whose cases become the `harness_case` benchmarks "
+        f"(default: {DEFAULT_SUITE}); giving it also runs them without --benchmark-only",
+    )
+    group.addoption(
+        "--harness-passes", metavar="N", type=int, default=None,
+        help="time every suite case N times, pass after pass over the suite (default 1); "
+        "`harness compare` uses each case's fastest pass, robust to bursts of load",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "harness_suite: a benchmark generated from a harness suite (skipped in a plain "
+        "`pytest`; runs with --benchmark-only / --benchmark-enable)",
+    )
+
+
+def _suite_path(config: pytest.Config) -> Path:
+    given = config.getoption("harness_suite", None)
+    raw = Path(given or DEFAULT_SUITE)
+    candidates = [raw] if raw.is_absolute() else [Path.cwd() / raw, config.rootpath / raw]
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = " or ".join(str(p) for p in candidates)
+    hint = "" if given else "; give a suite with --harness-suite PATH"
+    raise pytest.UsageError(f"--harness-suite: no suite file at {where}{hint}")
+
+
+def load_plan(config: pytest.Config) -> SuitePlan:
+    """The suite's cases, loaded once per session (bad input: a one-line usage error)."""
+    if _PLAN in config.stash:
+        return config.stash[_PLAN]
+    from harness.errors import HarnessInputError
+    from harness.run_command import exec_settings
+    from harness.suite import expand, load_suite
+
+    path = _suite_path(config)
+    try:
+        suite = load_suite(path)
+        plan = expand(suite)
+        base = exec_settings(suite)
+    except HarnessInputError as exc:
+        raise pytest.UsageError(f"--harness-suite: {exc}") from None
+    settings = replace(base, timing=_one_call_timing(), slowdown={})
+    cases = tuple(
+        SuiteCase(planned=p, settings=settings, suite=suite.name,
+                  slowdown=float(base.slowdown.get(p.layer, 1.0)))
+        for p in plan
+    )
+    passes = config.getoption("harness_passes", None) or 1
+    if passes < 1:
+        raise pytest.UsageError(f"--harness-passes: {passes} is not a positive number")
+    cases = tuple(replace(case, passes=passes) for case in cases)
+    config.stash[_PLAN] = SuitePlan(source=path, name=suite.name, cases=cases, passes=passes)
+    return config.stash[_PLAN]
+
+
+def _one_call_timing() -> Any:
+    """The metric pass times a single call: the real timing is pytest-benchmark's."""
+    from harness.measure.timing import TimingConfig
+
+    return TimingConfig(min_warmup=1, warmup_s=0.0, budget_s=0.0, min_samples=1,
+                        max_samples=1, min_block_s=0.0)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_case" not in metafunc.fixturenames:
+        return
+    plan = load_plan(metafunc.config)
+    values = []
+    for index in range(plan.passes):  # pass-major order: each pass runs the whole suite
+        for case in plan.cases:
+            marks = [pytest.mark.harness_suite]
+            if case.planned.skip_reason:
+                marks.append(pytest.mark.skip(reason=case.planned.skip_reason))
+            params = case.params()
+            label = case.planned.label if plan.passes == 1 else f"{case.planned.label}-p{index}"
+            values.append(pytest.param(*(params[n] for n in CASE_PARAMS), index, id=label,
+                                       marks=marks))
+    metafunc.parametrize([*CASE_PARAMS, "harness_pass"], values)
+
+
+def benchmarks_requested(config: pytest.Config) -> bool:
+    """Whether this session asked for benchmarks (see the module docstring)."""
+    return any(config.getoption(name, None) for name in RUN_OPTIONS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if benchmarks_requested(config):
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if "harness_case" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_benchmark_group_stats(config: pytest.Config, benchmarks: list[Any], group_by: str
+                                 ) -> list[tuple[str | None, list[Any]]] | None:
+    """``--benchmark-group-by`` with ``param:NAME`` that tolerates benchmarks without NAME.
+
+    pytest-benchmark's own grouping fails on a benchmark that is not parametrized (a user's
+    ``layer_benchmark`` test beside the suite's); here such a benchmark takes NAME from its
+    ``extra_info``, or groups under ``NAME=None``. Other groupings are left to pytest-benchmark.
+    """
+    keys = group_by.split(",")
+    if not any(key.startswith("param:") for key in keys):
+        return None
+
+    def part(bench: Any, key: str) -> Any:
+        if key.startswith("param:"):
+            name = key.split(":", 1)[1]
+            params = bench["params"] or {}
+            value = params[name] if name in params else (bench["extra_info"] or {}).get(name)
+            return f"{name}={value}"
+        simple = {"group": "group", "name": "name", "fullname": "fullname", "param": "param"}
+        if key in simple:
+            return bench[simple[key]]
+        if key in ("func", "fullfunc"):
+            return bench["name" if key == "func" else "fullname"].split("[")[0]
+        raise pytest.UsageError(f"--benchmark-group-by: unsupported grouping {key!r}")
+
+    groups: dict[str | None, list[Any]] = {}
+    for bench in benchmarks:
+        label = " ".join(str(p) for p in (part(bench, key) for key in keys) if p) or None
+        groups.setdefault(label, []).append(bench)
+    for members in groups.values():
+        members.sort(key=lambda bench: bench["fullname" if "full" in group_by else "name"])
+    return sorted(groups.items(), key=lambda item: item[0] or "")
+
+
+@pytest.fixture
+def harness_case(
+    request: pytest.FixtureRequest, layer: str, variant: str, seq_len: int, d_model: int,
+    heads: int | None, kernel: int | None, window: int | None, causal: bool, block: bool,
+    batch: int, dtype: str, device: str, mode: str, harness_pass: int,
+) -> SuiteCase:
+    """The suite case this test is parametrized with (see :func:`benchmark_case`)."""
+    plan = load_plan(request.config)
+    case = plan.lookup({
+        "layer": layer, "variant": variant, "seq_len": seq_len, "d_model": d_model,
+        "heads": heads, "kernel": kernel, "window": window, "causal": causal, "block": block,
+        "batch": batch, "dtype": dtype, "device": device, "mode": mode,
+    })
+    return replace(case, pass_index=harness_pass)
+
+
+@pytest.fixture
+def layer_benchmark(benchmark: Any) -> Any:
+    """``layer_benchmark(module, x, mode="forward")``: benchmark a user's ``nn.Module``.
+
+    FLOPs (FlopCounterMode and fvcore, 2 per multiply-add), peak memory and the parameter
+    count are measured before the timed calls and stored in ``benchmark.extra_info``;
+    returns that dict.
+    """
+
+    def run(module: Any, x: Any, *, mode: str = "forward", flops: bool = True,
+            memory: bool = True) -> dict[str, Any]:
+        return benchmark_module(benchmark, module, x, mode=mode, flops=flops, memory=memory)
+
+    return run
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe scalars: numpy -> Python, NaN -> None."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def case_info(case: SuiteCase, row: dict[str, Any]) -> dict[str, Any]:
+    """``extra_info`` of a suite benchmark: the case's parameters and its non-time metrics."""
+    planned = case.planned
+    info: dict[str, Any] = {"harness": 1, "suite": case.suite, "label": planned.label,
+                            "case_id": planned.case_id}
+    info.update({k: _plain(v) for k, v in planned.params().items()})
+    info.update({k: _plain(row.get(k)) for k in INFO_METRICS if k in row})
+    if case.passes > 1:
+        info.update(harness_pass=case.pass_index, harness_passes=case.passes)
+    if case.slowdown != 1.0:
+        info["test_slowdown"] = case.slowdown
+    return info
+
+
+def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
+    """Measure one suite case: metrics first (untimed), then pytest-benchmark's timing.
+
+    A case that cannot be built at these parameters is a pytest skip with the reason; an
+    out-of-memory is a skip too (the device is too small, not the code wrong); any other
+    failure fails the test with the error's first line.
+    """
+    import torch
+
+    from harness import registry
+    from harness.execute import _DTYPES, execute, make_call
+
+    planned = case.planned
+    if planned.skip_reason:
+        pytest.skip(planned.skip_reason)
+    if planned.case_id not in _ROWS:  # once per case and session: passes share the metrics
+        _ROWS[planned.case_id], _ = execute(planned,
+                                            replace(case.settings, env=_env(planned.device)))
+    row = _ROWS[planned.case_id]
+    status, message = row.get("status"), row.get("message") or ""
+    if status == "skipped":
+        pytest.skip(message)
+    if status == "oom":
+        pytest.skip(f"out of memory: {message}")
+    if status != "ok":
+        pytest.fail(f"{planned.label}: {status}: {message}", pytrace=False)
+    info = case_info(case, row)
+    benchmark.extra_info.update(info)
+    if benchmark.group is None:
+        benchmark.group = planned.layer
+
+    device = torch.device(planned.device)
+    dtype = _DTYPES[planned.dtype]
+    c = planned.case
+    torch.manual_seed(planned.seed)
+    module = registry.get(planned.layer).build(c, planned.variant).to(device=device, dtype=dtype)
+    x = torch.randn(c.batch, c.seq_len, c.d_model, device=device, dtype=dtype)  # (B, n, d)
+    call = make_call(module, x, planned.mode)
+    from harness.bench.timers import use_device_timer
+
+    use_device_timer(benchmark, device)
+    if case.slowdown != 1.0:
+        call = stretched(call, case.slowdown, benchmark._timer)
+    benchmark(call)
+    return info
+
+
+def stretched(call: Any, factor: float, clock: Any) -> Any:
+    """Test-only: each call lasts ``factor`` times as long *on the benchmark's clock*.
+
+    Busy-waits after the call until ``clock`` (the timer pytest-benchmark reads) has
+    advanced by ``factor`` times the call's own duration, so the injected slowdown is the
+    same whether the timer is wall time (``time.perf_counter``, as ``harness run``'s
+    ``HARNESS_TEST_SLOWDOWN``) or CPU time (``--benchmark-timer time.process_time``).
+    """
+
+    def slowed() -> None:
+        start = clock()
+        call()
+        end = start + (clock() - start) * factor
+        while clock() < end:
+            pass
+
+    return slowed
+
+
+_ENV: dict[str, dict[str, Any]] = {}
+_ROWS: dict[str, dict[str, Any]] = {}
+
+
+def _env(device: str) -> dict[str, Any]:
+    if device not in _ENV:
+        from harness.measure.env import environment
+
+        _ENV[device] = environment(device)
+    return _ENV[device]
+
+
+def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any]:
+    """Untimed facts about a user's module on input ``x``: shape, parameters, FLOPs."""
+    info: dict[str, Any] = {
+        "module": type(module).__name__,
+        "input_shape": list(x.shape),
+        "dtype": str(x.dtype).replace("torch.", ""),
+        "device": str(x.device),
+        "mode": mode,
+        "param_count": int(sum(p.numel() for p in module.parameters())),
+    }
+    if not flops:
+        return info
+    from harness.execute import one_line
+    from harness.flops import count_fvcore, count_torch
+
+    notes = []
+    try:
+        counted = count_torch(module, x, train=(mode == "train"))
+        info["flops_torch"] = counted.total
+        info["flops_torch_uncounted"] = list(counted.uncounted)
+    except Exception as exc:  # noqa: BLE001 - a counter failure must not lose the timing
+        info["flops_torch"] = None
+        notes.append(f"FlopCounterMode failed: {one_line(exc)}")
+    if mode == "forward":
+        try:
+            counted = count_fvcore(module, x)
+            info["flops_fvcore"] = counted.total
+            info["flops_fvcore_uncounted"] = list(counted.uncounted)
+        except Exception as exc:  # noqa: BLE001
+            info["flops_fvcore"] = None
+            notes.append(f"fvcore failed: {one_line(exc)}")
+    else:
+        info["flops_fvcore"] = None
+        notes.append("fvcore counts the forward pass only")
+    if notes:
+        info["flops_note"] = "; ".join(notes)
+    return info
+
+
+def benchmark_module(benchmark: Any, module: Any, x: Any, *, mode: str = "forward",
+                     flops: bool = True, memory: bool = True) -> dict[str, Any]:
+    """Benchmark ``module(x)`` (forward, or forward + backward with ``mode="train"``)."""
+    from harness.bench.timers import use_device_timer
+    from harness.execute import make_call
+    from harness.measure.memory import measure_peak_memory
+
+    info = module_info(module, x, mode=mode, flops=flops)
+    call = make_call(module, x, mode)
+    if memory:
+        mem = measure_peak_memory(call, device=str(x.device))
+        info.update(peak_mem_bytes=mem.peak_bytes, mem_method=mem.method)
+    benchmark.extra_info.update(info)
+    use_device_timer(benchmark, x.device)
+    benchmark(call)
+    return info
+

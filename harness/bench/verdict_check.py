@@ -1,0 +1,194 @@
+"""Is the verdict trustworthy? A/A and A/B repetitions of a suite on this machine.
+
+    python -m harness.bench.verdict_check --reps 5                    # pytest-benchmark path
+    python -m harness.bench.verdict_check --reps 5 --source harness   # `harness run` path
+
+Each repetition measures the same code three times, in this order:
+
+* ``A``  - the suite as it is (the baseline),
+* ``B``  - the suite with a known slowdown injected (``HARNESS_TEST_SLOWDOWN='lstm=1.25'``:
+  every timed call of that layer busy-waits until it took 1.25x as long),
+* ``A2`` - the suite as it is again,
+
+and compares ``A`` with ``A2`` (A/A: any flagged regression is a false alarm) and ``A``
+with ``B`` (A/B: every case of the slowed layer must be flagged, no other case may be).
+Each side is ``--runs`` separate processes (default 5: pytest sessions writing one benchmark
+JSON each, or ``harness run`` folders), interleaved ``A B A2 A B A2 ...`` so every side is
+spread over the whole repetition; ``harness compare`` reads each side's folder as one side
+measured in several passes. Separate processes matter: a process can be slow as a whole
+(load that lasts minutes, memory layout), which passes inside one process cannot see.
+``--passes K`` adds K passes inside each pytest session (``--harness-passes``).
+
+Prints one line per repetition and the totals; ``--out`` keeps every run and verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.bench.compare import Comparison, Rules, compare_runs
+from harness.bench.loaders import load
+from harness.bench.plugin import plugin_cli_args
+from harness.bench.render import markdown
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(args: argparse.Namespace, slowdown: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
+    env.pop("HARNESS_TEST_SLOWDOWN", None)
+    if slowdown:
+        env["HARNESS_TEST_SLOWDOWN"] = slowdown
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    return env
+
+
+def run_pytest(args: argparse.Namespace, out: Path, slowdown: str | None) -> Path:
+    """One pytest-benchmark session over the suite, all passes; returns its JSON."""
+    target = out.with_suffix(".json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "pytest", *plugin_cli_args(), str(_REPO / "tests" / "benchmarks"),
+        "-q", "-p", "no:cacheprovider", "--benchmark-only",
+        f"--harness-suite={args.suite}", f"--harness-passes={args.passes}",
+        f"--benchmark-json={target}", f"--benchmark-max-time={args.max_time}",
+        f"--benchmark-timer={args.timer}",
+    ]
+    _run(cmd, _env(args, slowdown), out.with_suffix(".log"))
+    return target
+
+
+def run_harness(args: argparse.Namespace, out: Path, slowdown: str | None) -> Path:
+    """One ``harness run`` of the suite into ``out``."""
+    cmd = [sys.executable, "-m", "harness", "run", str(args.suite), "--out", str(out), "--force"]
+    _run(cmd, _env(args, slowdown), out.with_suffix(".log"))
+    return out
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        done = subprocess.run(cmd, env=env, cwd=_REPO, stdout=handle, stderr=subprocess.STDOUT,
+                              check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"verdict_check: {' '.join(cmd[:6])} ... failed "
+                         f"(exit {done.returncode}); see {log}")
+
+
+@dataclass
+class Tally:
+    aa_regressed: int = 0
+    aa_improved: int = 0
+    ab_expected: int = 0
+    ab_caught: int = 0
+    ab_others: int = 0
+    ab_all_caught_reps: int = 0
+    reps: int = 0
+
+
+def _expected(comparison: Comparison, layers: set[str]) -> set[str]:
+    return {v.label for v in comparison.cases
+            if v.baseline is not None and v.baseline.layer in layers}
+
+
+def measure_rep(args: argparse.Namespace, rep: int, root: Path) -> tuple[Path, Path, Path]:
+    """The three sides of one repetition (A, B, A2), their runs interleaved."""
+    sides = {"A": None, "B": args.slowdown, "A2": None}
+    paths = {name: root / f"rep{rep}" / name for name in sides}
+    run = run_pytest if args.source == "pytest" else run_harness
+    for index in range(args.runs):
+        for name, slowdown in sides.items():
+            run(args, paths[name] / f"run{index}", slowdown)
+    return paths["A"], paths["B"], paths["A2"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.verdict_check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--source", choices=("pytest", "harness"), default="pytest")
+    parser.add_argument("--suite", default=str(_REPO / "suites" / "quick.yaml"))
+    parser.add_argument("--slowdown", default="lstm=1.25", help="LAYER=FACTOR[,...]")
+    parser.add_argument("--runs", type=int, default=5, help="processes per side")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="passes inside each pytest session (--harness-passes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for the measured runs (0: leave as is)")
+    parser.add_argument("--timer", default="time.process_time",
+                        help="pytest-benchmark timer (pytest source)")
+    parser.add_argument("--max-time", type=float, default=0.5,
+                        help="--benchmark-max-time per benchmark (pytest source)")
+    parser.add_argument("--threshold", type=float, default=Rules().threshold)
+    parser.add_argument("--out", help="keep runs and verdicts here (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="verdict-check-"))
+    layers = {item.split("=")[0].strip() for item in args.slowdown.split(",") if item.strip()}
+    rules = Rules(threshold=args.threshold)
+    tally = Tally()
+    print(f"verdict_check: {args.reps} reps, source {args.source}, runs {args.runs} x "
+          f"passes {args.passes}, "
+          f"threads {args.threads or 'default'}, slowdown {args.slowdown}, "
+          f"threshold {rules.threshold:.0%}; runs in {root}", flush=True)
+    records = []
+    for rep in range(1, args.reps + 1):
+        started = time.time()
+        a_path, b_path, a2_path = measure_rep(args, rep, root)
+        a, b, a2 = load(a_path), load(b_path), load(a2_path)
+        aa, ab = compare_runs(a, a2, rules), compare_runs(a, b, rules)
+        (root / f"rep{rep}" / "aa.md").write_text(markdown(aa))
+        (root / f"rep{rep}" / "ab.md").write_text(markdown(ab))
+        expected = _expected(ab, layers)
+        flagged = {v.label for v in ab.regressed}
+        caught, others = expected & flagged, flagged - expected
+        aa_bad = [v.label for v in aa.regressed]
+        aa_better = [v.label for v in aa.cases if v.verdict == "improved"]
+        tally.reps += 1
+        tally.aa_regressed += len(aa_bad)
+        tally.aa_improved += len(aa_better)
+        tally.ab_expected += len(expected)
+        tally.ab_caught += len(caught)
+        tally.ab_others += len(others)
+        tally.ab_all_caught_reps += int(caught == expected and bool(expected))
+        ratios = {v.label: round(v.time.ratio, 3) for v in ab.cases
+                  if v.label in expected and v.time is not None}
+        print(f"rep {rep}: A/A {len(aa_bad)} regressed {sorted(aa_bad)}, "
+              f"{len(aa_better)} improved | A/B caught {len(caught)}/{len(expected)} "
+              f"{ratios}, other cases flagged {len(others)} {sorted(others)} "
+              f"[{time.time() - started:.0f} s]", flush=True)
+        records.append({"rep": rep, "aa_regressed": aa_bad, "aa_improved": aa_better,
+                        "ab_expected": sorted(expected), "ab_caught": sorted(caught),
+                        "ab_others": sorted(others), "ab_ratios": ratios})
+    summary = {
+        "reps": tally.reps, "source": args.source, "runs": args.runs, "passes": args.passes,
+        "threads": args.threads, "timer": args.timer if args.source == "pytest" else None,
+        "threshold": rules.threshold, "slowdown": args.slowdown,
+        "aa_false_regressions": tally.aa_regressed, "aa_false_improvements": tally.aa_improved,
+        "ab_cases_expected": tally.ab_expected, "ab_cases_caught": tally.ab_caught,
+        "ab_reps_all_caught": tally.ab_all_caught_reps, "ab_other_cases_flagged": tally.ab_others,
+        "per_rep": records,
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"A/A: {tally.aa_regressed} false regressions ({tally.aa_improved} false "
+          f"improvements) in {tally.reps} reps")
+    print(f"A/B: {tally.ab_caught}/{tally.ab_expected} slowed cases caught, all caught in "
+          f"{tally.ab_all_caught_reps}/{tally.reps} reps, {tally.ab_others} other cases flagged")
+    if not args.out:
+        shutil.rmtree(root, ignore_errors=True)
+    ok = tally.aa_regressed == 0 and tally.ab_others == 0 and tally.ab_caught == tally.ab_expected
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""harness compare: reading both formats, the statistics, verdicts, output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.bench.command import main
+from harness.bench.compare import (
+    BASELINE_ONLY,
+    CANDIDATE_ONLY,
+    IMPROVED,
+    MISMATCH,
+    REGRESSED,
+    UNCHANGED,
+    Rules,
+    compare_runs,
+    to_dict,
+)
+from harness.bench.loaders import identity, load
+from harness.bench.render import markdown, table
+from harness.bench.stats import bootstrap_ratio, summary_ratio
+from harness.errors import HarnessInputError
+from harness.results import RunDirectory
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _samples(median: float, spread: float, n: int = 40, seed: int = 0) -> np.ndarray:
+    """Positive, skewed timing-like samples around ``median`` (log-normal noise)."""
+    rng = np.random.default_rng(seed)
+    return median * np.exp(rng.normal(0.0, spread, n))
+
+
+def _row(index: int, layer: str, seq_len: int, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "case_index": index, "case_id": f"{layer}{seq_len}", "label": f"{layer}-n{seq_len}-d8",
+        "status": "ok", "message": "", "layer": layer, "variant": "fused", "seq_len": seq_len,
+        "d_model": 8, "heads": None, "kernel": None, "window": None, "causal": False,
+        "block": False, "batch": 1, "dtype": "float32", "device": "cpu", "mode": "forward",
+        "seed": 0, "peak_mem_bytes": 100_000, "flops_analytic": 4096, "flops_fvcore": 4096,
+        "flops_torch": 4096, "env_time_utc": "2025-01-01T00:00:00+00:00",
+    }
+    row.update(extra)
+    return row
+
+
+def write_run(path: Path, cases: dict[tuple[str, int], np.ndarray | None],
+              **extra: object) -> Path:
+    """A harness run folder with one case per (layer, seq_len) and its raw samples."""
+    run = RunDirectory(path)
+    run.create()
+    for index, ((layer, n), samples) in enumerate(cases.items()):
+        row = _row(index, layer, n, **extra)
+        if samples is not None:
+            row["time_ms_median"] = float(np.median(samples)) * 1e3
+        run.write_case(row, [] if samples is None else samples)
+    run.merge()
+    return path
+
+
+TRIVIAL_BENCH = textwrap.dedent("""
+    import time
+    import pytest
+
+    @pytest.mark.parametrize("seq_len", [16, 32])
+    def test_layer(benchmark, seq_len):
+        benchmark.extra_info.update(
+            harness=1, layer="lstm", variant="fused", seq_len=seq_len, d_model=8,
+            heads=None, kernel=None, window=None, causal=False, block=False, batch=1,
+            dtype="float32", device="cpu", mode="forward", label=f"lstm-n{seq_len}-d8",
+            peak_mem_bytes=100000, flops_analytic=4096, flops_fvcore=4096, flops_torch=4096,
+        )
+        benchmark(time.sleep, 0)
+
+    def test_plain(benchmark):
+        benchmark(sum, range(10))
+""")
+
+
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory) -> dict[str, Path]:
+    """pytest-benchmark's own files, from a real (tiny) run: --benchmark-json holds the raw
+    data; --benchmark-save without --benchmark-save-data holds statistics only."""
+    root = tmp_path_factory.mktemp("bench")
+    (root / "test_trivial.py").write_text(TRIVIAL_BENCH)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py",
+         "--benchmark-json=with_data.json", "--benchmark-save=nodata",
+         f"--benchmark-storage=file://{root / 'storage'}", "--benchmark-max-time=0.02",
+         "--benchmark-min-rounds=5"],
+        cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = sorted((root / "storage").rglob("*nodata.json"))
+    assert len(saved) == 1
+    return {"data": root / "with_data.json", "stats": saved[0]}
+
+
+def run_cli(*argv: str) -> int:
+    return main(["compare", *argv])
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def test_a_tight_25_percent_shift_is_a_significant_regression():
+    base, cand = _samples(1e-3, 0.02), _samples(1.25e-3, 0.02, seed=1)
+    ci = bootstrap_ratio(base, cand)
+    assert ci.ratio == pytest.approx(1.25, rel=0.03)
+    assert ci.low > 1.15 and ci.high < 1.35
+
+
+def test_the_same_distribution_gives_an_interval_around_one():
+    ci = bootstrap_ratio(_samples(1e-3, 0.05), _samples(1e-3, 0.05, seed=1))
+    assert ci.low < 1 < ci.high
+
+
+def test_a_25_percent_shift_in_huge_noise_is_not_significant():
+    base, cand = _samples(1e-3, 1.0, n=8), _samples(1.25e-3, 1.0, n=8, seed=1)
+    ci = bootstrap_ratio(base, cand)
+    assert ci.low < 1 < ci.high
+
+
+def test_the_bootstrap_is_reproducible():
+    base, cand = _samples(1e-3, 0.3), _samples(1.1e-3, 0.3, seed=1)
+    assert bootstrap_ratio(base, cand) == bootstrap_ratio(base, cand)
+
+
+def test_passes_take_the_fastest_pass_median():
+    clean, disturbed = _samples(1e-3, 0.02), _samples(2e-3, 0.02, seed=3)
+    ci = bootstrap_ratio([clean, disturbed], [_samples(1e-3, 0.02, seed=4)])
+    assert ci.ratio == pytest.approx(1.0, abs=0.03)
+    assert ci.low < 1 < ci.high
+
+
+def test_summary_ratio_interval_from_standard_errors():
+    ci = summary_ratio(1.0, 0.01, 1.2, 0.012)
+    assert ci.ratio == pytest.approx(1.2)
+    assert ci.low == pytest.approx(1.2 * np.exp(-1.96 * np.hypot(0.01, 0.01)), rel=1e-3)
+    assert ci.method == "stats-only"
+
+
+def test_bad_samples_are_rejected():
+    with pytest.raises(ValueError, match="no samples"):
+        bootstrap_ratio([], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        bootstrap_ratio([1.0, float("nan")], [1.0])
+
+
+# --- verdicts on harness runs ----------------------------------------------------------------
+
+
+def test_verdicts_regression_improvement_and_noise(tmp_path):
+    base = write_run(tmp_path / "base", {
+        ("lstm", 16): _samples(1e-3, 0.02, seed=1),
+        ("conv", 16): _samples(1e-3, 0.02, seed=2),
+        ("attention", 16): _samples(1e-3, 0.02, seed=3),
+        ("gru", 16): _samples(1e-3, 1.0, n=8, seed=4),
+    })
+    cand = write_run(tmp_path / "cand", {
+        ("lstm", 16): _samples(1.25e-3, 0.02, seed=5),  # slower, clearly
+        ("conv", 16): _samples(0.75e-3, 0.02, seed=6),  # faster, clearly
+        ("attention", 16): _samples(1.05e-3, 0.02, seed=7),  # inside the threshold
+        ("gru", 16): _samples(1.25e-3, 1.0, n=8, seed=8),  # slower, but lost in the noise
+    })
+    result = compare_runs(load(base), load(cand))
+    verdicts = {v.label: v.verdict for v in result.cases}
+    assert verdicts == {"lstm-n16-d8": REGRESSED, "conv-n16-d8": IMPROVED,
+                        "attention-n16-d8": UNCHANGED, "gru-n16-d8": UNCHANGED}
+    assert result.exit_code == 1
+    assert run_cli(str(base), str(cand)) == 1
+    assert run_cli(str(base), str(base)) == 0
+
+
+def test_threshold_is_settable(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    cand = write_run(tmp_path / "c", {("lstm", 16): _samples(1.25e-3, 0.02, seed=1)})
+    assert run_cli(str(base), str(cand)) == 1
+    assert run_cli(str(base), str(cand), "--threshold", "30%") == 0
+    assert compare_runs(load(base), load(cand), Rules(threshold=0.3)).exit_code == 0
+
+
+def test_a_flop_change_is_a_change_not_noise(tmp_path):
+    same = {("lstm", 16): _samples(1e-3, 0.02)}
+    base = write_run(tmp_path / "b", same)
+    cand = write_run(tmp_path / "c", same, flops_torch=4097)
+    (verdict,) = compare_runs(load(base), load(cand)).cases
+    assert verdict.verdict == REGRESSED
+    assert verdict.flops["flops_torch"] == (4096, 4097)
+    assert any("flops_torch +1" in r for r in verdict.reasons)
+
+
+def test_memory_growth_beyond_threshold_regresses(tmp_path):
+    same = {("lstm", 16): _samples(1e-3, 0.02)}
+    base = write_run(tmp_path / "b", same)
+    grown = write_run(tmp_path / "c", same, peak_mem_bytes=150_000)
+    wobble = write_run(tmp_path / "d", same, peak_mem_bytes=100_500)  # below the floor
+    assert compare_runs(load(base), load(grown)).cases[0].verdict == REGRESSED
+    assert compare_runs(load(base), load(wobble)).cases[0].verdict == UNCHANGED
+
+
+def test_a_case_failing_in_the_candidate_regresses(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    cand = write_run(tmp_path / "c", {("lstm", 16): None}, status="error",
+                     message="RuntimeError: boom")
+    (verdict,) = compare_runs(load(base), load(cand)).cases
+    assert verdict.verdict == "failed" and "boom" in verdict.reasons[0]
+
+
+def test_cases_on_one_side_only_are_listed_not_errors(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02),
+                                      ("conv", 16): _samples(1e-3, 0.02, seed=1)})
+    cand = write_run(tmp_path / "c", {("conv", 16): _samples(1e-3, 0.02, seed=2),
+                                      ("gru", 16): _samples(1e-3, 0.02, seed=3)})
+    result = compare_runs(load(base), load(cand))
+    verdicts = {v.label: v.verdict for v in result.cases}
+    assert verdicts == {"lstm-n16-d8": BASELINE_ONLY, "conv-n16-d8": UNCHANGED,
+                        "gru-n16-d8": CANDIDATE_ONLY}
+    assert result.exit_code == 0
+    assert "baseline only" in table(result)
+
+
+def test_mixed_devices_warn_and_are_not_compared_unless_allowed(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    cand = write_run(tmp_path / "c", {("lstm", 16): _samples(2e-3, 0.02, seed=1)},
+                     device="cuda")
+    result = compare_runs(load(base), load(cand))
+    assert [v.verdict for v in result.cases] == [MISMATCH]
+    assert result.exit_code == 0
+    assert any("different device or dtype" in w and "--allow-mismatch" in w
+               for w in result.warnings)
+    assert "warning:" in table(result) and ":warning:" in markdown(result)
+    allowed = compare_runs(load(base), load(cand), Rules(allow_mismatch=True))
+    assert [v.verdict for v in allowed.cases] == [REGRESSED]
+    assert run_cli(str(base), str(cand)) == 0
+    assert run_cli(str(base), str(cand), "--allow-mismatch") == 1
+
+
+def test_a_folder_of_runs_is_one_side_with_passes(tmp_path):
+    case = ("lstm", 16)
+    write_run(tmp_path / "base" / "p0", {case: _samples(1e-3, 0.02)})
+    write_run(tmp_path / "base" / "p1", {case: _samples(1.6e-3, 0.02, seed=1)})  # disturbed
+    cand = write_run(tmp_path / "cand", {case: _samples(1e-3, 0.02, seed=2)})
+    side = load(tmp_path / "base")
+    (record,) = side.all_cases()
+    assert len(record.passes) == 2 and side.runs == 2
+    assert compare_runs(side, load(cand)).cases[0].verdict == UNCHANGED
+
+
+# --- pytest-benchmark JSON -------------------------------------------------------------------
+
+
+def test_benchmark_json_with_raw_data_is_read(bench_files):
+    run = load(bench_files["data"])
+    assert run.kind == "pytest-benchmark" and run.recorded_at is not None
+    labels = sorted(c.label for c in run.all_cases())
+    assert labels == ["lstm-n16-d8", "lstm-n32-d8", "test_plain"]
+    lstm = next(c for c in run.all_cases() if c.label == "lstm-n16-d8")
+    assert lstm.raw and lstm.passes[0].count >= 5
+    assert lstm.key == identity({"layer": "lstm", "variant": "fused", "seq_len": 16,
+                                 "d_model": 8, "batch": 1, "mode": "forward"})
+    assert lstm.flops["flops_torch"] == 4096 and lstm.peak_mem_bytes == 100000
+
+
+def test_benchmark_json_without_data_falls_back_to_summary_statistics(bench_files):
+    run = load(bench_files["stats"])
+    assert not any(c.raw for c in run.all_cases())
+    result = compare_runs(run, run)
+    assert {v.time.ci.method for v in result.cases} == {"stats-only"}
+    assert any("summary statistics" in w for w in result.warnings)
+    assert result.exit_code == 0
+
+
+def test_json_and_parquet_match_by_case_identity(bench_files, tmp_path):
+    run = load(bench_files["data"])
+    median = next(c for c in run.all_cases() if c.label == "lstm-n16-d8").median
+    parquet = write_run(tmp_path / "run", {("lstm", 16): _samples(median, 0.01)})
+    result = compare_runs(load(parquet), run)
+    verdicts = {v.label: v.verdict for v in result.cases}
+    assert verdicts["lstm-n16-d8"] not in (BASELINE_ONLY, CANDIDATE_ONLY)
+    assert verdicts["lstm-n32-d8"] == CANDIDATE_ONLY
+    assert verdicts["test_plain"] == CANDIDATE_ONLY
+
+
+def test_output_formats(bench_files, capsys):
+    path = str(bench_files["data"])
+    assert run_cli(path, path, "--format", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exit_code"] == 0 and doc["regressed"] == 0
+    assert {c["verdict"] for c in doc["cases"]} == {UNCHANGED}
+    assert all(c["time"]["ratio"] == pytest.approx(1.0) for c in doc["cases"])
+    assert run_cli(path, path, "--format", "markdown") == 0
+    md = capsys.readouterr().out
+    assert md.startswith("### :white_check_mark: no benchmark regressions")
+    assert "| case | baseline | candidate |" in md
+    assert to_dict(compare_runs(load(path), load(path)))["summary"] == {UNCHANGED: 3}
+
+
+# --- bad input: one line, exit 2 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty file"),
+    (b"hello, not a result\n", "neither a Parquet results file nor a pytest-benchmark JSON"),
+    (b"{\"benchmarks\": [", "corrupt JSON"),
+    (b"{\"version\": \"5.2\"}", "not a pytest-benchmark JSON file"),
+    (b"{\"benchmarks\": [{\"name\": \"x\"}]}", "has no 'stats' mapping"),
+    (b"PAR1 garbage that is no parquet", "not a readable Parquet"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.file"
+    bad.write_bytes(content)
+    with pytest.raises(HarnessInputError, match=needle):
+        load(bad)
+    good = write_run(tmp_path / "good", {("lstm", 16): _samples(1e-3, 0.02)})
+    assert run_cli(str(good), str(bad)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_missing_paths_and_empty_folders_exit_2(tmp_path, capsys):
+    assert run_cli(str(tmp_path / "nope"), str(tmp_path / "nope")) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_cli(str(tmp_path / "empty"), str(tmp_path / "empty")) == 2
+    assert "no results.parquet and no benchmark JSON" in capsys.readouterr().err
+
+
+def test_three_passes_a_side_are_tested_across_passes(tmp_path):
+    case = ("lstm", 16)
+    for i in range(3):
+        write_run(tmp_path / "base" / f"p{i}", {case: _samples(1e-3 * (1 + 0.02 * i), 0.02,
+                                                               seed=i)})
+        write_run(tmp_path / "slow" / f"p{i}", {case: _samples(1.25e-3 * (1 + 0.02 * i), 0.02,
+                                                               seed=10 + i)})
+    # one candidate pass as fast as the baseline: the passes overlap, no verdict
+    for i, scale in enumerate((1.25, 1.25, 1.0)):
+        write_run(tmp_path / "mixed" / f"p{i}", {case: _samples(scale * 1e-3, 0.02,
+                                                                seed=20 + i)})
+    base = load(tmp_path / "base")
+    (slower,) = compare_runs(base, load(tmp_path / "slow")).cases
+    assert slower.verdict == REGRESSED
+    assert slower.time.basis == "passes" and slower.time.p_passes == pytest.approx(0.05)
+    (mixed,) = compare_runs(base, load(tmp_path / "mixed")).cases
+    assert mixed.verdict == UNCHANGED and mixed.time.p_passes > 0.05
+
+
+def test_fastest_run_p_is_the_exact_permutation_probability():
+    from harness.bench.stats import fastest_run_p
+
+    assert fastest_run_p([1, 2, 3], [4, 5, 6]) == pytest.approx(1 / 20)
+    assert fastest_run_p([1, 2, 5], [4, 5, 6]) == pytest.approx(4 / 20)  # one slow baseline run
+    assert fastest_run_p([4, 5, 6], [1, 2, 3]) == pytest.approx(1.0)
+    base, cand = [1, 1.1, 1.05, 1.02, 1.6], [1.3, 1.31, 1.4, 1.35, 1.32]
+    assert fastest_run_p(base, cand) == pytest.approx(6 / 252)
+    # brute force over every split of the pooled values
+    import itertools
+
+    pooled = base + cand
+    splits = list(itertools.combinations(range(10), 5))
+    hits = sum(1 for c in splits if min(pooled[i] for i in c) >= min(cand))
+    assert fastest_run_p(base, cand) == pytest.approx(hits / len(splits))
