@@ -370,3 +370,11 @@ def test_fastest_run_p_is_the_exact_permutation_probability():
     splits = list(itertools.combinations(range(10), 5))
     hits = sum(1 for c in splits if min(pooled[i] for i in c) >= min(cand))
     assert fastest_run_p(base, cand) == pytest.approx(hits / len(splits))
+
+
+def test_a_zero_sample_is_a_timer_glitch_not_the_fastest_call(tmp_path):
+    glitch = _samples(1e-3, 0.02)
+    glitch[3] = 0.0
+    base = write_run(tmp_path / "b", {("lstm", 16): glitch})
+    (case,) = load(base).all_cases()
+    assert case.minimum == pytest.approx(float(np.sort(glitch)[1]))

@@ -55,13 +55,17 @@ class PassStats:
     q3: float | None = None
     stddev: float | None = None
     count: int = 0
-    min: float | None = None  # fastest sample
+    min: float | None = None  # fastest sample (> 0)
 
     @classmethod
     def from_samples(cls, samples: np.ndarray) -> PassStats:
+        """Statistics of raw per-call seconds. The fastest *positive* sample is the minimum:
+        a call cannot take no time, so a 0 is a timer glitch (seen with a CPU-time clock)."""
         q1, median, q3 = (float(v) for v in np.quantile(samples, [0.25, 0.5, 0.75]))
         stddev = float(np.std(samples, ddof=1)) if samples.size > 1 else 0.0
-        return cls(samples, median, q1, q3, stddev, int(samples.size), float(samples.min()))
+        positive = samples[samples > 0]
+        fastest = float(positive.min()) if positive.size else None
+        return cls(samples, median, q1, q3, stddev, int(samples.size), fastest)
 
     @property
     def iqr(self) -> float | None:
@@ -169,6 +173,11 @@ def _clean(name: str, value: Any) -> Any:
 def identity(params: Mapping[str, Any]) -> Key:
     """The identity key of a case from its parameters (missing ones are None)."""
     return tuple((name, _clean(name, params.get(name))) for name in IDENTITY)
+
+
+def _positive(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _number(value: Any) -> float | None:
@@ -329,8 +338,8 @@ def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
         q3=None if half is None else median * ms + half,
         stddev=mean * ms * cv if mean is not None and cv is not None else None,
         count=int(_number(row.get("time_samples")) or 0),
-        min=None if _number(row.get("time_ms_min")) is None
-        else _number(row.get("time_ms_min")) * ms,
+        min=None if _positive(row.get("time_ms_min")) is None
+        else _positive(row.get("time_ms_min")) * ms,
     )
 
 
@@ -461,7 +470,7 @@ def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
             samples=None, median=float(stats["median"]),
             q1=_number(stats.get("q1")), q3=_number(stats.get("q3")),
             stddev=_number(stats.get("stddev")), count=int(_number(stats.get("rounds")) or 0),
-            min=_number(stats.get("min")),
+            min=_positive(stats.get("min")),
         )
     return CaseRecord(
         key=key, label=label,

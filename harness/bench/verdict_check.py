@@ -130,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-time", type=float, default=0.5,
                         help="--benchmark-max-time per benchmark (pytest source)")
     parser.add_argument("--threshold", type=float, default=Rules().threshold)
+    parser.add_argument("--level", type=float, default=Rules().level)
     parser.add_argument("--out", help="keep runs and verdicts here (default: a temp dir)")
     args = parser.parse_args(argv)
 
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="verdict-check-"))
     layers = {item.split("=")[0].strip() for item in args.slowdown.split(",") if item.strip()}
-    rules = Rules(threshold=args.threshold)
+    rules = Rules(threshold=args.threshold, level=args.level)
     tally = Tally()
     print(f"verdict_check: {args.reps} reps, source {args.source}, runs {args.runs} x "
           f"passes {args.passes}, "
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "reps": tally.reps, "source": args.source, "runs": args.runs, "passes": args.passes,
         "threads": args.threads, "timer": args.timer if args.source == "pytest" else None,
-        "threshold": rules.threshold, "slowdown": args.slowdown,
+        "threshold": rules.threshold, "level": rules.level, "slowdown": args.slowdown,
         "aa_false_regressions": tally.aa_regressed, "aa_false_improvements": tally.aa_improved,
         "ab_cases_expected": tally.ab_expected, "ab_cases_caught": tally.ab_caught,
         "ab_reps_all_caught": tally.ab_all_caught_reps, "ab_other_cases_flagged": tally.ab_others,
