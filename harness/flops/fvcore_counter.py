@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from harness.flops import formulas as fm
 from harness.flops.classify import is_flop_free
-from harness.flops.metaops import PROBE_FAILURES, CpuMirror
+from harness.flops.metaops import CpuMirror
 from harness.flops.result import FlopCount
-from harness.flops.torch_counter import DEVICES, _as_inputs, module_device, to_meta
+from harness.flops.torch_counter import meta_first
 
 Handle = Callable[[list[Any], list[Any]], Any]
 
@@ -169,20 +169,12 @@ def count_fvcore(module: nn.Module, x: Tensor | Sequence[Tensor], *,
     ``device`` as for :func:`harness.flops.count_torch` ("auto": trace on meta, falling
     back to the module's own device when the meta trace raises).
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    inputs = _as_inputs(x)
-    native = module_device(module, inputs)
-    note = ""
-    if device == "meta" or (device == "auto" and native.type in ("cpu", "meta")):
-        try:
-            meta_module, meta_inputs = to_meta(module, inputs)
-            return _analyse(meta_module, meta_inputs, True, "meta")
-        except PROBE_FAILURES as err:
-            if device == "meta" or native.type == "meta":
-                raise
-            note = f"meta trace failed ({type(err).__name__}: {str(err)[:160]}); traced on {native}"
-    with torch.no_grad():
-        return _analyse(module, inputs, False, str(native), note)
+    def on_native(m: nn.Module, inputs: tuple, where: str, note: str) -> FlopCount:
+        with torch.no_grad():
+            return _analyse(m, inputs, False, where, note)
+
+    return meta_first(
+        module, x, device,
+        on_meta=lambda m, inputs: _analyse(m, inputs, True, "meta"),
+        on_native=on_native, what=("trace", "traced"),
+    )

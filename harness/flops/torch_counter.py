@@ -229,6 +229,20 @@ def count_torch(module: nn.Module, x: Tensor | Sequence[Tensor], *, train: bool 
     for CPU / meta modules and falls back to native when the meta pass raises, and uses
     native for CUDA modules (whose kernel choices meta would not mirror).
     """
+    return meta_first(
+        module, x, device,
+        on_meta=lambda m, inputs: _count(m, inputs, train, True, "meta"),
+        on_native=lambda m, inputs, where, note: _count(m, inputs, train, False, where, note),
+        what=("pass", "counted"),
+    )
+
+
+def meta_first(module: nn.Module, x: Tensor | Sequence[Tensor], device: str,
+               on_meta: Callable[[nn.Module, tuple], FlopCount],
+               on_native: Callable[[nn.Module, tuple, str, str], FlopCount],
+               what: tuple[str, str]) -> FlopCount:
+    """The device policy both counters share: validate, try a meta copy when ``device`` asks
+    for it (or "auto" on a CPU/meta module), fall back to the native device with a note."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if not isinstance(module, nn.Module):
@@ -239,9 +253,10 @@ def count_torch(module: nn.Module, x: Tensor | Sequence[Tensor], *, train: bool 
     if device == "meta" or (device == "auto" and native.type in ("cpu", "meta")):
         try:
             meta_module, meta_inputs = to_meta(module, inputs)
-            return _count(meta_module, meta_inputs, train, True, "meta")
+            return on_meta(meta_module, meta_inputs)
         except PROBE_FAILURES as err:
             if device == "meta" or native.type == "meta":
                 raise
-            note = f"meta pass failed ({type(err).__name__}: {str(err)[:160]}); counted on {native}"
-    return _count(module, inputs, train, False, str(native), note)
+            note = (f"meta {what[0]} failed ({type(err).__name__}: {str(err)[:160]}); "
+                    f"{what[1]} on {native}")
+    return on_native(module, inputs, str(native), note)
