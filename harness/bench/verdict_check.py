@@ -71,7 +71,9 @@ def run_pytest(args: argparse.Namespace, out: Path, slowdown: str | None) -> Pat
 
 def run_harness(args: argparse.Namespace, out: Path, slowdown: str | None) -> Path:
     """One ``harness run`` of the suite into ``out``."""
-    cmd = [sys.executable, "-m", "harness", "run", str(args.suite), "--out", str(out), "--force"]
+    timer = "process_time" if args.timer.endswith("process_time") else "perf_counter"
+    cmd = [sys.executable, "-m", "harness", "run", str(args.suite), "--out", str(out), "--force",
+           "--no-report", "--set", f"measure.timer={timer}"]
     _run(cmd, _env(args, slowdown), out.with_suffix(".log"))
     return out
 
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS for the measured runs (0: leave as is)")
     parser.add_argument("--timer", default="time.process_time",
-                        help="pytest-benchmark timer (pytest source)")
+                        help="pytest-benchmark timer (pytest source); harness source: "
+                        "measure.timer=process_time when it names process_time, else "
+                        "perf_counter")
     parser.add_argument("--max-time", type=float, default=0.5,
                         help="--benchmark-max-time per benchmark (pytest source)")
     parser.add_argument("--threshold", type=float, default=Rules().threshold)
