@@ -224,3 +224,15 @@ def test_test_slowdown_stretches_each_call_on_the_timers_clock():
     start = clock.read()
     slowed()
     assert 1.25 <= clock.read() - start <= 1.25 + 1e-3
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`harness layers | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "layers"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
