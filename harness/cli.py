@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from harness import __version__
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # stdout closed by the reader
 
 _EPILOG = """\
 examples:
@@ -200,10 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.errors import HarnessInputError
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return code
     except HarnessInputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # the reader went away (`harness compare ... | head`): no traceback, and no second
+        # error when Python flushes stdout at exit; 141 is what a shell reports for SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ class ExecSettings:
     env: dict[str, Any] = field(default_factory=dict)
     #: test-only switch: multiply the timed work (used to inject a known slowdown)
     slowdown: dict[str, float] = field(default_factory=dict)
+    #: clock of CPU cases (``measure.timer``: perf_counter or process_time); CUDA uses events
+    cpu_timer: str = "perf_counter"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -141,7 +143,7 @@ def _structure_key(case: LayerCase) -> LayerCase:
 def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[float]]:
     """Measure one case; never raises for a failure of the case itself."""
     from harness.measure.memory import measure_peak_memory
-    from harness.measure.timing import time_on_device, working_set_bytes
+    from harness.measure.timing import cpu_clock, time_on_device, working_set_bytes
 
     row = case_row(planned)
     row.update(settings.env)
@@ -182,10 +184,10 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
         call = make_call(module, x, planned.mode)
         factor = settings.slowdown.get(planned.layer, 1.0)
         if factor != 1.0:
-            call = _slowed(call, factor)
+            call = _slowed(call, factor, cpu_clock(settings.cpu_timer))
         timing = time_on_device(
             call, device=device, config=settings.timing,
-            working_set=working_set_bytes(module, x),
+            working_set=working_set_bytes(module, x), cpu_timer=settings.cpu_timer,
         )
         row.update(timing.as_row())
         samples = list(timing.samples)
@@ -247,15 +249,20 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
     return row, samples
 
 
-def _slowed(call: Callable[[], None], factor: float) -> Callable[[], None]:
-    """Test-only: stretch each call by ``factor`` by busy-waiting (a known slowdown)."""
+def _slowed(
+    call: Callable[[], None], factor: float, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[], None]:
+    """Test-only: stretch each call by ``factor`` by busy-waiting (a known slowdown).
+
+    ``clock`` is the timer's own clock, so the timer sees exactly ``factor`` x the call.
+    """
 
     def slowed() -> None:
-        t0 = time.perf_counter()
+        t0 = clock()
         call()
-        extra = (time.perf_counter() - t0) * (factor - 1.0)
-        end = time.perf_counter() + extra
-        while time.perf_counter() < end:
+        extra = (clock() - t0) * (factor - 1.0)
+        end = clock() + extra
+        while clock() < end:
             pass
 
     return slowed

@@ -73,7 +73,7 @@ def exec_settings(suite: Any) -> Any:
     )
     return ExecSettings(
         timing=timing, memory=m.memory, flops=m.flops, structure=m.structure,
-        structure_max_n=m.structure_max_n, slowdown=_test_slowdown(),
+        structure_max_n=m.structure_max_n, slowdown=_test_slowdown(), cpu_timer=m.timer,
     )
 
 

@@ -32,9 +32,14 @@ _FINGERPRINT_KEYS = (
 )
 
 
-def env_fingerprint(env: dict[str, Any]) -> str:
-    """Identity of the measuring environment: resume only reuses rows measured like this."""
-    picked = {k: env.get(k) for k in _FINGERPRINT_KEYS}
+def env_fingerprint(env: dict[str, Any], cpu_timer: str = "perf_counter") -> str:
+    """Identity of the measuring environment: resume only reuses rows measured like this.
+
+    A CPU timer other than the default is part of it (times from two clocks don't mix).
+    """
+    picked: dict[str, Any] = {k: env.get(k) for k in _FINGERPRINT_KEYS}
+    if cpu_timer != "perf_counter":
+        picked["cpu_timer"] = cpu_timer
     return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -169,7 +174,7 @@ def run_cases(
     try:
         for index, planned in enumerate(plan):
             settings = settings_for(planned)
-            fingerprint = env_fingerprint(settings.env)
+            fingerprint = env_fingerprint(settings.env, settings.cpu_timer)
             earlier = finished.get(planned.case_id)
             if (earlier is not None and earlier.get("status") in FINAL_STATUSES
                     and earlier.get("env_fingerprint") == fingerprint):

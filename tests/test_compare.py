@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from harness.bench.compare import (
     compare_runs,
     to_dict,
 )
-from harness.bench.loaders import identity, load
+from harness.bench.loaders import CaseRecord, PassStats, RunRecord, identity, load
 from harness.bench.render import markdown, table
 from harness.bench.stats import bootstrap_ratio, summary_ratio
 from harness.errors import HarnessInputError
@@ -336,23 +337,70 @@ def test_missing_paths_and_empty_folders_exit_2(tmp_path, capsys):
     assert "no results.parquet and no benchmark JSON" in capsys.readouterr().err
 
 
-def test_three_passes_a_side_are_tested_across_passes(tmp_path):
+def test_three_runs_a_side_are_tested_across_runs(tmp_path):
     case = ("lstm", 16)
     for i in range(3):
         write_run(tmp_path / "base" / f"p{i}", {case: _samples(1e-3 * (1 + 0.02 * i), 0.02,
                                                                seed=i)})
         write_run(tmp_path / "slow" / f"p{i}", {case: _samples(1.25e-3 * (1 + 0.02 * i), 0.02,
                                                                seed=10 + i)})
-    # one candidate pass as fast as the baseline: the passes overlap, no verdict
+    # one candidate run as fast as the baseline: the runs overlap, no verdict
     for i, scale in enumerate((1.25, 1.25, 1.0)):
         write_run(tmp_path / "mixed" / f"p{i}", {case: _samples(scale * 1e-3, 0.02,
                                                                 seed=20 + i)})
     base = load(tmp_path / "base")
     (slower,) = compare_runs(base, load(tmp_path / "slow")).cases
     assert slower.verdict == REGRESSED
-    assert slower.time.basis == "passes" and slower.time.p_passes == pytest.approx(0.05)
+    assert slower.time.basis == "runs" and slower.time.p_value == pytest.approx(0.05)
     (mixed,) = compare_runs(base, load(tmp_path / "mixed")).cases
-    assert mixed.verdict == UNCHANGED and mixed.time.p_passes > 0.05
+    assert mixed.verdict == UNCHANGED and mixed.time.p_value > 0.05
+
+
+def _side(runs: list[list[float]]) -> RunRecord:
+    """One case timed in ``len(runs)`` runs; each run's passes have the given fastest calls
+    (seconds), each pass 30 samples just above its fastest call."""
+    passes = []
+    for run, fastest_calls in enumerate(runs):
+        for fastest in fastest_calls:
+            samples = fastest * (1 + np.linspace(0.0, 0.05, 30))
+            passes.append(replace(PassStats.from_samples(samples), run=run))
+    record = CaseRecord(key=(("layer", "lstm"),), label="lstm", device="cpu",
+                        dtype="float32", status="ok", passes=tuple(passes))
+    return RunRecord(path=Path("side"), kind="test", recorded_at=None,
+                     cases={record.key: [record]}, runs=len(runs))
+
+
+def test_passes_of_one_run_are_not_repetitions():
+    """A process that runs slow as a whole (memory layout, allocator history) slows all of
+    its passes: the test counts it once, as one run, and a 20 % gap that two of five
+    baseline processes share is not significant - while nine passes would have called it."""
+    base = _side([[1.0, 1.01, 1.02], [1.25, 1.26, 1.27], [1.0, 1.02, 1.01],
+                  [1.24, 1.25, 1.26], [1.01, 1.0, 1.02]])
+    cand = _side([[1.21, 1.22, 1.23]] * 5)
+    assert base.all_cases()[0].run_minima == [1.0, 1.25, 1.0, 1.24, 1.0]
+    (verdict,) = compare_runs(base, cand).cases
+    assert verdict.time.basis == "runs"
+    assert verdict.time.p_value == pytest.approx(21 / 252)  # 2 baseline runs above: k = 7
+    assert verdict.verdict == UNCHANGED
+    # the same numbers read as passes would be "significant" (6 of 15 baseline passes above)
+    from harness.bench.stats import fastest_run_p
+
+    flat = [p.min for p in base.all_cases()[0].passes]
+    assert fastest_run_p(flat, [1.21] * 15) < 0.001
+    # clean runs: every baseline run faster than every candidate run
+    clean = _side([[1.0, 1.3], [1.01, 1.02], [1.0, 1.5], [1.02, 1.01], [1.0, 1.0]])
+    (caught,) = compare_runs(clean, cand).cases
+    assert caught.verdict == REGRESSED and caught.time.p_value == pytest.approx(1 / 252)
+
+
+def test_one_session_with_passes_is_tested_across_passes_with_a_warning():
+    base = _side([[1.0, 1.01, 1.02]])
+    cand = _side([[1.3, 1.31, 1.32]])
+    result = compare_runs(base, cand)
+    (verdict,) = result.cases
+    assert verdict.time.basis == "passes" and verdict.verdict == REGRESSED
+    assert verdict.time.p_value == pytest.approx(1 / 20)
+    assert any("fewer than 3 runs a side" in w for w in result.warnings)
 
 
 def test_fastest_run_p_is_the_exact_permutation_probability():

@@ -185,3 +185,54 @@ def test_validate_counts_cases_per_layer(tiny):
     proc = harness("validate", str(tiny))
     assert proc.returncode == 0, proc.stderr
     assert "total" in proc.stdout and " 6 " in proc.stdout.splitlines()[-1] + " "
+
+
+def test_process_time_timer_is_recorded_and_the_test_slowdown_uses_it(tiny, tmp_path):
+    tiny.write_text(tiny.read_text().replace("[lstm, conv, attention]", "[lstm]"))
+    out = tmp_path / "run"
+    proc = harness("run", str(tiny), "--out", str(out), "--set", "measure.timer=process_time",
+                   env={"HARNESS_TEST_SLOWDOWN": "lstm=1.5"})
+    assert proc.returncode == 0, proc.stderr
+    df = read_results(out)
+    assert set(df["status"]) == {"ok"} and set(df["time_timer"]) == {"process_time"}
+
+
+def test_resume_does_not_mix_clocks():
+    from harness.runner import env_fingerprint
+
+    env = {"env_cpu_model": "x", "env_torch_version": "2.13.0", "env_torch_threads": 1}
+    assert env_fingerprint(env) == env_fingerprint(env, "perf_counter")  # old runs resume
+    assert env_fingerprint(env, "process_time") != env_fingerprint(env)
+
+
+def test_test_slowdown_stretches_each_call_on_the_timers_clock():
+    from harness.execute import _slowed
+
+    class Clock:
+        now = 0.0
+
+        def read(self) -> float:
+            self.now += 1e-4  # a busy-wait loop makes the clock advance a little per read
+            return self.now
+
+    clock = Clock()
+
+    def call() -> None:
+        clock.now += 1.0
+
+    slowed = _slowed(call, 1.25, clock.read)
+    start = clock.read()
+    slowed()
+    assert 1.25 <= clock.read() - start <= 1.25 + 1e-3
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`harness layers | head -1`: the pipe closes before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "layers"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )
+    proc.stdout.close()  # the reader is gone before the command writes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err

@@ -420,3 +420,36 @@ def test_time_cuda_on_a_real_device() -> None:
     assert not warm.l2_flushed and warm.count >= 5 and warm.min > 0
     host = time_callable(lambda: a @ a, config=cfg, sync=torch.cuda.synchronize)
     assert host.count >= 5 and host.min > 0
+
+
+# ----------------------------------------------------------------------------------------
+# the CPU clock choice (measure.timer)
+
+
+def test_cpu_timer_names_its_clock_and_unknown_names_are_refused() -> None:
+    from harness.measure.timing import cpu_clock, time_on_device
+
+    fast = config(min_samples=3, max_samples=3)
+    result = time_on_device(lambda: None, device="cpu", config=fast, cpu_timer="process_time")
+    assert result.timer == "process_time" and result.count == 3
+    assert time_on_device(lambda: None, device="cpu", config=fast).timer == "perf_counter"
+    with pytest.raises(ValueError, match="unknown CPU timer 'cpu_time'"):
+        cpu_clock("cpu_time")
+    with pytest.raises(ValueError, match="unknown CPU timer"):
+        time_on_device(lambda: None, device="cpu", config=fast, cpu_timer="wall")
+
+
+def test_process_time_does_not_count_time_spent_off_the_cpu() -> None:
+    """A sleeping call takes >= its sleep in wall time and almost no CPU time: the property
+    that makes process_time blind to waiting for a CPU that another process holds."""
+    import time
+
+    from harness.measure.timing import time_on_device
+
+    nap = 0.02
+    cfg = config(min_samples=3, max_samples=3)
+    wall = time_on_device(lambda: time.sleep(nap), device="cpu", config=cfg)
+    cpu = time_on_device(lambda: time.sleep(nap), device="cpu", config=cfg,
+                         cpu_timer="process_time")
+    assert wall.min >= nap  # sleep never returns early
+    assert cpu.median < nap / 4  # a few microseconds of CPU per call, whatever the load

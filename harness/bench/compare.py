@@ -9,12 +9,17 @@ Rules (:class:`Rules`; defaults in brackets):
     over all samples of all passes), the estimate least disturbed by interference (Chen &
     Revels 2016, "Robust benchmarking in noisy environments"); the ratio of medians with
     its bootstrap interval (:mod:`harness.bench.stats`) is reported beside it;
-  - with at least :data:`MIN_PASSES` passes a side (folders of runs, or
-    ``--harness-passes``), *significance* is an exact permutation test on the passes'
-    fastest calls (:func:`harness.bench.stats.fastest_run_p`): passes are the independent
-    repetitions, samples within one pass share its load. With three passes a side,
-    p <= 0.05 means every baseline pass was faster than every candidate pass; with five, one
-    baseline pass may be disturbed;
+  - with at least :data:`MIN_RUNS` runs a side (a folder of runs: separate processes),
+    *significance* is an exact permutation test on the runs' fastest calls
+    (:func:`harness.bench.stats.fastest_run_p`): runs are the independent repetitions. The
+    passes of one run (``--harness-passes``) share that process's fate - its memory layout,
+    its allocator's history - and the samples of one pass share its moment's load, so
+    neither is a repetition; a run's passes only make its fastest call less likely to have
+    been caught by a burst of load. With three runs a side, p <= 0.05 means every baseline
+    run was faster than every candidate run; with five, one baseline run may be disturbed;
+  - with fewer runs but at least :data:`MIN_RUNS` passes a side (one session with
+    ``--harness-passes``), the same test runs on the passes, and a warning says that it
+    cannot see differences between processes;
   - with fewer passes, significance falls back to the bootstrap interval of the ratio of
     medians lying above 1 (and that ratio, too, must pass the threshold); a warning says
     that such a verdict cannot see drift between runs;
@@ -52,8 +57,9 @@ from harness.bench.stats import (
 
 #: Memory changes smaller than this are allocator noise (alignment, small buffers).
 MEM_FLOOR_BYTES = 4096
-#: Passes a side needs before significance is tested across passes instead of samples.
-MIN_PASSES = 3
+#: Runs (or, failing that, passes) a side needs before significance is tested across them
+#: instead of across samples.
+MIN_RUNS = 3
 
 REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
 FAILED, FIXED, NOT_MEASURED = "failed", "fixed", "not measured"
@@ -85,8 +91,8 @@ class TimeChange:
     candidate_s: float
     ci: RatioCI  # ratio of those medians, with its interval
     min_ratio: float | None  # ratio of the fastest calls (the size of the change)
-    p_passes: float | None  # exact test over the passes' fastest calls (>= MIN_PASSES a side)
-    basis: str  # "passes", "samples" or "stats-only": what the significance rests on
+    p_value: float | None  # exact test over the runs' (or passes') fastest calls
+    basis: str  # "runs", "passes", "samples" or "stats-only": what significance rests on
     significant: bool
     direction: str  # "slower", "faster" or "same"
 
@@ -159,16 +165,15 @@ def _time_change(base: CaseRecord, cand: CaseRecord, rules: Rules) -> TimeChange
     size = min_ratio if min_ratio is not None else ci.ratio
     big_slower = size >= 1 + rules.threshold
     big_faster = size <= 1 / (1 + rules.threshold)
-    b_pm, c_pm = base.pass_minima, cand.pass_minima
-    p_passes = None
-    if len(b_pm) >= MIN_PASSES and len(c_pm) >= MIN_PASSES:
-        # passes are the independent repetitions: test them, not the correlated samples
-        basis = "passes"
-        p_slow = fastest_run_p(b_pm, c_pm)
-        p_fast = fastest_run_p(c_pm, b_pm)
+    b_units, c_units, basis = _units(base, cand)
+    p_value = None
+    if basis in ("runs", "passes"):
+        # test the repetitions, not the correlated samples
+        p_slow = fastest_run_p(b_units, c_units)
+        p_fast = fastest_run_p(c_units, b_units)
         alpha = 1 - rules.level + 1e-9
         slower, faster = big_slower and p_slow <= alpha, big_faster and p_fast <= alpha
-        p_passes = p_slow if size >= 1 else p_fast  # the test in the direction observed
+        p_value = p_slow if size >= 1 else p_fast  # the test in the direction observed
     else:
         basis = "samples" if ci.method == "bootstrap" else "stats-only"
         slower = big_slower and ci.ratio >= 1 + rules.threshold and ci.low > 1
@@ -178,9 +183,20 @@ def _time_change(base: CaseRecord, cand: CaseRecord, rules: Rules) -> TimeChange
             c_lo, c_hi = _quartile_range(c_best)
             slower, faster = slower and c_lo > b_hi, faster and c_hi < b_lo
     direction = "slower" if slower else "faster" if faster else "same"
-    significant = slower or faster or (p_passes is None and ci.excludes_one())
-    return TimeChange(b_best.median, c_best.median, ci, min_ratio, p_passes, basis,
+    significant = slower or faster or (p_value is None and ci.excludes_one())
+    return TimeChange(b_best.median, c_best.median, ci, min_ratio, p_value, basis,
                       significant, direction)
+
+
+def _units(base: CaseRecord, cand: CaseRecord) -> tuple[list[float], list[float], str]:
+    """The repetitions to test: runs when both sides have enough, else passes, else none."""
+    b_runs, c_runs = base.run_minima, cand.run_minima
+    if len(b_runs) >= MIN_RUNS and len(c_runs) >= MIN_RUNS:
+        return b_runs, c_runs, "runs"
+    b_passes, c_passes = base.pass_minima, cand.pass_minima
+    if len(b_passes) >= MIN_RUNS and len(c_passes) >= MIN_RUNS:
+        return b_passes, c_passes, "passes"
+    return [], [], "samples"
 
 
 def _quartile_range(timing: PassStats) -> tuple[float, float]:
@@ -192,8 +208,8 @@ def _quartile_range(timing: PassStats) -> tuple[float, float]:
 def _time_reason(t: TimeChange) -> str:
     ci = t.ci
     median = f"median {_pct(ci.ratio)} (CI {_pct(ci.low)} .. {_pct(ci.high)})"
-    if t.basis == "passes":
-        return f"fastest call {_pct(t.ratio)}, {median}, passes p={t.p_passes:.3f}"
+    if t.p_value is not None:
+        return f"fastest call {_pct(t.ratio)}, {median}, {t.basis} p={t.p_value:.3f}"
     if t.min_ratio is not None:
         return f"fastest call {_pct(t.ratio)}, {median}"
     return f"time {median}"
@@ -325,10 +341,18 @@ def _warnings(baseline: RunRecord, candidate: RunRecord, verdicts: list[CaseVerd
     few = [v.label for v in verdicts if v.time is not None and v.time.basis == "samples"]
     if few:
         out.append(
-            f"{len(few)} cases were timed in fewer than {MIN_PASSES} passes a side: their "
+            f"{len(few)} cases were timed in fewer than {MIN_RUNS} passes a side: their "
             "significance rests on the samples of one run, which cannot show drift between "
             "runs (the usual cause of false alarms on shared machines); give each side as a "
-            f"folder of {MIN_PASSES} or more separate runs (5 on a shared machine)"
+            f"folder of {MIN_RUNS} or more separate runs (5 on a shared machine)"
+        )
+    one_process = [v.label for v in verdicts if v.time is not None and v.time.basis == "passes"]
+    if one_process:
+        out.append(
+            f"{len(one_process)} cases were timed in fewer than {MIN_RUNS} runs a side: their "
+            "significance rests on passes inside one process, which share its memory layout "
+            "and cannot show differences between processes; give each side as a folder of "
+            f"{MIN_RUNS} or more separate runs (5 on a shared machine)"
         )
     for key, what in (("env_cpu_model", "CPU"), ("env_device_name", "device"),
                       ("env_torch_version", "torch"), ("env_torch_threads", "torch threads"),
@@ -351,6 +375,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
             "label": case.label, "device": case.device, "dtype": case.dtype,
             "status": case.status, "median_s": case.median, "min_s": case.minimum,
             "pass_medians_s": [p.median for p in case.passes],
+            "run_minima_s": case.run_minima,
             "samples": case.count, "raw_samples": case.raw,
             "peak_mem_bytes": case.peak_mem_bytes,
             "flops": dict(case.flops),
@@ -368,7 +393,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
                 "median_ratio": v.time.ci.ratio, "ci_low": v.time.ci.low,
                 "ci_high": v.time.ci.high, "level": v.time.ci.level,
                 "ci_method": v.time.ci.method, "basis": v.time.basis,
-                "p_passes": v.time.p_passes, "significant": v.time.significant,
+                "p_value": v.time.p_value, "significant": v.time.significant,
                 "direction": v.time.direction,
             }
         if v.memory is not None:

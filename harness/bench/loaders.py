@@ -14,9 +14,11 @@ Raw per-call samples: samples.parquet (harness), ``stats.data`` (pytest-benchmar
 in ``--benchmark-json`` files and in saved files with ``--benchmark-save-data``). Without
 them only summary statistics are known (:attr:`PassStats.samples` is None).
 
-Passes: the same case timed more than once on one side - several entries of one case in a
-benchmark JSON (``--harness-passes``), or several runs in a folder given as one side - is
-one :class:`CaseRecord` with several :class:`PassStats`.
+Passes and runs: the same case timed more than once on one side - several entries of one
+case in a benchmark JSON (``--harness-passes``), or several runs in a folder given as one
+side - is one :class:`CaseRecord` with several :class:`PassStats`. Each pass remembers its
+*run* (the file it came from: one process), because passes of one process share that
+process's fate and are not independent repetitions (:attr:`CaseRecord.run_minima`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ class PassStats:
     stddev: float | None = None
     count: int = 0
     min: float | None = None  # fastest sample (> 0)
+    run: int = 0  # which run (file, process) of its side this pass came from
 
     @classmethod
     def from_samples(cls, samples: np.ndarray) -> PassStats:
@@ -124,6 +127,15 @@ class CaseRecord:
     @property
     def pass_minima(self) -> list[float]:
         return [p.min for p in self.passes if p.min is not None]
+
+    @property
+    def run_minima(self) -> list[float]:
+        """The fastest call of each run (process), over all of that run's passes."""
+        fastest: dict[int, float] = {}
+        for p in self.passes:
+            if p.min is not None:
+                fastest[p.run] = min(p.min, fastest.get(p.run, math.inf))
+        return [fastest[run] for run in sorted(fastest)]
 
 
 @dataclass(frozen=True)
@@ -281,9 +293,15 @@ def merge_passes(runs: list[RunRecord], path: Path) -> RunRecord:
             machine.setdefault(k, v)
     return RunRecord(
         path=path, kind="+".join(kinds), recorded_at=min(stamps) if stamps else None,
-        cases=group_passes([c for run in runs for c in run.all_cases()]), machine=machine,
-        runs=len(runs),
+        cases=group_passes([_in_run(c, index) for index, run in enumerate(runs)
+                            for c in run.all_cases()]),
+        machine=machine, runs=len(runs),
     )
+
+
+def _in_run(case: CaseRecord, run: int) -> CaseRecord:
+    """``case`` with every pass marked as measured in run number ``run``."""
+    return replace(case, passes=tuple(replace(p, run=run) for p in case.passes))
 
 
 # --- harness results ----------------------------------------------------------------------

@@ -36,7 +36,7 @@ def _ratio(v: CaseVerdict) -> str:
 def _fastest(v: CaseVerdict) -> str:
     if v.time is None or v.time.min_ratio is None:
         return "-"
-    p = f" p={v.time.p_passes:.2f}" if v.time.p_passes is not None else ""
+    p = f" p={v.time.p_value:.2f}" if v.time.p_value is not None else ""
     return f"{v.time.min_ratio:.3f}{p}"
 
 

@@ -15,9 +15,11 @@ with ``B`` (A/B: every case of the slowed layer must be flagged, no other case m
 Each side is ``--runs`` separate processes (default 5: pytest sessions writing one benchmark
 JSON each, or ``harness run`` folders), interleaved ``A B A2 A B A2 ...`` so every side is
 spread over the whole repetition; ``harness compare`` reads each side's folder as one side
-measured in several passes. Separate processes matter: a process can be slow as a whole
-(load that lasts minutes, memory layout), which passes inside one process cannot see.
-``--passes K`` adds K passes inside each pytest session (``--harness-passes``).
+measured in several runs. Separate processes matter: a process can be slow as a whole
+(load that lasts minutes, memory layout), which passes inside one process cannot see, so
+the runs are what ``harness compare`` tests. ``--passes K`` (default 3) times every case K
+times inside each pytest session (``--harness-passes``), spread over the session, so that a
+burst of load rarely covers all of a run's chances at a case's fastest call.
 
 Prints one line per repetition and the totals; ``--out`` keeps every run and verdict.
 """
@@ -71,7 +73,9 @@ def run_pytest(args: argparse.Namespace, out: Path, slowdown: str | None) -> Pat
 
 def run_harness(args: argparse.Namespace, out: Path, slowdown: str | None) -> Path:
     """One ``harness run`` of the suite into ``out``."""
-    cmd = [sys.executable, "-m", "harness", "run", str(args.suite), "--out", str(out), "--force"]
+    timer = "process_time" if args.timer.endswith("process_time") else "perf_counter"
+    cmd = [sys.executable, "-m", "harness", "run", str(args.suite), "--out", str(out), "--force",
+           "--no-report", "--set", f"measure.timer={timer}"]
     _run(cmd, _env(args, slowdown), out.with_suffix(".log"))
     return out
 
@@ -121,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", default=str(_REPO / "suites" / "quick.yaml"))
     parser.add_argument("--slowdown", default="lstm=1.25", help="LAYER=FACTOR[,...]")
     parser.add_argument("--runs", type=int, default=5, help="processes per side")
-    parser.add_argument("--passes", type=int, default=1,
+    parser.add_argument("--passes", type=int, default=3,
                         help="passes inside each pytest session (--harness-passes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS for the measured runs (0: leave as is)")
     parser.add_argument("--timer", default="time.process_time",
-                        help="pytest-benchmark timer (pytest source)")
-    parser.add_argument("--max-time", type=float, default=0.5,
+                        help="pytest-benchmark timer (pytest source); harness source: "
+                        "measure.timer=process_time when it names process_time, else "
+                        "perf_counter")
+    parser.add_argument("--max-time", type=float, default=0.2,
                         help="--benchmark-max-time per benchmark (pytest source)")
     parser.add_argument("--threshold", type=float, default=Rules().threshold)
     parser.add_argument("--level", type=float, default=Rules().level)

@@ -290,8 +290,12 @@ def time_callable(
     config: TimingConfig | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sync: Callable[[], object] = lambda: None,
+    timer: str = "perf_counter",
 ) -> TimingResult:
-    """Time ``fn()`` with an injected clock and synchroniser (see the module docstring)."""
+    """Time ``fn()`` with an injected clock and synchroniser (see the module docstring).
+
+    ``timer`` names the clock in the result (the ``time_timer`` column).
+    """
     config = TimingConfig() if config is None else config
     sampled = collect_samples(perf_counter_timer(fn, clock=clock, sync=sync), config)
     return TimingResult.from_samples(
@@ -299,8 +303,28 @@ def time_callable(
         calls_per_sample=sampled.calls_per_sample,
         spread_threshold=config.spread_threshold,
         warmup_calls=sampled.warmup_calls,
-        timer="perf_counter",
+        timer=timer,
     )
+
+
+#: Clocks a CPU case can be timed with (``measure.timer``). ``process_time`` is the CPU time
+#: of the whole process (every thread): time spent waiting for a CPU that other processes
+#: hold is not counted, which makes it the steadier clock on a shared machine - for
+#: single-threaded work (``OMP_NUM_THREADS=1``); with N busy threads it reads ~N x the wall time.
+CPU_CLOCKS: dict[str, Callable[[], float]] = {
+    "perf_counter": time.perf_counter,
+    "process_time": time.process_time,
+}
+
+
+def cpu_clock(name: str) -> Callable[[], float]:
+    """The CPU clock called ``name`` (a key of :data:`CPU_CLOCKS`)."""
+    try:
+        return CPU_CLOCKS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown CPU timer {name!r} (known: {', '.join(CPU_CLOCKS)})"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -442,10 +466,16 @@ def time_on_device(
     config: TimingConfig | None = None,
     working_set: int | None = None,
     flush_l2: bool | str = "auto",
+    cpu_timer: str = "perf_counter",
 ) -> TimingResult:
-    """The runner's entry point: perf_counter on CPU, CUDA events (+ L2 flush) on CUDA."""
+    """The runner's entry point: ``cpu_timer`` on CPU, CUDA events (+ L2 flush) on CUDA.
+
+    ``cpu_timer`` (a key of :data:`CPU_CLOCKS`) applies to CPU devices only: on CUDA the
+    events time the device, whatever the host's clock.
+    """
     import torch
 
+    clock = cpu_clock(cpu_timer)  # an unknown name is an error on every device
     dev = torch.device(device)
     if dev.type == "cuda":
         return time_cuda(
@@ -453,4 +483,4 @@ def time_on_device(
         )
     if dev.type != "cpu":
         raise ValueError(f"no timer for device {str(dev)!r} (known: cpu, cuda)")
-    return time_callable(fn, config=config)
+    return time_callable(fn, config=config, clock=clock, timer=cpu_timer)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -171,6 +171,9 @@ class Measure(_Frozen):
     memory: StrictBool = True  # measure peak memory of the call
     structure: StrictBool = True  # measure path length and sequential ops
     structure_max_n: PositiveInt = 512  # structure is measured only for n <= this
+    # clock of CPU cases: perf_counter (wall) or process_time (CPU time of the process:
+    # steadier on a shared machine, for one thread); CUDA cases always use CUDA events
+    timer: Literal["perf_counter", "process_time"] = "perf_counter"
 
 
 class LayerSpec(_Frozen):
