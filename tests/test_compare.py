@@ -358,11 +358,11 @@ def test_three_runs_a_side_are_tested_across_runs(tmp_path):
 
 def _side(runs: list[list[float]]) -> RunRecord:
     """One case timed in ``len(runs)`` runs; each run's passes have the given fastest calls
-    (seconds), each pass 30 samples just above its fastest call."""
+    (seconds), each pass 30 samples: the fastest call twice, the rest just above it."""
     passes = []
     for run, fastest_calls in enumerate(runs):
         for fastest in fastest_calls:
-            samples = fastest * (1 + np.linspace(0.0, 0.05, 30))
+            samples = fastest * (1 + np.r_[0.0, np.linspace(0.0, 0.05, 29)])
             passes.append(replace(PassStats.from_samples(samples), run=run))
     record = CaseRecord(key=(("layer", "lstm"),), label="lstm", device="cpu",
                         dtype="float32", status="ok", passes=tuple(passes))
@@ -425,4 +425,47 @@ def test_a_zero_sample_is_a_timer_glitch_not_the_fastest_call(tmp_path):
     glitch[3] = 0.0
     base = write_run(tmp_path / "b", {("lstm", 16): glitch})
     (case,) = load(base).all_cases()
-    assert case.minimum == pytest.approx(float(np.sort(glitch)[1]))
+    positive = np.sort(glitch[glitch > 0])
+    assert case.minimum == pytest.approx(float(positive[1]))  # the second-fastest call
+
+
+def test_one_glitched_reading_neither_sizes_nor_flags_a_change(tmp_path):
+    """One sample far below every other (a clock glitch, seen in a CPU-time run) must not
+    become the baseline's fastest call: read as one, an unchanged candidate is 50 % slower."""
+    case = ("dynamicconv", 64)
+    for i in range(5):
+        samples = _samples(240e-6, 0.02, seed=i)
+        if i == 2:
+            samples[7] = 159e-6
+        write_run(tmp_path / "base" / f"r{i}", {case: samples})
+        write_run(tmp_path / "cand" / f"r{i}", {case: _samples(240e-6, 0.02, seed=10 + i)})
+    (verdict,) = compare_runs(load(tmp_path / "base"), load(tmp_path / "cand")).cases
+    assert verdict.verdict == UNCHANGED
+    assert 0.9 < verdict.time.ratio < 1.1
+    assert min(verdict.baseline.run_minima) > 200e-6
+
+
+def test_a_pass_with_one_sample_uses_it():
+    only = PassStats.from_samples(np.array([2e-3]))
+    assert only.min == pytest.approx(2e-3)
+    assert PassStats.from_samples(np.array([0.0, 0.0])).min is None
+
+
+def test_significance_is_tested_against_the_threshold_not_against_no_change():
+    """Runs that vary by ~8 % from process to process, and a candidate whose fastest run is
+    12 % above the baseline's fastest: "slower at all" would be significant (p = 6/252), but
+    "slower by more than 10 %" is not (p = 126/252) - no verdict. A clean 12 % shift on
+    steady runs is both."""
+    from harness.bench.stats import fastest_run_p
+
+    spread = [1.0, 1.04, 1.06, 1.08, 1.3]
+    cand = [1.12, 1.15, 1.2, 1.25, 1.3]
+    assert fastest_run_p(spread, cand) == pytest.approx(6 / 252)
+    (noisy,) = compare_runs(_side([[v] * 3 for v in spread]), _side([[v] * 3 for v in cand])).cases
+    assert noisy.time.ratio == pytest.approx(1.12)
+    assert noisy.time.p_value == pytest.approx(126 / 252) and noisy.verdict == UNCHANGED
+    steady = _side([[1.0, 1.01, 1.0]] * 5)
+    (clean,) = compare_runs(steady, _side([[1.12, 1.13, 1.12]] * 5)).cases
+    assert clean.verdict == REGRESSED and clean.time.p_value == pytest.approx(1 / 252)
+    (faster,) = compare_runs(_side([[1.12, 1.13, 1.12]] * 5), steady).cases
+    assert faster.verdict == IMPROVED and faster.time.p_value == pytest.approx(1 / 252)

@@ -16,7 +16,13 @@ Rules (:class:`Rules`; defaults in brackets):
     its allocator's history - and the samples of one pass share its moment's load, so
     neither is a repetition; a run's passes only make its fastest call less likely to have
     been caught by a burst of load. With three runs a side, p <= 0.05 means every baseline
-    run was faster than every candidate run; with five, one baseline run may be disturbed;
+    run was faster than every candidate run; with five, one baseline run may be disturbed.
+    The test is against the threshold, not against "no change": the baseline's runs are
+    first made ``1 + threshold`` times slower, so p is the probability, if the candidate were
+    exactly that much slower, of a candidate whose fastest run is this slow (an exact test
+    under that null, conservative when the change is smaller). A case whose runs vary by
+    more than the threshold from process to process is then flagged only when the change
+    stands out of that spread;
   - with fewer runs but at least :data:`MIN_RUNS` passes a side (one session with
     ``--harness-passes``), the same test runs on the passes, and a warning says that it
     cannot see differences between processes;
@@ -168,9 +174,12 @@ def _time_change(base: CaseRecord, cand: CaseRecord, rules: Rules) -> TimeChange
     b_units, c_units, basis = _units(base, cand)
     p_value = None
     if basis in ("runs", "passes"):
-        # test the repetitions, not the correlated samples
-        p_slow = fastest_run_p(b_units, c_units)
-        p_fast = fastest_run_p(c_units, b_units)
+        # test the repetitions, not the correlated samples; and test against the threshold,
+        # not against "no change": is the candidate slower than the baseline made
+        # (1 + threshold) x slower? Exact under that null, conservative below it.
+        margin = 1 + rules.threshold
+        p_slow = fastest_run_p([b * margin for b in b_units], c_units)
+        p_fast = fastest_run_p([c * margin for c in c_units], b_units)
         alpha = 1 - rules.level + 1e-9
         slower, faster = big_slower and p_slow <= alpha, big_faster and p_fast <= alpha
         p_value = p_slow if size >= 1 else p_fast  # the test in the direction observed

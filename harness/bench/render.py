@@ -73,8 +73,9 @@ def _headline(c: Comparison) -> str:
     summary = ", ".join(f"{n} {name}" for name, n in c.summary().items())
     rules = c.rules
     level = f"{rules.level:.0%}"
-    rule = (f"regression = fastest call slower by >= {rules.threshold:.0%}, significant at "
-            f"{level}; peak memory +{rules.mem_threshold:.0%}; or any FLOP increase")
+    rule = (f"regression = fastest call slower by more than {rules.threshold:.0%}, "
+            f"significantly at {level}; peak memory +{rules.mem_threshold:.0%}; or any FLOP "
+            "increase")
     return f"{len(c.cases)} cases: {summary or 'none'}  ({rule})"
 
 
@@ -124,5 +125,5 @@ def markdown(c: Comparison) -> str:
               f"`{_md(str(c.candidate.path))}`; ratios are candidate / baseline: of the "
               f"fastest pass's median time with its {c.rules.level:.0%} bootstrap interval "
               "(~: from summary statistics), and of the fastest call (p: exact test over "
-              "the passes)</sub>"]
+              f"the runs that it exceeds {c.rules.threshold:.0%})</sub>"]
     return "\n".join(lines)
