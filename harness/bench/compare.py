@@ -347,22 +347,18 @@ def _warnings(baseline: RunRecord, candidate: RunRecord, verdicts: list[CaseVerd
             "samples.parquet): their intervals come from summary statistics, and a change "
             "counts only when the interquartile ranges do not overlap as well"
         )
-    few = [v.label for v in verdicts if v.time is not None and v.time.basis == "samples"]
-    if few:
-        out.append(
-            f"{len(few)} cases were timed in fewer than {MIN_RUNS} passes a side: their "
-            "significance rests on the samples of one run, which cannot show drift between "
-            "runs (the usual cause of false alarms on shared machines); give each side as a "
-            f"folder of {MIN_RUNS} or more separate runs (5 on a shared machine)"
-        )
-    one_process = [v.label for v in verdicts if v.time is not None and v.time.basis == "passes"]
-    if one_process:
-        out.append(
-            f"{len(one_process)} cases were timed in fewer than {MIN_RUNS} runs a side: their "
-            "significance rests on passes inside one process, which share its memory layout "
-            "and cannot show differences between processes; give each side as a folder of "
-            f"{MIN_RUNS} or more separate runs (5 on a shared machine)"
-        )
+    advice = (f"give each side as a folder of {MIN_RUNS} or more separate runs (5 on a "
+              "shared machine)")
+    for basis, unit, rests_on in (
+        ("samples", "passes", "the samples of one run, which cannot show drift between runs "
+         "(the usual cause of false alarms on shared machines)"),
+        ("passes", "runs", "passes inside one process, which share its memory layout and "
+         "cannot show differences between processes"),
+    ):
+        weak = [v.label for v in verdicts if v.time is not None and v.time.basis == basis]
+        if weak:
+            out.append(f"{len(weak)} cases were timed in fewer than {MIN_RUNS} {unit} a side: "
+                       f"their significance rests on {rests_on}; {advice}")
     for key, what in (("env_cpu_model", "CPU"), ("env_device_name", "device"),
                       ("env_torch_version", "torch"), ("env_torch_threads", "torch threads"),
                       ("timer", "timer")):
