@@ -117,11 +117,18 @@ def _wait_for_parts(out: Path, count: int, proc: subprocess.Popen, limit: float 
     raise AssertionError("no parts appeared")
 
 
+def _default_sigint() -> None:
+    # A test run started in the background (`cmd &` in a script) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: give the child the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tiny: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", "run", str(tiny), "--out", str(out), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_TEST_SLOWDOWN": "attention=20"},
+        preexec_fn=_default_sigint,
     )
 
 
