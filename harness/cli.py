@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from harness import __version__
 
 EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141  # stdout closed by the reader
 
 _EPILOG = """\
@@ -194,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    return run_parser(build_parser(), argv)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, run the chosen command, and turn bad input and a closed pipe into exit codes."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -207,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except HarnessInputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code
     except BrokenPipeError:
         # the reader went away (`harness compare ... | head`): no traceback, and no second
         # error when Python flushes stdout at exit; 141 is what a shell reports for SIGPIPE

@@ -165,13 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m harness.bench compare|history ...`` (the same as the main CLI's)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    try:
-        return int(args.func(args))
-    except HarnessInputError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    from harness.cli import run_parser
+
+    return run_parser(build_parser(), argv)
