@@ -60,9 +60,11 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="regression verdict: candidate vs baseline (results.parquet or benchmark JSON)",
         description="Compare two runs case by case (matched by layer and parameters). "
         "Each side is a `harness run` folder, a results.parquet, or a pytest-benchmark JSON "
-        "(--benchmark-json / --benchmark-autosave). A case regresses when it is slower by at "
-        "least --threshold and the bootstrap confidence interval of the ratio of medians "
-        "lies above 1, when its peak memory grows by more than --mem-threshold, when any "
+        "(--benchmark-json / --benchmark-autosave), or a folder of several runs of one side. "
+        "A case regresses when its fastest call is significantly slower by more than "
+        "--threshold (with 3+ runs a side: an exact permutation test over the runs' fastest "
+        "calls against that margin; otherwise the bootstrap interval of the ratio of medians "
+        "must lie above 1), when its peak memory grows by more than --mem-threshold, when any "
         "FLOP count grows (FLOPs are exact: a change is a change, not noise), or when it "
         "fails in the candidate only. Cases on one side only are listed. Cases measured on "
         "another device or dtype are not compared unless --allow-mismatch.",
@@ -76,7 +78,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mem-threshold", type=_fraction, default=0.10, metavar="FRACTION",
                    help="smallest relative peak-memory change that counts (default 0.10)")
     p.add_argument("--level", type=_level, default=0.95,
-                   help="confidence level of the interval (default 0.95)")
+                   help="confidence level: of the runs test (p <= 1 - level) and of the "
+                   "interval (default 0.95)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare cases measured on different devices or dtypes anyway")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table",
