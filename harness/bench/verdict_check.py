@@ -12,7 +12,7 @@ Each repetition measures the same code three times, in this order:
 
 and compares ``A`` with ``A2`` (A/A: any flagged regression is a false alarm) and ``A``
 with ``B`` (A/B: every case of the slowed layer must be flagged, no other case may be).
-Each side is ``--runs`` separate processes (default 5: pytest sessions writing one benchmark
+Each side is ``--runs`` separate processes (default 8: pytest sessions writing one benchmark
 JSON each, or ``harness run`` folders), interleaved ``A B A2 A B A2 ...`` so every side is
 spread over the whole repetition; ``harness compare`` reads each side's folder as one side
 measured in several runs. Separate processes matter: a process can be slow as a whole
@@ -126,14 +126,15 @@ def measure_rep(args: argparse.Namespace, rep: int, root: Path) -> tuple[Path, P
     return paths["A"], paths["B"], paths["A2"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options; their defaults are the protocol the CI example and README repeat."""
     parser = argparse.ArgumentParser(prog="python -m harness.bench.verdict_check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--source", choices=("pytest", "harness"), default="pytest")
     parser.add_argument("--suite", default=str(_REPO / "suites" / "quick.yaml"))
     parser.add_argument("--slowdown", default="lstm=1.25", help="LAYER=FACTOR[,...]")
-    parser.add_argument("--runs", type=int, default=5, help="processes per side")
+    parser.add_argument("--runs", type=int, default=8, help="processes per side")
     parser.add_argument("--passes", type=int, default=3,
                         help="passes inside each pytest session (--harness-passes)")
     parser.add_argument("--threads", type=int, default=1,
@@ -150,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=Rules().threshold)
     parser.add_argument("--level", type=float, default=Rules().level)
     parser.add_argument("--out", help="keep runs and verdicts here (default: a temp dir)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="verdict-check-"))
     layers = {item.split("=")[0].strip() for item in args.slowdown.split(",") if item.strip()}
