@@ -25,9 +25,10 @@ README = REPO / "README.md"
 def _options(script: str) -> dict[str, str]:
     """``--name value`` / ``--name=value`` pairs of the pytest command in a shell script."""
     words = shlex.split(script.replace("\\\n", " "), comments=True)
-    start = words.index("pytest") if "pytest" in words else words.index("-m") + 1
+    if "pytest" not in words:
+        raise ValueError(f"no pytest command in {script!r}")
+    rest = words[words.index("pytest") + 1:]
     options: dict[str, str] = {}
-    rest = words[start + 1:]
     for index, word in enumerate(rest):
         if not word.startswith("--"):
             continue
