@@ -42,6 +42,13 @@ def _options(script: str) -> dict[str, str]:
     return options
 
 
+def _assert_times_like(options: dict[str, str], protocol) -> None:
+    """Passes, time per pass and timer of a pytest command are verdict_check's defaults."""
+    assert options["--harness-passes"] == str(protocol.passes)
+    assert float(options["--benchmark-max-time"]) == protocol.max_time
+    assert options["--benchmark-timer"] == protocol.timer
+
+
 @pytest.fixture(scope="module")
 def protocol():
     return build_parser().parse_args([])
@@ -77,9 +84,7 @@ def test_workflow_environment_matches_the_protocol(workflow, protocol) -> None:
 
 def test_workflow_pytest_options_match_the_protocol(workflow, protocol) -> None:
     options = _options(_timing_step(workflow)["run"])
-    assert options["--harness-passes"] == str(protocol.passes)
-    assert float(options["--benchmark-max-time"]) == protocol.max_time
-    assert options["--benchmark-timer"] == protocol.timer
+    _assert_times_like(options, protocol)
     assert Path(options["--harness-suite"]).name == Path(protocol.suite).name
 
 
@@ -94,7 +99,4 @@ def test_readme_loop_matches_the_protocol(protocol) -> None:
     assert f"OMP_NUM_THREADS={protocol.threads}" in block
     for name, value in FIXED_MALLOC.items():
         assert f"{name}={value}" in block
-    options = _options(block.split("; do", 1)[1])
-    assert options["--harness-passes"] == str(protocol.passes)
-    assert float(options["--benchmark-max-time"]) == protocol.max_time
-    assert options["--benchmark-timer"] == protocol.timer
+    _assert_times_like(_options(block.split("; do", 1)[1]), protocol)
