@@ -1,6 +1,6 @@
 """Measure one planned case: build, time, measure memory, count FLOPs, measure structure.
 
-Returns a results row (a dict of the public columns) and the raw timing samples. FLOPs
+Returns a results row (a dict of the public columns) and the timing rounds. FLOPs
 and structure are computed outside the timed calls, once per distinct case (cached).
 A failure in one part is recorded, not raised: an OOM or error while timing makes the row's
 status ``oom``/``error``; a counter or structure failure leaves the timing intact and says
@@ -9,9 +9,9 @@ why in ``flops_note`` / ``structure_note``.
 
 from __future__ import annotations
 
-import math
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from harness import registry
+from harness.measure.contention import ContentionRule, wait_counter
+from harness.measure.timing import Samples, TimingResult
 from harness.spec import LayerCase
 
 _DTYPES = {
@@ -43,6 +45,14 @@ class ExecSettings:
     slowdown: dict[str, float] = field(default_factory=dict)
     #: clock of CPU cases (``measure.timer``: perf_counter or process_time); CUDA uses events
     cpu_timer: str = "perf_counter"
+    #: torch intra-op threads for the case (None: leave the process's setting alone)
+    threads: int | None = None
+    #: rounds of timing per case (``timing`` is one round's budget); the runner interleaves them
+    rounds: int = 1
+    #: extra rounds at the end of the sweep for a case disturbed in every round
+    retries: int = 0
+    #: when a sample, a round, a case counts as disturbed by other processes
+    contention: ContentionRule = field(default_factory=ContentionRule)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -140,10 +150,86 @@ def _structure_key(case: LayerCase) -> LayerCase:
     )
 
 
-def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[float]]:
-    """Measure one case; never raises for a failure of the case itself."""
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for one case, the old value restored after
+    (an inline run must not change its host process for good)."""
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _prepared(planned: Any, settings: ExecSettings) -> tuple[Callable[[], None], int, Any]:
+    """The case's timed call, its working set (bytes) and its device, built from the seed."""
+    from harness.measure.timing import cpu_clock, working_set_bytes
+
+    entry = registry.get(planned.layer)
+    case: LayerCase = planned.case
+    device = torch.device(planned.device)
+    dtype = _DTYPES[planned.dtype]
+    torch.manual_seed(planned.seed)
+    module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
+    x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype)
+    call = make_call(module, x, planned.mode)
+    factor = settings.slowdown.get(planned.layer, 1.0)
+    if factor != 1.0:
+        call = _slowed(call, factor, cpu_clock(settings.cpu_timer))
+    return call, working_set_bytes(module, x), device
+
+
+def _time_round(call: Callable[[], None], working_set: int, device: Any,
+                settings: ExecSettings) -> Samples:
+    from harness.measure.timing import round_on_device
+
+    return round_on_device(
+        call, device=device, config=settings.timing, working_set=working_set,
+        cpu_timer=settings.cpu_timer, wait=wait_counter(),
+    )
+
+
+def retime(planned: Any, settings: ExecSettings) -> Samples:
+    """One more round of a measured case: rebuilt from its seed, warmed up, timed.
+
+    Raises on failure (the runner keeps the rounds it has and says why in the note).
+    """
+    with _threads(settings.threads):
+        call, working_set, device = _prepared(planned, settings)
+        return _time_round(call, working_set, device, settings)
+
+
+def apply_timing(row: dict[str, Any], rounds: list[Samples], settings: ExecSettings
+                 ) -> TimingResult:
+    """Put the statistics of a case's rounds so far into its row, with the metrics derived
+    from the median (FLOP/s, tokens/s)."""
+    result = TimingResult.from_rounds(
+        rounds, rule=settings.contention, spread_threshold=settings.timing.spread_threshold
+    )
+    row.update(result.as_row())
+    median_s = result.median
+    flops = row.get("flops_analytic")
+    if median_s > 0:
+        if isinstance(flops, (int, float)):
+            row["flops_per_s"] = flops / median_s
+        row["tokens_per_s"] = row["batch"] * row["seq_len"] / median_s
+    return result
+
+
+def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[Samples]]:
+    """Measure one case (timing: its first round); never raises for a failure of the case.
+
+    Returns the row and the case's timing rounds (empty when it was not timed).
+    """
+    with _threads(settings.threads):
+        return _execute(planned, settings)
+
+
+def _execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[Samples]]:
     from harness.measure.memory import measure_peak_memory
-    from harness.measure.timing import cpu_clock, time_on_device, working_set_bytes
 
     row = case_row(planned)
     row.update(settings.env)
@@ -151,7 +237,7 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
     if planned.skip_reason:
         row.update(status="skipped", message=planned.skip_reason)
         return row, []
-    samples: list[float] = []
+    rounds: list[Samples] = []
     entry = registry.get(planned.layer)
     case: LayerCase = planned.case
     try:
@@ -174,23 +260,11 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
         seq_ops_analytic=cost.seq_ops,
     )
 
-    # 1. time and memory: the case itself; a failure here is the row's status
+    # 1. time (first round) and memory: the case itself; a failure here is the row's status
     device = torch.device(planned.device)
-    dtype = _DTYPES[planned.dtype]
     try:
-        torch.manual_seed(planned.seed)
-        module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
-        x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype)
-        call = make_call(module, x, planned.mode)
-        factor = settings.slowdown.get(planned.layer, 1.0)
-        if factor != 1.0:
-            call = _slowed(call, factor, cpu_clock(settings.cpu_timer))
-        timing = time_on_device(
-            call, device=device, config=settings.timing,
-            working_set=working_set_bytes(module, x), cpu_timer=settings.cpu_timer,
-        )
-        row.update(timing.as_row())
-        samples = list(timing.samples)
+        call, working_set, device = _prepared(planned, settings)
+        rounds.append(_time_round(call, working_set, device, settings))
         if settings.memory:
             mem = measure_peak_memory(call, device=str(device))
             row.update(
@@ -198,12 +272,14 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
                 mem_baseline_bytes=mem.baseline_bytes,
                 mem_method=mem.method,
             )
-        del module, x, call
+        del call
     except Exception as exc:  # noqa: BLE001 - every failure of a case becomes its row
         row.update(status="oom" if is_oom(exc) else "error", message=one_line(exc))
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return row, samples
+        if rounds:
+            apply_timing(row, rounds, settings)
+        return row, rounds
 
     # 2. counted FLOPs: outside the timed calls, cached per distinct case
     if settings.flops:
@@ -237,16 +313,12 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
             )
 
     # 4. derived
-    median_ms = row.get("time_ms_median")
-    median_s = median_ms / 1e3 if median_ms is not None else math.nan
-    if median_s > 0:
-        row["flops_per_s"] = flops_mode / median_s
-        row["tokens_per_s"] = case.batch * case.seq_len / median_s
+    apply_timing(row, rounds, settings)
     traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model
                + cost.activation_elements) * itemsize
     row["arithmetic_intensity"] = flops_mode / traffic if traffic else None
     row.update(status="ok", message="", wall_s=time.perf_counter() - started)
-    return row, samples
+    return row, rounds
 
 
 def _slowed(

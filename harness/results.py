@@ -39,7 +39,8 @@ PARAM_COLUMNS = (
 #: Metric columns, units in the names. A metric that was not measured is missing (NaN/None).
 METRIC_COLUMNS = (
     "time_ms_median", "time_ms_iqr", "time_ms_min", "time_ms_mean", "time_cv",
-    "time_samples", "time_calls_per_sample", "time_unreliable",
+    "time_samples", "time_calls_per_sample", "time_unreliable", "time_note", "time_timer",
+    "time_rounds", "time_rounds_clean", "time_disturbed_frac", "time_sampled_s", "time_wall_s",
     "peak_mem_bytes", "mem_baseline_bytes", "mem_method", "param_count", "param_bytes",
     "act_mem_analytic_bytes",
     "flops_analytic", "flops_useful_analytic", "flops_other_analytic", "flops_fvcore",
@@ -52,6 +53,8 @@ ID_COLUMNS = ("case_index", "case_id", "label", "status", "message")
 REQUIRED_COLUMNS = ("schema_version", *ID_COLUMNS, *PARAM_COLUMNS)
 
 _INT_PARAMS = ("seq_len", "d_model", "heads", "kernel", "window", "batch", "seed")
+#: Integer metrics that may be missing (a failed case, an unobservable counter).
+_INT_METRICS = ("time_rounds", "time_rounds_clean")
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
@@ -162,7 +165,7 @@ class RunDirectory:
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes across parts: nullable ints for integer axes, floats for metrics."""
-    for name in _INT_PARAMS:
+    for name in (*_INT_PARAMS, *_INT_METRICS):
         if name in df:
             df[name] = pd.array(
                 [None if _missing(v) else int(v) for v in df[name]], dtype="Int64"

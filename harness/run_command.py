@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import shutil
 import sys
@@ -32,12 +33,10 @@ def choose_run_dir(suite_name: str, out: str | None, *, resume: bool, force: boo
         base = root / suite_name
         if resume:
             runs = sorted(p for p in base.glob("*") if p.is_dir() and _has_results(p))
-            if not runs:
-                raise HarnessInputError(
-                    f"{base}: no earlier run of suite {suite_name!r} to resume; "
-                    "give its folder with --out"
-                )
-            return RunDirectory(runs[-1])
+            if runs:
+                return RunDirectory(runs[-1])
+            print(f"harness: no earlier run of suite {suite_name!r} under {base} to resume; "
+                  "starting from scratch", file=sys.stderr)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return RunDirectory(base / stamp)
     path = Path(out)
@@ -49,7 +48,8 @@ def choose_run_dir(suite_name: str, out: str | None, *, resume: bool, force: boo
             "replace them, or another --out"
         )
     if resume and not _has_results(path):
-        raise HarnessInputError(f"{path}: no results to resume; run without --resume")
+        # a job killed before its first case finished and requeued with the same command
+        print(f"harness: {path}: nothing to resume yet; starting from scratch", file=sys.stderr)
     return RunDirectory(path)
 
 
@@ -61,19 +61,65 @@ def _clear(run_dir: RunDirectory) -> None:
         (run_dir.path / name).unlink(missing_ok=True)
 
 
+def resolve_threads(setting: str | int, load: Any, allowed: int | None = None
+                    ) -> tuple[int, str | None]:
+    """``measure.threads`` as a count, and a line for stderr when the user should know.
+
+    ``auto`` takes the CPUs this process may use that other processes were not keeping busy
+    at the start (``load``: :class:`harness.measure.system.CpuLoad`, None when unknown), so
+    torch's threads do not wait on a thread that is not running. A count is used as given.
+    """
+    if allowed is None:
+        allowed = load.allowed if load is not None else len(os.sched_getaffinity(0))
+    if setting != "auto":
+        count = int(setting)
+        if count > allowed:
+            return count, (f"measure.threads {count} > {allowed} CPUs this process may use: "
+                           "threads will wait for each other")
+        return count, None
+    if load is None:
+        return allowed, None
+    count = max(1, min(allowed, load.free))
+    if count < allowed:
+        return count, (f"other processes keep {load.busy:.1f} of {allowed} CPUs busy; "
+                       f"measure.threads auto uses {count} thread(s) (env_torch_threads), not "
+                       f"{allowed}: times will not compare with a quiet run's")
+    return count, None
+
+
+def _first_device(plan: list[Any]) -> str:
+    return str(plan[0].device) if plan else "cpu"
+
+
 def exec_settings(suite: Any) -> Any:
     from harness.execute import ExecSettings
-    from harness.measure.timing import TimingConfig
 
     m = suite.measure
-    timing = TimingConfig(
-        min_warmup=m.min_warmup, warmup_s=m.warmup_s, budget_s=m.time_budget_s,
-        min_samples=m.min_samples, max_samples=m.max_samples, min_block_s=m.min_block_s,
-        spread_threshold=m.spread_threshold,
-    )
     return ExecSettings(
-        timing=timing, memory=m.memory, flops=m.flops, structure=m.structure,
+        timing=round_config(m), memory=m.memory, flops=m.flops, structure=m.structure,
         structure_max_n=m.structure_max_n, slowdown=_test_slowdown(), cpu_timer=m.timer,
+        rounds=m.rounds, retries=m.retries,
+    )
+
+
+def round_config(m: Any) -> Any:
+    """One round's share of the suite's ``measure`` budget.
+
+    The sampled time, the samples and the warm-up are split between the rounds; each round
+    keeps at least 2 samples and 1 warm-up call (it rebuilds the layer, whose first call
+    allocates), and at most ``max_samples``.
+    """
+    from harness.measure.timing import TimingConfig
+
+    rounds = m.rounds
+    return TimingConfig(
+        min_warmup=max(1, math.ceil(m.min_warmup / rounds)) if m.min_warmup else 0,
+        warmup_s=m.warmup_s / rounds,
+        budget_s=m.time_budget_s / rounds,
+        min_samples=min(m.max_samples, max(2, math.ceil(m.min_samples / rounds))),
+        max_samples=m.max_samples,
+        min_block_s=m.min_block_s,
+        spread_threshold=m.spread_threshold,
     )
 
 
@@ -102,18 +148,20 @@ def _environment(device: str, dtype: str) -> dict[str, Any]:
     return env
 
 
-def _progress(total: int):
+def _progress():
+    """A tqdm bar on a terminal (steps are case rounds), plain lines in a log."""
     from harness.runner import plain_progress
 
     if not sys.stderr.isatty():
         return plain_progress(sys.stderr), lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="case", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=0, unit="round", dynamic_ncols=True, file=sys.stderr)
 
-    def report(index: int, total: int, row: dict[str, Any]) -> None:
+    def report(done: int, total: int, row: dict[str, Any]) -> None:
+        bar.total = total
         bar.set_postfix_str(f"{row.get('label')}: {row.get('status')}", refresh=False)
-        bar.update(1)
+        bar.update(done - bar.n)
 
     return report, bar.close
 
@@ -156,14 +204,23 @@ def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
         _clear(run_dir)
         run_dir.create()
     (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
-    base = exec_settings(suite)
+    from harness.doctor import summary_line
+    from harness.measure.system import cpu_load
+
+    load = cpu_load()
+    threads, why = resolve_threads(suite.measure.threads, load)
+    print(summary_line(_first_device(plan), load), file=sys.stderr)
+    if why:
+        print(f"harness: {why}", file=sys.stderr)
+    base = replace(exec_settings(suite), threads=threads)
 
     def settings_for(planned: Any) -> Any:
-        return replace(base, env=_environment(planned.device, planned.dtype))
+        env = dict(_environment(planned.device, planned.dtype), env_torch_threads=threads)
+        return replace(base, env=env)
 
     print(f"harness: {len(plan)} cases of suite {suite.name!r} -> {run_dir.path}",
           file=sys.stderr)
-    report, close = _progress(len(plan))
+    report, close = _progress()
     try:
         outcome = run_cases(
             plan, run_dir, settings_for, timeout_s=suite.measure.timeout_s,
@@ -175,6 +232,10 @@ def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     print(summary_table(df))
     print(f"results: {run_dir.results_file} ({outcome.rows_written} cases measured, "
           f"{outcome.reused} reused)")
+    if outcome.contended:
+        print(f"harness: {outcome.contended} case(s) were disturbed by other processes in "
+              "every round, retries included; their rows say time_unreliable, with the reason "
+              "in time_note (see 'harness doctor')", file=sys.stderr)
     if not args.no_report and not outcome.interrupted:
         from harness.report.command import write_report
 

@@ -5,6 +5,13 @@ is killed at the per-case timeout and a fresh one started) and a crash of one ca
 kernel's OOM killer, a segfault in a native kernel) cannot take the sweep down. Each row is
 persisted as soon as the case ends (see harness.results), so SIGKILL loses only the case
 in flight, and ``resume`` finishes what is missing.
+
+Timing comes in rounds interleaved across the sweep: round 1 of every case (with memory,
+FLOPs and structure), then round 2 of every case, and so on, so that a burst of load from
+another process hits different cases in different rounds instead of all rounds of one case.
+A case's row is rewritten after each of its rounds with the statistics of its least
+disturbed rounds (:func:`harness.measure.contention.select_rounds`). A case disturbed in
+every round gets up to ``retries`` more rounds at the end of the sweep, then keeps its flag.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.execute import ExecSettings, case_row, execute, one_line
+from harness.execute import ExecSettings, apply_timing, case_row, execute, one_line, retime
+from harness.measure.timing import Samples, TimingResult
 from harness.results import RunDirectory
 
 #: Statuses that a resumed run does not measure again (deterministic outcomes).
@@ -53,7 +61,14 @@ def _worker_main(conn: Any) -> None:
             return
         if job is None:
             return
-        planned, settings = job
+        kind, planned, settings = job
+        if kind == "round":
+            try:
+                result: Any = ("ok", retime(planned, settings))
+            except BaseException as exc:  # noqa: BLE001 - the runner keeps earlier rounds
+                result = ("error", one_line(exc))
+            conn.send(result)
+            continue
         try:
             result = execute(planned, settings)
         except BaseException as exc:  # noqa: BLE001 - report, never die silently
@@ -69,6 +84,10 @@ class CaseTimeout(Exception):
 
 class WorkerDied(Exception):
     pass
+
+
+class RoundFailed(Exception):
+    """A later timing round of a case failed; the case keeps its earlier rounds."""
 
 
 class Worker:
@@ -103,8 +122,19 @@ class Worker:
         self._ready = True
 
     def run(self, planned: Any, settings: ExecSettings, timeout_s: float) -> tuple[dict, list]:
+        """The case's first round and everything else: (row, rounds)."""
+        return self._ask(("case", planned, settings), timeout_s)
+
+    def round(self, planned: Any, settings: ExecSettings, timeout_s: float) -> Samples:
+        """One more timing round of a case; raises RoundFailed with the worker's reason."""
+        status, value = self._ask(("round", planned, settings), timeout_s)
+        if status != "ok":
+            raise RoundFailed(value)
+        return value
+
+    def _ask(self, job: tuple[str, Any, ExecSettings], timeout_s: float) -> Any:
         self._wait_ready()
-        self._conn.send((planned, settings))
+        self._conn.send(job)
         if not self._conn.poll(timeout_s):
             self.kill()
             raise CaseTimeout(f"timed out after {timeout_s:g} s")
@@ -134,6 +164,12 @@ class InlineWorker:
     def run(self, planned: Any, settings: ExecSettings, timeout_s: float) -> tuple[dict, list]:
         return execute(planned, settings)
 
+    def round(self, planned: Any, settings: ExecSettings, timeout_s: float) -> Samples:
+        try:
+            return retime(planned, settings)
+        except Exception as exc:  # noqa: BLE001 - as the worker process reports it
+            raise RoundFailed(one_line(exc)) from None
+
     def kill(self) -> None:
         pass
 
@@ -146,9 +182,39 @@ class RunOutcome:
     rows_written: int
     reused: int
     interrupted: bool
+    contended: int = 0  # cases still disturbed in every round after the retries
 
 
+#: ``progress(done, total, row)``: ``done`` of ``total`` steps (a case's round is a step; the
+#: total grows when a disturbed case is retried), ``row`` the case's row as it now stands.
 Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass
+class _Timed:
+    """A case being timed in rounds: its row so far, its rounds, its settings."""
+
+    planned: Any
+    settings: ExecSettings
+    row: dict[str, Any]
+    rounds: list[Samples]
+    problems: list[str]
+
+    def contended(self) -> bool:
+        return self.row.get("time_rounds_clean") == 0
+
+
+def _reusable(earlier: dict[str, Any] | None, fingerprint: str, rounds: int) -> bool:
+    """An earlier row a resumed run keeps: final status, same environment, all its rounds."""
+    if earlier is None or earlier.get("status") not in FINAL_STATUSES:
+        return False
+    if earlier.get("env_fingerprint") != fingerprint:
+        return False
+    if earlier.get("status") != "ok":
+        return True
+    done = earlier.get("time_rounds")
+    done = 1 if done is None or done != done else int(done)  # older files: one round
+    return done >= rounds
 
 
 def run_cases(
@@ -161,38 +227,70 @@ def run_cases(
     isolate: bool = True,
     progress: Progress | None = None,
 ) -> RunOutcome:
-    """Measure every planned case not already finished; persist each row as it ends.
+    """Measure every planned case not already finished; persist each row as it changes.
 
     ``settings_for(planned)`` gives the case's settings, its environment record included
     (a suite may sweep devices and dtypes). With ``resume``, a case is measured again unless
-    an earlier row has a final status and was measured in the same environment.
+    an earlier row has a final status, was measured in the same environment and has all
+    its rounds. Rounds 2.. of every case follow round 1 of all cases (see module docstring).
     """
     finished = run_dir.finished() if resume else {}
     worker: Worker | InlineWorker | None = None
     written = reused = 0
     interrupted = False
+    timed: list[_Timed] = []
+    steps = [0, sum(settings_for(p).rounds for p in plan)]  # done, total
+
+    def step(row: dict[str, Any], count: int = 1) -> None:
+        steps[0] += count
+        if progress:
+            progress(steps[0], steps[1], row)
+
+    def get_worker() -> Worker | InlineWorker:
+        nonlocal worker
+        if worker is None:
+            worker = Worker() if isolate else InlineWorker()
+        return worker
+
+    def drop_worker() -> None:
+        nonlocal worker
+        if worker is not None:
+            worker.kill()
+            worker = None
+
+    def another_round(item: _Timed, label: str) -> None:
+        try:
+            item.rounds.append(get_worker().round(item.planned, item.settings, timeout_s))
+        except (CaseTimeout, WorkerDied) as exc:
+            drop_worker()
+            item.problems.append(f"{label} {exc}")
+        except RoundFailed as exc:
+            item.problems.append(f"{label} failed: {exc}")
+        result = apply_timing(item.row, item.rounds, item.settings)
+        if item.problems:
+            note = item.row.get("time_note")
+            item.row["time_note"] = "; ".join([*([note] if note else []), *item.problems])
+        run_dir.write_case(item.row, result.samples)
+        step(item.row)
+
     try:
         for index, planned in enumerate(plan):
             settings = settings_for(planned)
             fingerprint = env_fingerprint(settings.env, settings.cpu_timer)
             earlier = finished.get(planned.case_id)
-            if (earlier is not None and earlier.get("status") in FINAL_STATUSES
-                    and earlier.get("env_fingerprint") == fingerprint):
+            if _reusable(earlier, fingerprint, settings.rounds):
                 reused += 1
-                if progress:
-                    progress(index, len(plan), earlier)
+                step(earlier or {}, settings.rounds)
                 continue
+            rounds: list[Samples] = []
             if planned.skip_reason:
-                row, samples = execute(planned, settings)
+                row, rounds = execute(planned, settings)
             else:
-                if worker is None:
-                    worker = Worker() if isolate else InlineWorker()
                 started = time.perf_counter()
                 try:
-                    row, samples = worker.run(planned, settings, timeout_s)
+                    row, rounds = get_worker().run(planned, settings, timeout_s)
                 except (CaseTimeout, WorkerDied) as exc:
-                    worker.kill()
-                    worker = None
+                    drop_worker()
                     row = case_row(planned)
                     row.update(settings.env)
                     timed_out = isinstance(exc, CaseTimeout)
@@ -201,13 +299,27 @@ def run_cases(
                         message=str(exc),
                         wall_s=time.perf_counter() - started,
                     )
-                    samples = []
             row["case_index"] = index
             row["env_fingerprint"] = fingerprint
-            run_dir.write_case(row, samples)
+            item = _Timed(planned, settings, row, list(rounds), [])
+            run_dir.write_case(row, _kept(item))
             written += 1
-            if progress:
-                progress(index, len(plan), row)
+            step(row)
+            if row.get("status") == "ok" and settings.rounds > 1:
+                timed.append(item)
+            elif settings.rounds > 1:
+                step(row, settings.rounds - 1)  # a failed case has no more rounds
+
+        for number in range(2, max((t.settings.rounds for t in timed), default=1) + 1):
+            for item in timed:
+                if number <= item.settings.rounds:
+                    another_round(item, f"round {number}")
+
+        for attempt in range(1, max((t.settings.retries for t in timed), default=0) + 1):
+            again = [t for t in timed if t.contended() and attempt <= t.settings.retries]
+            steps[1] += len(again)
+            for item in again:
+                another_round(item, f"retry {attempt}")
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -216,18 +328,36 @@ def run_cases(
                 worker.kill()
             else:
                 worker.close()
-    return RunOutcome(rows_written=written, reused=reused, interrupted=interrupted)
+    contended = sum(1 for t in timed if t.contended())
+    return RunOutcome(rows_written=written, reused=reused, interrupted=interrupted,
+                      contended=contended)
+
+
+def _kept(item: _Timed) -> tuple[float, ...]:
+    """The samples the row's statistics came from (what samples.parquet holds)."""
+    if not item.rounds:
+        return ()
+    return TimingResult.from_rounds(
+        item.rounds, rule=item.settings.contention,
+        spread_threshold=item.settings.timing.spread_threshold,
+    ).samples
 
 
 def plain_progress(stream: Any = sys.stderr) -> Progress:
-    """One line per case, for CI logs."""
+    """One line per step, for CI logs: the case, its status, its median so far, its note."""
 
-    def report(index: int, total: int, row: dict[str, Any]) -> None:
+    def report(done: int, total: int, row: dict[str, Any]) -> None:
         median = row.get("time_ms_median")
         timing = f" {median:.3f} ms" if isinstance(median, float) else ""
+        rounds = row.get("time_rounds")
+        if isinstance(rounds, int) and rounds > 1:
+            timing += f" ({rounds} rounds)"
         msg = row.get("message") or ""
         extra = f" ({msg})" if row.get("status") != "ok" and msg else ""
-        print(f"[{index + 1}/{total}] {row.get('label')}: {row.get('status')}{timing}{extra}",
+        note = row.get("time_note")
+        if row.get("status") == "ok" and note:
+            extra = f" [{note}]"
+        print(f"[{done}/{total}] {row.get('label')}: {row.get('status')}{timing}{extra}",
               file=stream, flush=True)
 
     return report

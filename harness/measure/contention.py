@@ -16,6 +16,7 @@ also holds the pure rules that turn per-sample waits into a verdict.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,10 +63,8 @@ class SchedstatWait:
     def _forget(self, name: str) -> None:
         fd = self._fds.pop(name, None)
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def close(self) -> None:
         for name in list(self._fds):
@@ -125,5 +124,54 @@ def disturbed_flags(
     if len(waits) != len(samples):
         raise ValueError(f"{len(waits)} waits for {len(samples)} samples")
     return tuple(
-        (w / s > rule.sample_wait) if s > 0 else (w > 0) for s, w in zip(samples, waits)
+        (w / s > rule.sample_wait) if s > 0 else (w > 0)
+        for s, w in zip(samples, waits, strict=True)
     )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which samples a case's statistics use, and what the rounds said about contention."""
+
+    kept: tuple[float, ...]  # per-call seconds the statistics are computed from
+    rounds: int
+    clean_rounds: int  # rounds with at most rule.round_disturbed of their samples disturbed
+    disturbed_frac: float | None  # over every sample of every round; None: not observable
+    contended: bool  # no round was clean: the case's time is not to be trusted
+    note: str | None
+
+
+def select_rounds(
+    rounds: Sequence[tuple[Sequence[float], Sequence[float] | None]], rule: ContentionRule
+) -> Selection:
+    """The least disturbed part of a case's rounds (``(samples, waits)`` pairs, in order).
+
+    The undisturbed samples of the clean rounds are kept. With no clean round the case is
+    *contended*: the least disturbed round still gives the numbers (its undisturbed samples
+    where it has any), so that a row exists, but it carries the flag and a note; every
+    downstream consumer then treats it as unreliable.
+    """
+    if not rounds:
+        raise ValueError("select_rounds needs at least one round")
+    flags = [disturbed_flags(samples, waits, rule) for samples, waits in rounds]
+    observable = any(waits is not None for _, waits in rounds)
+    fracs = [sum(f) / len(f) if f else 0.0 for f in flags]
+    total = sum(len(f) for f in flags)
+    disturbed = sum(sum(f) for f in flags)
+    clean = [i for i, frac in enumerate(fracs) if frac <= rule.round_disturbed]
+
+    def undisturbed(i: int) -> list[float]:
+        return [s for s, bad in zip(rounds[i][0], flags[i], strict=True) if not bad]
+
+    overall = (disturbed / total if total else 0.0) if observable else None
+    if clean:
+        kept = [s for i in clean for s in undisturbed(i)]
+        return Selection(tuple(kept), len(rounds), len(clean), overall, False, None)
+    best = min(range(len(rounds)), key=lambda i: fracs[i])
+    kept = undisturbed(best) or list(rounds[best][0])
+    if len(rounds) == 1:
+        share = f"{fracs[0]:.0%} of the samples of its only round"
+    else:
+        share = f"{min(fracs):.0%}-{max(fracs):.0%} of the samples of all {len(rounds)} rounds"
+    note = f"contended: threads waited for a CPU in {share}"
+    return Selection(tuple(kept), len(rounds), 0, overall, True, note)

@@ -24,9 +24,11 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+from harness.measure.contention import ContentionRule, WaitCounter, select_rounds
 
 #: ``block(calls) -> seconds``: run the measured callable ``calls`` times, return the time taken.
 BlockTimer = Callable[[int], float]
@@ -121,6 +123,12 @@ class TimingResult:
     warmup_calls: int = 0
     timer: str = "perf_counter"
     l2_flushed: bool = False
+    rounds: int = 1
+    rounds_clean: int | None = None  # None: contention not observable
+    disturbed_frac: float | None = None  # samples whose threads waited for a CPU
+    note: str | None = None  # why the result is unreliable (contention, spread), else None
+    sampled_s: float | None = None  # sum of all rounds' sampled block times
+    wall_s: float | None = None  # what timing the case took on the wall clock, in all
 
     @classmethod
     def from_samples(
@@ -164,6 +172,45 @@ class TimingResult:
             warmup_calls=warmup_calls,
             timer=timer,
             l2_flushed=l2_flushed,
+            note=f"spread: IQR/median {spread:.2f}" if spread > spread_threshold else None,
+        )
+
+    @classmethod
+    def from_rounds(
+        cls,
+        rounds: Sequence[Samples],
+        *,
+        rule: ContentionRule | None = None,
+        spread_threshold: float = 0.1,
+    ) -> TimingResult:
+        """Statistics of a case timed in several rounds: the least disturbed samples.
+
+        Contention (:func:`harness.measure.contention.select_rounds`) and spread each make
+        the result unreliable, and each adds its reason to ``note``.
+        """
+        if not rounds:
+            raise ValueError("a TimingResult needs at least one round")
+        rule = ContentionRule() if rule is None else rule
+        chosen = select_rounds([(r.samples, r.waits) for r in rounds], rule)
+        base = cls.from_samples(
+            chosen.kept,
+            calls_per_sample=max(r.calls_per_sample for r in rounds),
+            spread_threshold=spread_threshold,
+            warmup_calls=sum(r.warmup_calls for r in rounds),
+            timer=rounds[0].timer,
+            l2_flushed=rounds[0].l2_flushed,
+        )
+        notes = [n for n in (chosen.note, base.note) if n]
+        walls = [r.wall_s for r in rounds]
+        return replace(
+            base,
+            unreliable=base.unreliable or chosen.contended,
+            rounds=len(rounds),
+            rounds_clean=None if chosen.disturbed_frac is None else chosen.clean_rounds,
+            disturbed_frac=chosen.disturbed_frac,
+            note="; ".join(notes) or None,
+            sampled_s=math.fsum(s * r.calls_per_sample for r in rounds for s in r.samples),
+            wall_s=None if None in walls else math.fsum(w for w in walls if w is not None),
         )
 
     def as_row(self) -> dict[str, object]:
@@ -179,16 +226,32 @@ class TimingResult:
             "time_calls_per_sample": self.calls_per_sample,
             "time_timer": self.timer,
             "time_l2_flushed": self.l2_flushed,
+            "time_note": self.note,
+            "time_rounds": self.rounds,
+            "time_rounds_clean": self.rounds_clean,
+            "time_disturbed_frac": self.disturbed_frac,
+            "time_sampled_s": self.sampled_s,
+            "time_wall_s": self.wall_s,
         }
 
 
 @dataclass(frozen=True)
 class Samples:
-    """What :func:`collect_samples` gathered: per-call times of the kept blocks."""
+    """What :func:`collect_samples` gathered: per-call times of the kept blocks.
+
+    ``waits`` (beside ``samples``, per call) is how long this process's threads waited for a
+    CPU during each block (:mod:`harness.measure.contention`); None when not observable.
+    ``wall_s`` is what the whole collection took on the wall clock (warm-up, sizing and
+    the engine's own overhead included): the cost of the measurement, not a result.
+    """
 
     samples: tuple[float, ...]  # per-call seconds
     calls_per_sample: int
     warmup_calls: int
+    waits: tuple[float, ...] | None = None  # per-call seconds waited for a CPU
+    wall_s: float | None = None
+    timer: str = "perf_counter"  # the clock that produced the samples
+    l2_flushed: bool = False
 
 
 def _grow(calls: int, block_s: float, target_s: float, cap: int) -> int:
@@ -199,18 +262,41 @@ def _grow(calls: int, block_s: float, target_s: float, cap: int) -> int:
 
 
 def collect_samples(
-    block: BlockTimer, config: TimingConfig, *, fixed_calls: int | None = None
+    block: BlockTimer,
+    config: TimingConfig,
+    *,
+    fixed_calls: int | None = None,
+    wait: WaitCounter | None = None,
+    wall: Callable[[], float] = time.perf_counter,
 ) -> Samples:
     """Warm up, size the block, then sample adaptively (see :class:`TimingConfig`).
 
     ``fixed_calls`` pins the calls per block (the CUDA timer uses 1 when it flushes L2
     before each sample, so every timed call starts cold). Blocks shorter than
-    ``min_block_s`` found while sizing are discarded, like warm-up.
+    ``min_block_s`` found while sizing are discarded, like warm-up. ``wait``, a run-queue
+    wait counter, is read around every kept block (outside it: the reads cost a few
+    microseconds); ``wall`` times the whole collection.
     """
     if fixed_calls is not None and (isinstance(fixed_calls, bool) or fixed_calls < 1):
         raise ValueError(f"fixed_calls must be a positive int, got {fixed_calls!r}")
+    started = wall()
     with _gc_paused(config.disable_gc):
-        return _collect(block, config, fixed_calls)
+        sampled = _collect(block, config, fixed_calls, wait)
+    return replace(sampled, wall_s=wall() - started)
+
+
+def one_round(
+    block: BlockTimer,
+    config: TimingConfig,
+    *,
+    timer: str,
+    l2_flushed: bool = False,
+    fixed_calls: int | None = None,
+    wait: WaitCounter | None = None,
+) -> Samples:
+    """One round of a case: :func:`collect_samples`, labelled with how it was timed."""
+    sampled = collect_samples(block, config, fixed_calls=fixed_calls, wait=wait)
+    return replace(sampled, timer=timer, l2_flushed=l2_flushed)
 
 
 @contextlib.contextmanager
@@ -225,7 +311,9 @@ def _gc_paused(pause: bool) -> Iterator[None]:
             gc.enable()
 
 
-def _collect(block: BlockTimer, config: TimingConfig, fixed_calls: int | None) -> Samples:
+def _collect(
+    block: BlockTimer, config: TimingConfig, fixed_calls: int | None, wait: WaitCounter | None
+) -> Samples:
     cap = config.max_calls_per_sample
 
     # Warm-up: single calls first; a block that is too short doubles, so a microsecond call
@@ -250,19 +338,23 @@ def _collect(block: BlockTimer, config: TimingConfig, fixed_calls: int | None) -
         calls = min(max(1, math.ceil(config.min_block_s / per_call)), cap)
 
     samples: list[float] = []
+    waits: list[float] = []
     spent = 0.0
     while len(samples) < config.max_samples and (
         len(samples) < config.min_samples or spent < config.budget_s
     ):
+        w0 = wait() if wait is not None else 0.0
         t = block(calls)
+        w1 = wait() if wait is not None else 0.0
         sizing = fixed_calls is None and not samples
         if sizing and t < config.min_block_s and calls < cap:
             warm_calls += calls  # too short to trust: discard, grow, retry
             calls = _grow(calls, t, config.min_block_s, cap)
             continue
         samples.append(t / calls)
+        waits.append(max(0.0, w1 - w0) / calls)  # an exited thread takes its share along
         spent += t
-    return Samples(tuple(samples), calls, warm_calls)
+    return Samples(tuple(samples), calls, warm_calls, tuple(waits) if wait else None)
 
 
 def perf_counter_timer(
@@ -291,20 +383,18 @@ def time_callable(
     clock: Callable[[], float] = time.perf_counter,
     sync: Callable[[], object] = lambda: None,
     timer: str = "perf_counter",
+    wait: WaitCounter | None = None,
 ) -> TimingResult:
-    """Time ``fn()`` with an injected clock and synchroniser (see the module docstring).
+    """Time ``fn()`` in one round with an injected clock and synchroniser.
 
-    ``timer`` names the clock in the result (the ``time_timer`` column).
+    ``timer`` names the clock in the result (the ``time_timer`` column); ``wait`` is the
+    run-queue wait counter that tells disturbed samples apart (none: not observed).
     """
     config = TimingConfig() if config is None else config
-    sampled = collect_samples(perf_counter_timer(fn, clock=clock, sync=sync), config)
-    return TimingResult.from_samples(
-        sampled.samples,
-        calls_per_sample=sampled.calls_per_sample,
-        spread_threshold=config.spread_threshold,
-        warmup_calls=sampled.warmup_calls,
-        timer=timer,
+    sampled = one_round(
+        perf_counter_timer(fn, clock=clock, sync=sync), config, timer=timer, wait=wait
     )
+    return TimingResult.from_rounds([sampled], spread_threshold=config.spread_threshold)
 
 
 #: Clocks a CPU case can be timed with (``measure.timer``). ``process_time`` is the CPU time
@@ -391,6 +481,38 @@ def cuda_event_timer(
     return block
 
 
+def cuda_round(
+    fn: Callable[[], object],
+    *,
+    config: TimingConfig,
+    device: object = "cuda",
+    working_set_bytes: int | None = None,
+    flush_l2: bool | str = "auto",
+    cuda: Any = None,
+    buffer_factory: Callable[..., Any] | None = None,
+    wait: WaitCounter | None = None,
+) -> Samples:
+    """One round of ``fn()`` on a CUDA device with events, L2 flushed before each sample when
+    needed.
+
+    When flushing, every sample is one call (a block of several calls would run all but the
+    first warm); events resolve about a microsecond, so ``min_block_s`` is not needed. The
+    host's run-queue wait still matters: a launch thread kept off the CPU starves the GPU.
+    """
+    import torch
+
+    cuda = torch.cuda if cuda is None else cuda
+    factory = torch.empty if buffer_factory is None else buffer_factory
+    l2 = l2_cache_bytes(device, cuda)
+    flush = should_flush_l2(working_set_bytes, l2, flush_l2)
+    flusher = L2Flusher(l2, device, factory) if flush else None
+    cuda.synchronize(device)
+    return one_round(
+        cuda_event_timer(fn, cuda=cuda, flush=flusher), config, timer="cuda_event",
+        l2_flushed=flush, fixed_calls=1 if flush else None, wait=wait,
+    )
+
+
 def time_cuda(
     fn: Callable[[], object],
     *,
@@ -401,31 +523,13 @@ def time_cuda(
     cuda: Any = None,
     buffer_factory: Callable[..., Any] | None = None,
 ) -> TimingResult:
-    """Time ``fn()`` on a CUDA device with events; flush L2 before each sample when needed.
-
-    When flushing, every sample is one call (a block of several calls would run all but the
-    first warm); events resolve about a microsecond, so ``min_block_s`` is not needed.
-    """
-    import torch
-
+    """Time ``fn()`` on a CUDA device in one round (see :func:`cuda_round`)."""
     config = TimingConfig() if config is None else config
-    cuda = torch.cuda if cuda is None else cuda
-    factory = torch.empty if buffer_factory is None else buffer_factory
-    l2 = l2_cache_bytes(device, cuda)
-    flush = should_flush_l2(working_set_bytes, l2, flush_l2)
-    flusher = L2Flusher(l2, device, factory) if flush else None
-    cuda.synchronize(device)
-    sampled = collect_samples(
-        cuda_event_timer(fn, cuda=cuda, flush=flusher), config, fixed_calls=1 if flush else None
+    sampled = cuda_round(
+        fn, config=config, device=device, working_set_bytes=working_set_bytes,
+        flush_l2=flush_l2, cuda=cuda, buffer_factory=buffer_factory,
     )
-    return TimingResult.from_samples(
-        sampled.samples,
-        calls_per_sample=sampled.calls_per_sample,
-        spread_threshold=config.spread_threshold,
-        warmup_calls=sampled.warmup_calls,
-        timer="cuda_event",
-        l2_flushed=flush,
-    )
+    return TimingResult.from_rounds([sampled], spread_threshold=config.spread_threshold)
 
 
 def working_set_bytes(*objects: object) -> int:
@@ -459,16 +563,18 @@ def working_set_bytes(*objects: object) -> int:
     return total
 
 
-def time_on_device(
+def round_on_device(
     fn: Callable[[], object],
     *,
     device: object,
-    config: TimingConfig | None = None,
+    config: TimingConfig,
     working_set: int | None = None,
     flush_l2: bool | str = "auto",
     cpu_timer: str = "perf_counter",
-) -> TimingResult:
-    """The runner's entry point: ``cpu_timer`` on CPU, CUDA events (+ L2 flush) on CUDA.
+    wait: WaitCounter | None = None,
+) -> Samples:
+    """The runner's entry point, one round: ``cpu_timer`` on CPU, CUDA events (+ L2 flush)
+    on CUDA.
 
     ``cpu_timer`` (a key of :data:`CPU_CLOCKS`) applies to CPU devices only: on CUDA the
     events time the device, whatever the host's clock.
@@ -478,9 +584,29 @@ def time_on_device(
     clock = cpu_clock(cpu_timer)  # an unknown name is an error on every device
     dev = torch.device(device)
     if dev.type == "cuda":
-        return time_cuda(
-            fn, config=config, device=dev, working_set_bytes=working_set, flush_l2=flush_l2
+        return cuda_round(
+            fn, config=config, device=dev, working_set_bytes=working_set, flush_l2=flush_l2,
+            wait=wait,
         )
     if dev.type != "cpu":
         raise ValueError(f"no timer for device {str(dev)!r} (known: cpu, cuda)")
-    return time_callable(fn, config=config, clock=clock, timer=cpu_timer)
+    return one_round(perf_counter_timer(fn, clock=clock), config, timer=cpu_timer, wait=wait)
+
+
+def time_on_device(
+    fn: Callable[[], object],
+    *,
+    device: object,
+    config: TimingConfig | None = None,
+    working_set: int | None = None,
+    flush_l2: bool | str = "auto",
+    cpu_timer: str = "perf_counter",
+    wait: WaitCounter | None = None,
+) -> TimingResult:
+    """:func:`round_on_device` once, as statistics."""
+    config = TimingConfig() if config is None else config
+    sampled = round_on_device(
+        fn, device=device, config=config, working_set=working_set, flush_l2=flush_l2,
+        cpu_timer=cpu_timer, wait=wait,
+    )
+    return TimingResult.from_rounds([sampled], spread_threshold=config.spread_threshold)

@@ -88,6 +88,13 @@ def _device(value: str) -> str:
     return value
 
 
+def _threads(value: Any) -> Any:
+    """``auto`` or a positive int; one rule and one message for both shapes."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError("is not 'auto' or a positive number of threads")
+
+
 def _suite_name(value: str) -> str:
     if not _NAME.fullmatch(value):
         raise ValueError(
@@ -174,6 +181,12 @@ class Measure(_Frozen):
     # clock of CPU cases: perf_counter (wall) or process_time (CPU time of the process:
     # steadier on a shared machine, for one thread); CUDA cases always use CUDA events
     timer: Literal["perf_counter", "process_time"] = "perf_counter"
+    # timing rounds per case, interleaved across the sweep (the budget is split between them)
+    rounds: PositiveInt = 3
+    # extra rounds at the end for a case whose threads waited for a CPU in every round
+    retries: NonNegativeInt = 2
+    # torch intra-op threads: 'auto' (the CPUs free at the start of the run) or a count
+    threads: Annotated[str | int, BeforeValidator(_threads)] = "auto"
 
 
 class LayerSpec(_Frozen):
