@@ -1,4 +1,4 @@
-"""Command line: ``harness layers | validate | run``.
+"""Command line: ``harness layers | validate | run | doctor`` (and report, compare, history).
 
 Bad input (a malformed suite, an impossible request, a corrupt results file) is reported
 as one line on stderr and exit code 2, never a traceback.
@@ -25,6 +25,7 @@ examples:
   harness run suites/table1.yaml --set sweep.seq_len=[128,256] --device cpu
   harness report results/quick/<run> --out reports/quick
   harness compare results/main/results.parquet results/pr/results.parquet --format markdown
+  harness doctor --device cuda            # is this machine quiet enough to time layers now?
 """
 
 
@@ -87,6 +88,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     suite, plan = _load(args, check_device=False)
     print(summarize(plan, title=f"{args.suite}: suite {suite.name!r}"))
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from harness import doctor
+    from harness.errors import HarnessInputError
+
+    try:
+        device = doctor.parse_device(args.device)
+    except ValueError as exc:
+        raise HarnessInputError(f"--device: {exc}") from None
+    verdicts = doctor.checks(device)
+    print(doctor.as_json(verdicts) if args.format == "json" else doctor.render(verdicts))
     return EXIT_OK
 
 
@@ -180,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not write report.html / report.pdf into the run folder at the end",
     )
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check whether this machine is fit to time layers right now",
+        description="Pre-flight checks before timing: other processes busy on this process's "
+        "CPUs (sampled over 0.3 s), load average, CPU governor and turbo, clock, torch threads "
+        "and OMP/MKL_NUM_THREADS; on CUDA also GPU clocks vs maximum, persistence mode, other "
+        "processes on the GPU and temperature (via NVML). Each check is ok, warn or info with "
+        "advice; what cannot be read is 'unknown'. Always exits 0 (2 only for bad arguments).",
+        epilog="examples:\n  harness doctor\n  harness doctor --device cuda:1\n"
+        "  harness doctor --device cpu --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--device", default="auto",
+        help="device to check: cpu, cuda, cuda:N or auto (default: cuda if present, else cpu)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_doctor)
 
     from harness.report.command import add_parser as add_report_parser
 
