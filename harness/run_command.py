@@ -61,16 +61,20 @@ def _clear(run_dir: RunDirectory) -> None:
         (run_dir.path / name).unlink(missing_ok=True)
 
 
-def resolve_threads(setting: str | int, load: Any, allowed: int | None = None
-                    ) -> tuple[int, str | None]:
+def resolve_threads(setting: str | int, load: Any, allowed: int | None = None,
+                    resumed: int | None = None) -> tuple[int, str | None]:
     """``measure.threads`` as a count, and a line for stderr when the user should know.
 
     ``auto`` takes the CPUs this process may use that other processes were not keeping busy
     at the start (``load``: :class:`harness.measure.system.CpuLoad`, None when unknown), so
-    torch's threads do not wait on a thread that is not running. A count is used as given.
+    torch's threads do not wait on a thread that is not running; a resumed run keeps the
+    count it started with (``resumed``), so that its rows stay comparable and reusable. A
+    count is used as given.
     """
     if allowed is None:
         allowed = load.allowed if load is not None else len(os.sched_getaffinity(0))
+    if setting == "auto" and resumed is not None:
+        return resumed, None
     if setting != "auto":
         count = int(setting)
         if count > allowed:
@@ -85,6 +89,15 @@ def resolve_threads(setting: str | int, load: Any, allowed: int | None = None
                        f"measure.threads auto uses {count} thread(s) (env_torch_threads), not "
                        f"{allowed}: times will not compare with a quiet run's")
     return count, None
+
+
+def _threads_of(run_dir: RunDirectory) -> int | None:
+    """The thread count an interrupted run's rows were measured with, if any."""
+    for row in run_dir.finished().values():
+        value = row.get("env_torch_threads")
+        if isinstance(value, (int, float)) and value == value and value >= 1:
+            return int(value)
+    return None
 
 
 def _first_device(plan: list[Any]) -> str:
@@ -208,7 +221,8 @@ def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     from harness.measure.system import cpu_load
 
     load = cpu_load()
-    threads, why = resolve_threads(suite.measure.threads, load)
+    threads, why = resolve_threads(suite.measure.threads, load,
+                                   resumed=_threads_of(run_dir) if args.resume else None)
     print(summary_line(_first_device(plan), load), file=sys.stderr)
     if why:
         print(f"harness: {why}", file=sys.stderr)

@@ -143,12 +143,17 @@ def test_sigkill_mid_sweep_then_resume_measures_every_case_exactly_once(tiny, tm
     proc.wait()
     kept = {p.name for p in (out / "parts").glob("*.parquet")}
     assert 2 <= len(kept) < 6
+    # a case is finished once all its rounds are in; one killed between rounds is measured
+    # again (its earlier rounds' raw samples are not kept)
+    complete = sum(int(pd.read_parquet(out / "parts" / name)["time_rounds"].iloc[0]) == 3
+                   for name in kept)
     resumed = harness("run", str(tiny), "--out", str(out), "--resume",
                       env={"HARNESS_TEST_SLOWDOWN": "attention=20"})
     assert resumed.returncode == 0, resumed.stderr
     df = read_results(out)
     assert len(df) == 6 and df["case_id"].is_unique and set(df["status"]) == {"ok"}
-    assert f"{len(kept)} reused" in resumed.stdout
+    assert (df["time_rounds"] == 3).all()
+    assert f"{complete} reused" in resumed.stdout
     assert kept <= {p.name for p in (out / "parts").glob("*.parquet")}
 
 
@@ -246,3 +251,32 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141
     assert b"Traceback" not in err and b"BrokenPipeError" not in err
+
+
+def test_resume_with_nothing_to_resume_starts_from_scratch(tiny, tmp_path):
+    """A job killed before its first case finished and requeued with the same command."""
+    out = tmp_path / "run"
+    (out / "parts").mkdir(parents=True)  # what a run killed during its first case leaves
+    proc = harness("run", str(tiny), "--out", str(out), "--resume",
+                   "--set", "measure.rounds=1")
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to resume yet; starting from scratch" in proc.stderr
+    df = read_results(out)
+    assert len(df) == 6 and set(df["status"]) == {"ok"}
+    assert (df["time_rounds"] == 1).all()
+
+
+def test_thread_policy():
+    from harness.measure.system import CpuLoad
+    from harness.run_command import resolve_threads
+
+    quiet = CpuLoad(allowed=4, busy=0.1, free=4, per_cpu={})
+    busy = CpuLoad(allowed=4, busy=1.8, free=2, per_cpu={})
+    assert resolve_threads("auto", quiet) == (4, None)
+    count, why = resolve_threads("auto", busy)
+    assert count == 2 and "1.8 of 4 CPUs busy" in why and "env_torch_threads" in why
+    assert resolve_threads("auto", None, allowed=3) == (3, None)  # load unknown: every CPU
+    assert resolve_threads(2, busy) == (2, None)  # a count is the user's choice
+    count, why = resolve_threads(8, quiet)
+    assert count == 8 and "threads will wait for each other" in why
+    assert resolve_threads("auto", busy, resumed=4) == (4, None)  # a resumed run keeps its own
