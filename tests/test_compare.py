@@ -503,12 +503,12 @@ def test_a_contended_candidate_is_inconclusive_not_a_regression(tmp_path, capsys
     (verdict,) = result.cases
     assert verdict.verdict == INCONCLUSIVE and verdict.time is None
     assert verdict.time_inconclusive and set(verdict.contended) == {"candidate"}
-    assert any(f"candidate {CONTENDED}" in r for r in verdict.reasons)
+    assert any(f"candidate: {CONTENDED}" in r for r in verdict.reasons)
     assert result.exit_code == 0 and result.summary() == {INCONCLUSIVE: 1}
     assert any(INCONCLUSIVE in w for w in result.warnings)
     assert run_cli(str(base), str(busy)) == 0
     out = capsys.readouterr().out
-    assert INCONCLUSIVE in out and f"candidate {CONTENDED}" in out
+    assert INCONCLUSIVE in out and f"candidate: {CONTENDED}" in out
 
 
 def test_a_contended_baseline_is_inconclusive_whichever_way_the_time_moved(tmp_path):
@@ -522,7 +522,7 @@ def test_a_contended_baseline_is_inconclusive_whichever_way_the_time_moved(tmp_p
         (verdict,) = compare_runs(load(base), load(cand)).cases
         assert verdict.verdict == INCONCLUSIVE, verdict.reasons
         assert set(verdict.contended) == {"baseline"}
-        assert any(f"baseline {CONTENDED}" in r for r in verdict.reasons)
+        assert any(f"baseline: {CONTENDED}" in r for r in verdict.reasons)
         assert run_cli(str(base), str(cand)) == 0
 
 
@@ -570,7 +570,7 @@ def test_the_inconclusive_verdict_in_json_and_markdown(tmp_path, capsys):
     assert md.startswith(f"### :grey_question: no benchmark regressions found, but 1 case "
                          f"{INCONCLUSIVE}")
     assert f"| `lstm-n16-d8` | :grey_question: {INCONCLUSIVE} |" in md
-    assert f"candidate {CONTENDED}" in md
+    assert f"candidate: {CONTENDED}" in md
 
 
 def _contend(side: RunRecord, runs: set[int], note: str = CONTENDED) -> RunRecord:

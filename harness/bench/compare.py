@@ -139,7 +139,7 @@ class Contention:
 
     def describe(self, side: str) -> str:
         count = "" if self.of == 1 else f" ({self.passes} of {self.of} passes)"
-        return f"{side} {self.note}{count}"
+        return f"{side}: {self.note}{count}"
 
 
 @dataclass(frozen=True)
