@@ -26,9 +26,17 @@ import harness.layers
 import harness.measure.env
 import harness.run_command
 import harness.suite  # noqa: F401
+from harness.bench.compare import INCONCLUSIVE, UNCHANGED, compare_runs, contended
 from harness.bench.loaders import load
-from harness.bench.plugin import SKIP_REASON, plugin_cli_args, stretched
+from harness.bench.plugin import (
+    SKIP_REASON,
+    contention_info,
+    plugin_cli_args,
+    stretched,
+    watched,
+)
 from harness.bench.timers import device_timer, synchronized
+from harness.measure.contention import ContentionRule
 
 pytest_plugins = ["pytester"]
 
@@ -67,6 +75,19 @@ def test_mixer(layer_benchmark):
     assert info["param_count"] == 8 * 8 + 8
 """
 
+# Overrides the plugin's counter: lstm's threads "wait" 1000 s between readings, others never.
+CONFTEST = """
+import itertools
+
+import pytest
+
+@pytest.fixture
+def harness_wait_counter(request):
+    step = 1000.0 if "lstm" in request.node.name else 0.0
+    readings = itertools.count(0.0, step)
+    return lambda: next(readings)
+"""
+
 FAST = ["--benchmark-max-time=0.005", "--benchmark-min-rounds=3"]
 
 
@@ -74,6 +95,7 @@ def _write_project(root: Path) -> Path:
     (root / "tiny.yaml").write_text(SUITE)
     (root / "test_suite_bench.py").write_text(SUITE_TEST)
     (root / "test_user.py").write_text(USER_TEST)
+    (root / "conftest.py").write_text(CONFTEST)
     return root
 
 
@@ -205,6 +227,85 @@ def test_the_json_feeds_harness_compare(benchmark_run):
     assert sorted(cases) == ["attention-n8-d8-h2", "lstm-n8-d8", "test_mixer"]
     assert len(cases["lstm-n8-d8"].passes) == 2  # the two passes of one case
     assert all(c.raw for c in cases.values())  # --benchmark-json keeps the raw data
+
+
+def test_contention_lands_in_extra_info_and_makes_compare_inconclusive(benchmark_run):
+    """The project's conftest scripts the wait counter: lstm contended, the rest quiet."""
+    _, doc, root = benchmark_run
+    for name in ("test_layer[lstm-n8-d8-p0]", "test_layer[lstm-n8-d8-p1]"):
+        info = _bench(doc, name)["extra_info"]
+        assert info["time_unreliable"] is True and info["time_wait_s"] == 1000.0
+        assert info["time_note"].startswith("contended: threads waited for a CPU 1000 s")
+    for name in ("test_layer[attention-n8-d8-h2-p0]", "test_mixer"):
+        info = _bench(doc, name)["extra_info"]
+        assert (info["time_unreliable"], info["time_note"], info["time_wait_s"]) == (
+            False, None, 0.0)
+    run = load(root / "out.json")
+    verdicts = {v.label: v.verdict for v in compare_runs(run, run).cases}
+    assert verdicts == {"lstm-n8-d8": INCONCLUSIVE, "attention-n8-d8-h2": UNCHANGED,
+                        "test_mixer": UNCHANGED}
+
+
+class FakeBenchmark:
+    """pytest-benchmark's fixture as ``watched`` sees it: call it, then read its stats."""
+
+    def __init__(self, events: list[str], total: float | None, iterations: int = 1) -> None:
+        self.events, self.total, self.iterations = events, total, iterations
+        self.extra_info: dict[str, Any] = {}
+        self.stats: Any = None
+
+    def __call__(self, call: Any) -> None:
+        self.events.append("benchmark")
+        call()
+        if self.total is not None:  # per-iteration times, as pytest-benchmark keeps them
+            stats = type("Stats", (), {"total": self.total / self.iterations})()
+            self.stats = type("Metadata", (), {"stats": stats,
+                                               "iterations": self.iterations})()
+
+
+def _scripted(readings: list[float], events: list[str]) -> Any:
+    values = iter(readings)
+
+    def wait() -> float:
+        events.append("wait")
+        return next(values)
+
+    return wait
+
+
+@pytest.mark.parametrize("readings, iterations, expected", [
+    ([10.0, 10.3], 1, True),  # 0.3 s of waiting over 1 s timed: 30 % > 5 %
+    ([10.0, 10.3], 4, True),  # the same, timed as 4 iterations per round
+    ([10.0, 10.04], 1, False),  # 4 % <= 5 %
+    ([10.0, 9.0], 1, False),  # a thread exited with its share: no negative waits
+])
+def test_watched_reads_the_counter_around_the_benchmark(readings, iterations, expected):
+    events: list[str] = []
+    bench = FakeBenchmark(events, total=1.0, iterations=iterations)
+    info = watched(bench, lambda: events.append("call"), _scripted(readings, events))
+    assert events == ["wait", "benchmark", "call", "wait"]
+    assert bench.extra_info == info
+    assert info["time_unreliable"] is expected
+    assert info["time_wait_s"] == pytest.approx(max(readings[1] - readings[0], 0.0))
+    if expected:
+        assert info["time_note"].startswith("contended: ") and "30%" in info["time_note"]
+        assert contended(info["time_unreliable"], info["time_note"])  # compare agrees
+    else:
+        assert info["time_note"] is None
+
+
+def test_unobservable_contention_is_not_reported():
+    events: list[str] = []
+    no_counter = watched(FakeBenchmark(events, total=1.0), lambda: None, None)
+    assert no_counter == {"time_unreliable": False, "time_note": None, "time_wait_s": None}
+    disabled = watched(FakeBenchmark(events, total=None), lambda: None,
+                       _scripted([0.0, 5.0], events))  # --benchmark-disable: nothing timed
+    assert disabled["time_unreliable"] is False and disabled["time_wait_s"] == 5.0
+
+
+def test_contention_info_uses_the_rule():
+    assert contention_info(0.2, 1.0)["time_unreliable"] is True
+    assert contention_info(0.2, 1.0, ContentionRule(sample_wait=0.25))["time_unreliable"] is False
 
 
 # --- timers ----------------------------------------------------------------------------------

@@ -17,11 +17,13 @@ from harness.bench.compare import (
     BASELINE_ONLY,
     CANDIDATE_ONLY,
     IMPROVED,
+    INCONCLUSIVE,
     MISMATCH,
     REGRESSED,
     UNCHANGED,
     Rules,
     compare_runs,
+    contended,
     to_dict,
 )
 from harness.bench.loaders import CaseRecord, PassStats, RunRecord, identity, load
@@ -469,3 +471,163 @@ def test_significance_is_tested_against_the_threshold_not_against_no_change():
     assert clean.verdict == REGRESSED and clean.time.p_value == pytest.approx(1 / 252)
     (faster,) = compare_runs(_side([[1.12, 1.13, 1.12]] * 5), steady).cases
     assert faster.verdict == IMPROVED and faster.time.p_value == pytest.approx(1 / 252)
+
+
+# --- contended time: inconclusive, never a verdict -------------------------------------------
+
+CONTENDED = "contended: threads waited for a CPU in 64% of samples in all 3 rounds"
+CONTENDED_ROW = {"time_unreliable": True, "time_note": CONTENDED}
+
+
+@pytest.mark.parametrize("unreliable, note, expected", [
+    (True, CONTENDED, True),
+    (True, "spread: IQR / median 15% > 10%; contended: waited in 40% of samples", True),
+    (True, "CPU throttled: clock fell to 60% of nominal", True),
+    (True, "spread: IQR / median 15% > 10%", False),  # spread alone: compared as before
+    (True, None, False),
+    (False, CONTENDED, False),  # the producer judged the time usable
+])
+def test_only_contention_or_throttling_makes_a_pass_contended(unreliable, note, expected):
+    assert contended(unreliable, note) is expected
+
+
+def test_a_contended_candidate_is_inconclusive_not_a_regression(tmp_path, capsys):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    slow = {("lstm", 16): _samples(1.5e-3, 0.02, seed=1)}
+    clean = write_run(tmp_path / "clean", slow)
+    busy = write_run(tmp_path / "busy", slow, **CONTENDED_ROW)
+    assert compare_runs(load(base), load(clean)).cases[0].verdict == REGRESSED  # the control
+    (record,) = load(busy).all_cases()
+    assert record.passes[0].unreliable and record.passes[0].note == CONTENDED
+    result = compare_runs(load(base), load(busy))
+    (verdict,) = result.cases
+    assert verdict.verdict == INCONCLUSIVE and verdict.time is None
+    assert verdict.time_inconclusive and set(verdict.contended) == {"candidate"}
+    assert any(f"candidate: {CONTENDED}" in r for r in verdict.reasons)
+    assert result.exit_code == 0 and result.summary() == {INCONCLUSIVE: 1}
+    assert any(INCONCLUSIVE in w for w in result.warnings)
+    assert run_cli(str(base), str(busy)) == 0
+    out = capsys.readouterr().out
+    assert INCONCLUSIVE in out and f"candidate: {CONTENDED}" in out
+
+
+def test_a_contended_baseline_is_inconclusive_whichever_way_the_time_moved(tmp_path):
+    busy_slow = write_run(tmp_path / "bs", {("lstm", 16): _samples(1.5e-3, 0.02)},
+                          **CONTENDED_ROW)
+    busy_fast = write_run(tmp_path / "bf", {("lstm", 16): _samples(1e-3, 0.02)},
+                          **CONTENDED_ROW)
+    cand_fast = write_run(tmp_path / "cf", {("lstm", 16): _samples(1e-3, 0.02, seed=1)})
+    cand_slow = write_run(tmp_path / "cs", {("lstm", 16): _samples(1.5e-3, 0.02, seed=2)})
+    for base, cand in ((busy_slow, cand_fast), (busy_fast, cand_slow)):
+        (verdict,) = compare_runs(load(base), load(cand)).cases
+        assert verdict.verdict == INCONCLUSIVE, verdict.reasons
+        assert set(verdict.contended) == {"baseline"}
+        assert any(f"baseline: {CONTENDED}" in r for r in verdict.reasons)
+        assert run_cli(str(base), str(cand)) == 0
+
+
+def test_a_row_unreliable_for_spread_only_is_compared_as_before(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    spread = write_run(tmp_path / "c", {("lstm", 16): _samples(1.5e-3, 0.02, seed=1)},
+                       time_unreliable=True, time_note="spread: IQR / median 12% > 10%")
+    (verdict,) = compare_runs(load(base), load(spread)).cases
+    assert verdict.verdict == REGRESSED and not verdict.contended
+    assert load(spread).all_cases()[0].passes[0].unreliable  # read, but not contention
+    assert run_cli(str(base), str(spread)) == 1
+
+
+def test_memory_and_flop_verdicts_ignore_contention(tmp_path):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    grown = write_run(tmp_path / "c", {("lstm", 16): _samples(1.5e-3, 0.02, seed=1)},
+                      peak_mem_bytes=150_000, flops_torch=4097, **CONTENDED_ROW)
+    result = compare_runs(load(base), load(grown))
+    (verdict,) = result.cases
+    assert verdict.verdict == REGRESSED and verdict.time_inconclusive
+    assert any("peak memory" in r for r in verdict.reasons)
+    assert any("flops_torch +1" in r for r in verdict.reasons)
+    assert any(INCONCLUSIVE in r for r in verdict.reasons)
+    assert not any(r.startswith("fastest call") for r in verdict.reasons)  # no time verdict
+    assert result.exit_code == 1
+
+
+def test_the_inconclusive_verdict_in_json_and_markdown(tmp_path, capsys):
+    base = write_run(tmp_path / "b", {("lstm", 16): _samples(1e-3, 0.02)})
+    busy = write_run(tmp_path / "c", {("lstm", 16): _samples(1.5e-3, 0.02, seed=1)},
+                     **CONTENDED_ROW)
+    assert run_cli(str(base), str(busy), "--format", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    (case,) = doc["cases"]
+    assert case["verdict"] == INCONCLUSIVE and case["time_inconclusive"] is True
+    assert "time" not in case
+    assert case["contended"] == {"candidate": {"note": CONTENDED, "passes": 1, "of": 1,
+                                               "runs_left": 0, "of_runs": 1}}
+    assert case["candidate"]["pass_unreliable"] == [True]
+    assert case["candidate"]["pass_notes"] == [CONTENDED]
+    assert case["baseline"]["pass_unreliable"] == [False]
+    assert doc["exit_code"] == 0 and doc["summary"] == {INCONCLUSIVE: 1}
+    assert run_cli(str(base), str(busy), "--format", "markdown") == 0
+    md = capsys.readouterr().out
+    assert md.startswith(f"### :grey_question: no benchmark regressions found, but 1 case "
+                         f"{INCONCLUSIVE}")
+    assert f"| `lstm-n16-d8` | :grey_question: {INCONCLUSIVE} |" in md
+    assert f"candidate: {CONTENDED}" in md
+
+
+def _contend(side: RunRecord, runs: set[int], note: str = CONTENDED) -> RunRecord:
+    """``side`` with every pass of the given runs marked contended."""
+    (record,) = side.all_cases()
+    passes = tuple(replace(p, unreliable=True, note=note) if p.run in runs else p
+                   for p in record.passes)
+    return replace(side, cases={record.key: [replace(record, passes=passes)]})
+
+
+def test_contended_runs_are_dropped_while_enough_clean_runs_remain():
+    """Eight runs a side, two baseline runs contended (and slow): judged on the six clean
+    ones, the 25 % slowdown is still caught. Three runs a side with one contended leave two,
+    too few for the runs test: inconclusive, not a weaker verdict."""
+    steady = [[1.0, 1.01, 1.02]] * 8
+    base = _contend(_side([*steady[:6], [1.6, 1.6, 1.6], [1.7, 1.7, 1.7]]), {6, 7})
+    cand = _side([[1.25, 1.26, 1.27]] * 8)
+    (judged,) = compare_runs(base, cand).cases
+    assert judged.verdict == REGRESSED and judged.time.basis == "runs"
+    assert judged.time.p_value == pytest.approx(1 / 3003)  # C(14, 8): 6 baseline runs vs 8
+    assert judged.contended["baseline"].runs_left == 6
+    assert any("without the contended passes" in r and "(6 of 24 passes)" in r
+               for r in judged.reasons)
+    few = _contend(_side(steady[:3]), {2})
+    (unsure,) = compare_runs(few, _side([[1.25, 1.26, 1.27]] * 3)).cases
+    assert unsure.verdict == INCONCLUSIVE and unsure.time is None
+
+
+def test_a_contended_pass_of_a_run_leaves_its_clean_passes():
+    base = _side([[1.0, 1.01, 1.02]] * 3)
+    cand = _side([[1.3, 1.31, 1.32]] * 3)
+    (record,) = cand.all_cases()
+    first = replace(record.passes[0], unreliable=True, note=CONTENDED)
+    cand = replace(cand, cases={record.key: [replace(record,
+                                                     passes=(first, *record.passes[1:]))]})
+    (verdict,) = compare_runs(base, cand).cases
+    assert verdict.verdict == REGRESSED and verdict.time.basis == "runs"
+    assert verdict.contended["candidate"].runs_left == 3
+
+
+def test_benchmark_json_extra_info_carries_the_contention(tmp_path):
+    def bench(seconds: float, **info: object) -> dict[str, object]:
+        data = list(_samples(seconds, 0.02))
+        return {"name": "test_x", "fullname": "test_x.py::test_x", "extra_info": info,
+                "stats": {"median": float(np.median(data)), "min": min(data),
+                          "rounds": len(data), "data": data}}
+
+    def write(path: Path, entry: dict[str, object]) -> Path:
+        path.write_text(json.dumps({"benchmarks": [entry],
+                                    "datetime": "2025-01-01T00:00:00"}))
+        return path
+
+    base = write(tmp_path / "b.json", bench(1e-3, time_unreliable=False, time_note=None))
+    busy = write(tmp_path / "c.json", bench(1.5e-3, **CONTENDED_ROW))
+    (record,) = load(busy).all_cases()
+    assert record.passes[0].unreliable and record.passes[0].note == CONTENDED
+    assert not load(base).all_cases()[0].passes[0].unreliable
+    assert compare_runs(load(base), load(busy)).cases[0].verdict == INCONCLUSIVE
+    plain = write(tmp_path / "d.json", bench(1.5e-3))  # a file from before: reliable
+    assert compare_runs(load(base), load(plain)).cases[0].verdict == REGRESSED

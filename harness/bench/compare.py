@@ -34,22 +34,40 @@ Rules (:class:`Rules`; defaults in brackets):
 
   A case is *slower* when the size is at least ``1 + threshold`` [10 %] **and** the change is
   significant; *faster* is the mirror image (``<= 1 / (1 + threshold)``).
+* **Contended time.** A pass whose row says other processes took its CPUs, or the CPU was
+  throttled (:func:`contended`), was slowed by an unknown amount that no statistic on its
+  own samples can undo, and contention comes and goes between sides: judged, it would be a
+  false regression (or, on the baseline side, a false improvement). Contended passes are
+  therefore dropped, and the time is judged on the clean passes that remain - *only* when
+  both sides keep at least one clean pass and dropping does not weaken what significance
+  rests on (runs, passes, samples above): a side of 8 runs with 2 contended is judged on its
+  6 clean runs (still >= :data:`MIN_RUNS`), one of 3 runs with 1 contended is not, since 2
+  runs cannot carry the runs test. Otherwise the case's time is **inconclusive
+  (contended)**: never slower or faster, the side and its note in the reasons, and the exit
+  code unaffected. Dropping rather than keeping every pass is safe because contention only
+  slows calls down: a clean pass is the better measure of the code, and the runs that remain
+  are still independent repetitions. Rows flagged for spread alone (IQR / median above 10 %)
+  are compared as before: the runs test and the fastest call already allow for spread.
 * **Memory.** Peak memory is one exact number per case: more than ``mem_threshold`` [10 %]
   *and* at least :data:`MEM_FLOOR_BYTES` more is a regression (less is an improvement).
 * **FLOPs.** Counted and analytic FLOPs are exact: *any* change is a change of the
   computation, not noise - an increase is a regression, a decrease an improvement.
 * **Status.** A case that ran in the baseline and fails in the candidate (error, oom,
   timeout) is a regression ("failed"); the reverse is "fixed".
+* **One verdict per case.** A memory or FLOP regression is "regressed" whatever the time;
+  else an inconclusive time makes the case "inconclusive (contended)" (a memory or FLOP
+  improvement is still listed in its reasons); else improved or unchanged.
 * **Device / dtype.** A case measured on another device or in another dtype is not compared
   (a warning says so) unless ``allow_mismatch``.
 * Cases on one side only are listed ("baseline only" / "candidate only"), never an error.
 
-The exit code is 1 when any case regressed or failed, else 0.
+The exit code is 1 when any case regressed or failed, else 0 (an inconclusive case never
+makes it 1: contention says nothing about the code).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.bench.loaders import FLOP_SOURCES, CaseRecord, Key, PassStats, RunRecord
@@ -68,6 +86,7 @@ MEM_FLOOR_BYTES = 4096
 MIN_RUNS = 3
 
 REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
+INCONCLUSIVE = "inconclusive (contended)"
 FAILED, FIXED, NOT_MEASURED = "failed", "fixed", "not measured"
 BASELINE_ONLY, CANDIDATE_ONLY, MISMATCH = "baseline only", "candidate only", "not compared"
 BAD_VERDICTS = (REGRESSED, FAILED)
@@ -89,6 +108,38 @@ class Rules:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not 0 < self.level < 1:
             raise ValueError(f"level must be in (0, 1), got {self.level}")
+
+
+def contended(unreliable: bool, note: str | None) -> bool:
+    """Whether a pass's time was disturbed by other processes or a throttled CPU.
+
+    ``time_unreliable`` is also set by a plain spread rule (IQR / median above 10 %); such a
+    pass is still compared, because the runs test and the fastest call already allow for
+    spread. Contention and throttling slow a whole pass by an amount its own samples cannot
+    reveal, so such a pass cannot speak for the code. ``time_note`` says which: a reason
+    (notes may join several with "; ") that starts with "contended", or any mention of
+    throttling. A note without the flag is ignored: the producer judged the time usable.
+    """
+    if not unreliable or not note:
+        return False
+    text = note.lower()
+    return "throttl" in text or any(
+        part.strip().startswith("contended") for part in text.split(";"))
+
+
+@dataclass(frozen=True)
+class Contention:
+    """The contended passes of one side of a case: how many, and the first one's note."""
+
+    note: str
+    passes: int  # contended passes
+    of: int  # all passes of the side
+    runs_left: int  # runs (processes) that keep at least one clean pass
+    of_runs: int
+
+    def describe(self, side: str) -> str:
+        count = "" if self.of == 1 else f" ({self.passes} of {self.of} passes)"
+        return f"{side}: {self.note}{count}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +170,8 @@ class CaseVerdict:
     time: TimeChange | None = None
     memory: tuple[float, float] | None = None  # (baseline, candidate) bytes
     flops: dict[str, tuple[float, float]] = field(default_factory=dict)
+    contended: dict[str, Contention] = field(default_factory=dict)  # by side, when any
+    time_inconclusive: bool = False  # contention left too little clean time to judge
 
     @property
     def bad(self) -> bool:
@@ -145,8 +198,8 @@ class Comparison:
         return 1 if self.regressed else 0
 
     def summary(self) -> dict[str, int]:
-        order = (REGRESSED, FAILED, IMPROVED, FIXED, UNCHANGED, NOT_MEASURED, MISMATCH,
-                 BASELINE_ONLY, CANDIDATE_ONLY)
+        order = (REGRESSED, FAILED, INCONCLUSIVE, IMPROVED, FIXED, UNCHANGED, NOT_MEASURED,
+                 MISMATCH, BASELINE_ONLY, CANDIDATE_ONLY)
         return {name: self.count(name) for name in order if self.count(name)}
 
 
@@ -208,6 +261,38 @@ def _units(base: CaseRecord, cand: CaseRecord) -> tuple[list[float], list[float]
     return [], [], "samples"
 
 
+#: How much a comparison's significance rests on (see :func:`_units`): more is stronger.
+_BASIS_STRENGTH = {"samples": 0, "passes": 1, "runs": 2}
+
+
+def _side_contention(case: CaseRecord) -> Contention | None:
+    bad = [p for p in case.passes if contended(p.unreliable, p.note)]
+    if not bad:
+        return None
+    runs = {p.run for p in case.passes}
+    clean_runs = {p.run for p in _without_contended(case).passes}
+    return Contention(note=str(bad[0].note), passes=len(bad), of=len(case.passes),
+                      runs_left=len(clean_runs), of_runs=len(runs))
+
+
+def _without_contended(case: CaseRecord) -> CaseRecord:
+    return replace(case, passes=tuple(p for p in case.passes
+                                      if not contended(p.unreliable, p.note)))
+
+
+def _clean_pair(base: CaseRecord, cand: CaseRecord) -> tuple[CaseRecord, CaseRecord] | None:
+    """Both sides without their contended passes, or None when that leaves the time
+    unjudgeable: a side without a clean pass, or a weaker basis than all passes had (see
+    the module docstring)."""
+    clean_b, clean_c = _without_contended(base), _without_contended(cand)
+    if not clean_b.passes or not clean_c.passes:
+        return None
+    before, after = _units(base, cand)[2], _units(clean_b, clean_c)[2]
+    if _BASIS_STRENGTH[after] < _BASIS_STRENGTH[before]:
+        return None
+    return clean_b, clean_c
+
+
 def _quartile_range(timing: PassStats) -> tuple[float, float]:
     lo = timing.q1 if timing.q1 is not None else timing.median
     hi = timing.q3 if timing.q3 is not None else timing.median
@@ -245,7 +330,20 @@ def judge(base: CaseRecord, cand: CaseRecord, rules: Rules) -> CaseVerdict:
         return out
     worse: list[str] = []
     better: list[str] = []
-    out.time = _time_change(base, cand, rules)
+    notes: list[str] = []
+    sides = {"baseline": _side_contention(base), "candidate": _side_contention(cand)}
+    out.contended = {side: c for side, c in sides.items() if c is not None}
+    timed: tuple[CaseRecord, CaseRecord] | None = (base, cand)
+    if out.contended:
+        described = "; ".join(c.describe(side) for side, c in out.contended.items())
+        timed = _clean_pair(base, cand)
+        if timed is None:
+            out.time_inconclusive = True
+            notes.append(f"time {INCONCLUSIVE}: {described}")
+        else:
+            notes.append(f"time judged without the contended passes: {described}")
+    if timed is not None:
+        out.time = _time_change(*timed, rules)
     if out.time is not None and out.time.direction != "same":
         (worse if out.time.direction == "slower" else better).append(_time_reason(out.time))
     if base.peak_mem_bytes is not None and cand.peak_mem_bytes is not None:
@@ -264,8 +362,9 @@ def judge(base: CaseRecord, cand: CaseRecord, rules: Rules) -> CaseVerdict:
         if c_f != b_f:
             text = f"{source} {c_f - b_f:+,.0f}"
             (worse if c_f > b_f else better).append(text)
-    out.reasons = worse + better
-    out.verdict = REGRESSED if worse else IMPROVED if better else UNCHANGED
+    out.reasons = worse + better + notes
+    out.verdict = (REGRESSED if worse else INCONCLUSIVE if out.time_inconclusive
+                   else IMPROVED if better else UNCHANGED)
     return out
 
 
@@ -338,6 +437,15 @@ def _warnings(baseline: RunRecord, candidate: RunRecord, verdicts: list[CaseVerd
                   else "not compared; pass --allow-mismatch to compare them anyway")
         out.append(f"{len(mismatched)} cases were measured on a different device or dtype: "
                    f"{shown}; {action}")
+    inconclusive = [v.label for v in verdicts if v.time_inconclusive]
+    if inconclusive:
+        shown = ", ".join(inconclusive[:5]) + (" ..." if len(inconclusive) > 5 else "")
+        out.append(
+            f"{len(inconclusive)} cases were timed while other processes took their CPUs "
+            f"(or the CPU was throttled), with too few clean passes left to judge: {shown}; "
+            f"their time is {INCONCLUSIVE}, neither a regression nor an improvement; time "
+            "them again on a quieter machine, or with more runs a side"
+        )
     stats_only = [v.label for v in verdicts
                   if v.time is not None and v.time.ci.method == "stats-only"]
     if stats_only:
@@ -380,6 +488,8 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
             "label": case.label, "device": case.device, "dtype": case.dtype,
             "status": case.status, "median_s": case.median, "min_s": case.minimum,
             "pass_medians_s": [p.median for p in case.passes],
+            "pass_unreliable": [p.unreliable for p in case.passes],
+            "pass_notes": [p.note for p in case.passes],
             "run_minima_s": case.run_minima,
             "samples": case.count, "raw_samples": case.raw,
             "peak_mem_bytes": case.peak_mem_bytes,
@@ -391,7 +501,14 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
         item: dict[str, Any] = {
             "label": v.label, "identity": dict(v.key), "verdict": v.verdict,
             "reasons": v.reasons, "baseline": side(v.baseline), "candidate": side(v.candidate),
+            "time_inconclusive": v.time_inconclusive,
         }
+        if v.contended:
+            item["contended"] = {
+                name: {"note": c.note, "passes": c.passes, "of": c.of,
+                       "runs_left": c.runs_left, "of_runs": c.of_runs}
+                for name, c in v.contended.items()
+            }
         if v.time is not None:
             item["time"] = {
                 "ratio": v.time.ratio, "min_ratio": v.time.min_ratio,

@@ -19,6 +19,11 @@ case in a benchmark JSON (``--harness-passes``), or several runs in a folder giv
 side - is one :class:`CaseRecord` with several :class:`PassStats`. Each pass remembers its
 *run* (the file it came from: one process), because passes of one process share that
 process's fate and are not independent repetitions (:attr:`CaseRecord.run_minima`).
+
+Reliability: each pass keeps its row's ``time_unreliable`` flag and ``time_note`` (results
+columns; ``extra_info`` keys of a benchmark), so that compare can tell a pass disturbed by
+other processes from a clean one (:func:`harness.bench.compare.contended`). Files written
+before these existed read as reliable, with no note.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class PassStats:
     count: int = 0
     min: float | None = None  # fastest call: second-fastest positive sample (from_samples)
     run: int = 0  # which run (file, process) of its side this pass came from
+    unreliable: bool = False  # the row's time_unreliable: contention, throttling or spread
+    note: str | None = None  # the row's time_note: why it is unreliable
 
     @classmethod
     def from_samples(cls, samples: np.ndarray) -> PassStats:
@@ -346,10 +353,18 @@ def _parse_time(text: Any) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
+def _reliability(source: Mapping[str, Any]) -> dict[str, Any]:
+    """``unreliable`` and ``note`` of a pass from a row's or an ``extra_info``'s
+    ``time_unreliable`` / ``time_note`` (absent or missing: reliable, no note)."""
+    flag, note = source.get("time_unreliable"), source.get("time_note")
+    return {"unreliable": False if _missing(flag) else bool(flag),
+            "note": None if _missing(note) or not str(note).strip() else str(note)}
+
+
 def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
     """A results row's timing: from its raw samples, else from its summary columns (ms)."""
     if data is not None and data.size:
-        return PassStats.from_samples(data)
+        return replace(PassStats.from_samples(data), **_reliability(row))
     median = _number(row.get("time_ms_median"))
     if median is None:
         return None
@@ -365,6 +380,7 @@ def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
         count=int(_number(row.get("time_samples")) or 0),
         min=None if _positive(row.get("time_ms_min")) is None
         else _positive(row.get("time_ms_min")) * ms,
+        **_reliability(row),
     )
 
 
@@ -489,13 +505,13 @@ def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
             samples = np.asarray([float(v) for v in data], dtype=float)
         except (TypeError, ValueError):
             raise _not_benchmark(path, f"benchmarks[{index}].stats.data is not numbers") from None
-        timing = PassStats.from_samples(samples)
+        timing = replace(PassStats.from_samples(samples), **_reliability(info))
     else:
         timing = PassStats(
             samples=None, median=float(stats["median"]),
             q1=_number(stats.get("q1")), q3=_number(stats.get("q3")),
             stddev=_number(stats.get("stddev")), count=int(_number(stats.get("rounds")) or 0),
-            min=_positive(stats.get("min")),
+            min=_positive(stats.get("min")), **_reliability(info),
         )
     return CaseRecord(
         key=key, label=label,

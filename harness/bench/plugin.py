@@ -23,6 +23,13 @@ Registered as a ``pytest11`` entry point, so any project that installs the harne
   ``--benchmark-json`` / ``--benchmark-autosave`` files); then pytest-benchmark times the
   call with its own warm-up / rounds options and a timer that synchronises CUDA.
 * ``layer_benchmark(module, x)``: the same for a user's own ``nn.Module``.
+* Contention: around each benchmark the plugin reads this process's run-queue wait (the
+  ``harness_wait_counter`` fixture: :func:`harness.measure.contention.wait_counter`; override
+  it to script one). When the threads waited for a CPU more than
+  ``ContentionRule().sample_wait`` of the time the benchmark measured, other processes took
+  its CPUs: ``extra_info`` gets ``time_unreliable=True`` and a ``time_note`` starting with
+  "contended", and ``harness compare`` calls the case's time inconclusive
+  (:func:`contention_info`).
 
 The test-only ``HARNESS_TEST_SLOWDOWN='lstm=1.25'`` switch stretches each timed call of
 that layer as in ``harness run`` (used to check that ``harness compare`` catches a slowdown).
@@ -33,9 +40,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # importing harness.measure imports torch: only where measuring needs it
+    from harness.measure.contention import ContentionRule, WaitCounter
 
 #: Parametrized argument names (= results columns); ``--benchmark-group-by=param:NAME``.
 CASE_PARAMS = (
@@ -72,6 +82,7 @@ class SuiteCase:
     slowdown: float = 1.0  # test-only injected slowdown of the timed call
     pass_index: int = 0  # which pass of --harness-passes this is
     passes: int = 1
+    wait: WaitCounter | None = None  # run-queue wait counter; None: contention not observed
 
     def params(self) -> dict[str, Any]:
         return {name: self.planned.params()[name] for name in CASE_PARAMS}
@@ -254,6 +265,7 @@ def harness_case(
     request: pytest.FixtureRequest, layer: str, variant: str, seq_len: int, d_model: int,
     heads: int | None, kernel: int | None, window: int | None, causal: bool, block: bool,
     batch: int, dtype: str, device: str, mode: str, harness_pass: int,
+    harness_wait_counter: WaitCounter | None,
 ) -> SuiteCase:
     """The suite case this test is parametrized with (see :func:`benchmark_case`)."""
     plan = load_plan(request.config)
@@ -262,21 +274,32 @@ def harness_case(
         "heads": heads, "kernel": kernel, "window": window, "causal": causal, "block": block,
         "batch": batch, "dtype": dtype, "device": device, "mode": mode,
     })
-    return replace(case, pass_index=harness_pass)
+    return replace(case, pass_index=harness_pass, wait=harness_wait_counter)
+
+
+@pytest.fixture(scope="session")
+def harness_wait_counter() -> WaitCounter | None:
+    """This process's run-queue wait counter (seconds its threads waited for a CPU), or None
+    where the kernel keeps none; read around each benchmark to detect contention. A project
+    (or a test) overrides this fixture to supply another counter."""
+    from harness.measure.contention import wait_counter
+
+    return wait_counter()
 
 
 @pytest.fixture
-def layer_benchmark(benchmark: Any) -> Any:
+def layer_benchmark(benchmark: Any, harness_wait_counter: WaitCounter | None) -> Any:
     """``layer_benchmark(module, x, mode="forward")``: benchmark a user's ``nn.Module``.
 
     FLOPs (FlopCounterMode and fvcore, 2 per multiply-add), peak memory and the parameter
-    count are measured before the timed calls and stored in ``benchmark.extra_info``;
-    returns that dict.
+    count are measured before the timed calls and stored in ``benchmark.extra_info``, and
+    contention during them after (see :func:`contention_info`); returns that dict.
     """
 
     def run(module: Any, x: Any, *, mode: str = "forward", flops: bool = True,
             memory: bool = True) -> dict[str, Any]:
-        return benchmark_module(benchmark, module, x, mode=mode, flops=flops, memory=memory)
+        return benchmark_module(benchmark, module, x, mode=mode, flops=flops, memory=memory,
+                                wait=harness_wait_counter)
 
     return run
 
@@ -352,8 +375,59 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
     use_device_timer(benchmark, device)
     if case.slowdown != 1.0:
         call = stretched(call, case.slowdown, benchmark._timer)
-    benchmark(call)
+    info.update(watched(benchmark, call, case.wait))
     return info
+
+
+def watched(benchmark: Any, call: Any, wait: WaitCounter | None) -> dict[str, Any]:
+    """Run ``benchmark(call)`` and record in its ``extra_info`` whether it was contended.
+
+    ``wait`` (a :data:`harness.measure.contention.WaitCounter`, or None) is read just before
+    and just after the benchmark, outside the timed calls. Its window also holds
+    pytest-benchmark's calibration, warm-up and one last untimed call, all charged to the
+    measured time: the check errs towards "contended". Returns the keys it added.
+    """
+    before = wait() if wait is not None else None
+    benchmark(call)
+    waited = None if before is None else max(wait() - before, 0.0)  # an exited thread: < 0
+    info = contention_info(waited, measured_seconds(benchmark))
+    benchmark.extra_info.update(info)
+    return info
+
+
+def measured_seconds(benchmark: Any) -> float | None:
+    """The time pytest-benchmark measured over all rounds (None when it timed nothing, as
+    with ``--benchmark-disable``): its per-iteration ``stats.total`` times the iterations
+    per round."""
+    meta = getattr(benchmark, "stats", None)
+    stats = getattr(meta, "stats", None)
+    if not stats:
+        return None
+    return float(stats.total) * int(getattr(meta, "iterations", 1) or 1)
+
+
+def contention_info(waited: float | None, measured: float | None,
+                    rule: ContentionRule | None = None) -> dict[str, Any]:
+    """``time_unreliable`` / ``time_note`` / ``time_wait_s`` of one benchmark.
+
+    Contended when this process's threads waited for a CPU (``waited`` seconds) more than
+    ``rule.sample_wait`` (:class:`harness.measure.contention.ContentionRule`) of the time
+    the benchmark measured: the same share the timing engine allows one sample. Not
+    observable (no counter, nothing measured): reliable as far as is known, no note.
+    """
+    from harness.measure.contention import ContentionRule
+
+    rule = rule or ContentionRule()
+    out: dict[str, Any] = {"time_unreliable": False, "time_note": None, "time_wait_s": waited}
+    if waited is None or not measured or measured <= 0:
+        return out
+    share = waited / measured
+    if share > rule.sample_wait:
+        out["time_unreliable"] = True
+        out["time_note"] = (f"contended: threads waited for a CPU {waited:.4g} s during the "
+                            f"benchmark, {share:.0%} of its {measured:.4g} s of timed calls "
+                            f"(limit {rule.sample_wait:.0%})")
+    return out
 
 
 def stretched(call: Any, factor: float, clock: Any) -> Any:
@@ -427,8 +501,13 @@ def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any
 
 
 def benchmark_module(benchmark: Any, module: Any, x: Any, *, mode: str = "forward",
-                     flops: bool = True, memory: bool = True) -> dict[str, Any]:
-    """Benchmark ``module(x)`` (forward, or forward + backward with ``mode="train"``)."""
+                     flops: bool = True, memory: bool = True,
+                     wait: WaitCounter | None = None) -> dict[str, Any]:
+    """Benchmark ``module(x)`` (forward, or forward + backward with ``mode="train"``).
+
+    ``wait``: the run-queue wait counter read around the timed calls (the
+    ``harness_wait_counter`` fixture); None leaves contention unobserved.
+    """
     from harness.bench.timers import use_device_timer
     from harness.execute import make_call
     from harness.measure.memory import measure_peak_memory
@@ -440,6 +519,6 @@ def benchmark_module(benchmark: Any, module: Any, x: Any, *, mode: str = "forwar
         info.update(peak_mem_bytes=mem.peak_bytes, mem_method=mem.method)
     benchmark.extra_info.update(info)
     use_device_timer(benchmark, x.device)
-    benchmark(call)
+    info.update(watched(benchmark, call, wait))
     return info
 

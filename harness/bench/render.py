@@ -7,13 +7,15 @@ from harness.bench.compare import (
     CANDIDATE_ONLY,
     FAILED,
     IMPROVED,
+    INCONCLUSIVE,
     REGRESSED,
     CaseVerdict,
     Comparison,
 )
 
 _MARK = {REGRESSED: "REGRESSED", FAILED: "FAILED", IMPROVED: "improved"}
-_EMOJI = {REGRESSED: ":red_circle:", FAILED: ":x:", IMPROVED: ":green_circle:"}
+_EMOJI = {REGRESSED: ":red_circle:", FAILED: ":x:", INCONCLUSIVE: ":grey_question:",
+          IMPROVED: ":green_circle:"}
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -104,9 +106,14 @@ def _md(text: str) -> str:
 
 def markdown(c: Comparison) -> str:
     """A CI comment: verdict first, regressions in full, every case in a folded table."""
-    bad = c.regressed
-    title = (f"### :red_circle: {len(bad)} benchmark regression{'s' if len(bad) != 1 else ''}"
-             if bad else "### :white_check_mark: no benchmark regressions")
+    bad, unsure = c.regressed, c.count(INCONCLUSIVE)
+    if bad:
+        title = f"### :red_circle: {len(bad)} benchmark regression{'s' if len(bad) != 1 else ''}"
+    elif unsure:
+        title = (f"### :grey_question: no benchmark regressions found, but {unsure} "
+                 f"case{'s' if unsure != 1 else ''} {INCONCLUSIVE}")
+    else:
+        title = "### :white_check_mark: no benchmark regressions"
     lines = [title, "", _md(_headline(c)), ""]
     lines += [f"> :warning: {_md(w)}" for w in c.warnings]
     if c.warnings:
