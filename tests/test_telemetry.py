@@ -6,6 +6,7 @@ stop values, so each column is checked against a known difference.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -23,7 +24,7 @@ from harness.measure.telemetry import (
 
 GPU_COLUMNS = (*(c for c in TELEMETRY_COLUMNS if c.startswith("gpu_")), "energy_j_per_call")
 CPU_COLUMNS = tuple(c for c in TELEMETRY_COLUMNS if c not in GPU_COLUMNS)
-OUR_PID = 4242
+OUR_PID, RUNNER_PID = 4242, 4000
 
 # /proc/stat: cpuN user nice system idle iowait irq softirq steal guest guest_nice
 STAT_START = """\
@@ -91,7 +92,7 @@ NVML_VALUES: dict[str, tuple[object, object]] = {
     "temp": (45, 83),
     "power": (120_500, 690_000),
     "reasons": (0x1, 0x20 | 0x4 | 0x2),  # idle at start; thermal + power cap (+ app clocks)
-    "processes": ([_proc(OUR_PID)], [_proc(OUR_PID), _proc(7), _proc(8)]),
+    "processes": ([_proc(OUR_PID)], [_proc(OUR_PID), _proc(RUNNER_PID), _proc(7), _proc(8)]),
     "energy": (1_000_000, 1_050_000),
 }
 
@@ -143,7 +144,7 @@ def telemetry(device: str, phases: Phases, *, nvml: object = None,
         clock=lambda: phases.pick((10.0, 12.0)),
         process_cpu=lambda: phases.pick((1.0, 2.5)),
         cpus=lambda: {0, 1},
-        pid=OUR_PID,
+        pids=(OUR_PID, RUNNER_PID),
         ticks_per_s=100,
         cuda_context=lambda: cuda_context,
     )
@@ -235,7 +236,7 @@ def test_gpu_columns_from_a_fake_nvml() -> None:
     assert row["energy_j_per_call"] == pytest.approx(0.5)
     # idle and applications clocks ignored; reasons from start and stop together, bit order
     assert row["gpu_throttle_reasons"] == "sw_power_cap,sw_thermal_slowdown"
-    assert row["gpu_other_processes"] == 2  # 7 and 8; our own pid is not counted
+    assert row["gpu_other_processes"] == 2  # 7 and 8; ours and our runner's are not counted
     assert nvml.calls.count("nvmlInit") == 1 and nvml.calls.count("nvmlShutdown") == 1
     assert nvml.calls[-1] == "nvmlShutdown"
 
@@ -279,6 +280,16 @@ def test_other_processes_when_nvml_lists_host_pids() -> None:
     phases = Phases()
     t = telemetry("cuda", phases, nvml=fake_nvml(phases, values=listed), cuda_context=False)
     assert run(t, phases)["gpu_other_processes"] == 2  # no CUDA context here: none is ours
+
+
+def test_default_own_processes_are_this_one_and_its_parent() -> None:
+    """A worker's runner (its parent) may hold a CUDA context too: that is not contention."""
+    phases = Phases()
+    listed = [_proc(os.getpid()), _proc(os.getppid()), _proc(1)]
+    nvml = fake_nvml(phases, values={"processes": (listed, listed)})
+    t = CaseTelemetry("cuda", nvml=nvml)
+    t.start()
+    assert t.stop()["gpu_other_processes"] == 1
 
 
 def test_unsupported_queries_are_none_one_by_one() -> None:

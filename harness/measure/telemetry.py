@@ -112,7 +112,9 @@ class CaseTelemetry:
     ``device`` is the case's torch device string; NVML is used only for ``cuda`` devices.
     ``nvml`` is the ``pynvml`` module or a stand-in (default: imported, if installed).
     ``read(path) -> text`` reads /proc and /sys files (raises OSError when absent).
-    ``cpus``, ``pid``, ``ticks_per_s`` and ``cuda_context`` exist for tests.
+    ``pids`` are the processes counted as this measurement's own on the GPU (default: this
+    one and its parent, the runner that spawned this worker); ``cpus``, ``ticks_per_s`` and
+    ``cuda_context`` exist for tests.
     NVML is initialised in :meth:`start` and shut down in :meth:`stop` (or :meth:`close`).
     """
 
@@ -126,7 +128,7 @@ class CaseTelemetry:
         clock: Callable[[], float] = time.perf_counter,
         process_cpu: Callable[[], float] = time.process_time,
         cpus: Callable[[], Collection[int]] = _allowed_cpus,
-        pid: int | None = None,
+        pids: Collection[int] | None = None,
         ticks_per_s: float | None = None,
         cuda_context: Callable[[], bool] = torch.cuda.is_initialized,
     ) -> None:
@@ -137,7 +139,7 @@ class CaseTelemetry:
         self._clock = clock
         self._process_cpu = process_cpu
         self._cpus_of = cpus
-        self._pid = os.getpid() if pid is None else pid
+        self._pids = frozenset((os.getpid(), os.getppid()) if pids is None else pids)
         self._ticks = _ticks_per_s() if ticks_per_s is None else float(ticks_per_s)
         self._cuda_context = cuda_context
         self._cpus: frozenset[int] = frozenset()
@@ -269,10 +271,11 @@ class CaseTelemetry:
         }
 
     def _other_processes(self, processes: Any) -> int | None:
-        """Compute processes on the device other than this one.
+        """Compute processes on the device other than ours (``pids``).
 
-        In a container NVML reports host pids, so this process may not be listed under its
-        own pid: then, if this process holds a CUDA context, one listed process is ours.
+        In a container NVML reports host pids, so none of ours may be listed under the pid
+        we know: then, if this process holds a CUDA context, one listed process is taken
+        as this one (a parent holding a context too would count as another).
         """
         if processes is None:
             return None
@@ -280,8 +283,8 @@ class CaseTelemetry:
             pids = [int(p.pid) for p in processes]
         except (AttributeError, TypeError, ValueError):
             return None
-        if self._pid in pids:
-            return sum(p != self._pid for p in pids)
+        if self._pids.intersection(pids):
+            return sum(p not in self._pids for p in pids)
         ours = 1 if pids and _safe_bool(self._cuda_context) else 0
         return len(pids) - ours
 
