@@ -6,9 +6,9 @@
 #      samples.parquet, suite.yaml, report.html, report.pdf)
 #   3. a short summary of the run                      -> stdout and OUTDIR/summary.txt
 #
-# Each step has a hard time limit, so the whole check ends within 8 minutes on one
-# H100/H200 (typically 2-4): a hung step is cut off, what it finished is kept, and the
-# report is then rebuilt from the saved rows. Exit status: 0 when the tests pass and every
+# Each step has a hard time limit (120 + 250 + 45 s, plus at most 30 s of grace to stop),
+# so the whole check ends within 8 minutes on one H100/H200 (typically 2-4): a hung step is
+# cut off, the cases it finished are kept, and the report is rebuilt from the saved rows. Exit status: 0 when the tests pass and every
 # case is ok or oom (naive attention at n = 32768 is meant to run out of memory); 1 when
 # something failed; 2 for bad usage or no CUDA device.
 set -euo pipefail
@@ -34,15 +34,15 @@ fi
 failed=0
 run="$out/run"
 
-echo "== 1/3 pytest -m gpu (limit 150 s)"
+echo "== 1/3 pytest -m gpu (limit 120 s)"
 tests_rc=0
-timeout -s INT -k 15 150 python -m pytest -m gpu -q -raP -p no:cacheprovider 2>&1 \
+timeout -s INT -k 10 120 python -m pytest -m gpu -q -raP -p no:cacheprovider 2>&1 \
     | tee "$out/pytest-gpu.log" || tests_rc=$?
 [[ $tests_rc -eq 0 ]] || { echo "gpu-check: pytest exit status $tests_rc" >&2; failed=1; }
 
-echo "== 2/3 harness run suites/gpu-check.yaml --device cuda (limit 270 s)"
+echo "== 2/3 harness run suites/gpu-check.yaml --device cuda (limit 250 s)"
 run_rc=0
-timeout -s INT -k 20 270 python -m harness run suites/gpu-check.yaml --device cuda \
+timeout -s INT -k 15 250 python -m harness run suites/gpu-check.yaml --device cuda \
     --out "$run" --force || run_rc=$?
 if [[ $run_rc -ne 0 ]]; then
     echo "gpu-check: harness run exit status $run_rc" >&2
@@ -53,8 +53,8 @@ if [[ $run_rc -ne 0 && -d "$run/parts" ]]; then  # cut off: merge the cases it f
         "$run" || true
 fi
 if [[ -f "$run/results.parquet" && ! -f "$run/report.html" ]]; then
-    echo "gpu-check: no report written; building it from the saved rows (limit 60 s)"
-    timeout -k 10 60 python -m harness report "$run" --out "$run" || failed=1
+    echo "gpu-check: no report written; building it from the saved rows (limit 45 s)"
+    timeout -k 5 45 python -m harness report "$run" --out "$run" || failed=1
 fi
 
 echo "== 3/3 summary"
