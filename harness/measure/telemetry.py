@@ -159,7 +159,7 @@ class CaseTelemetry:
             self._cpus = frozenset()
         if self.device.type == "cuda":
             self._open_nvml()
-        self._before = self._snapshot()
+        self._before = self._snapshot(before=True)
 
     def stop(self, calls: int | None = None) -> dict[str, object]:
         """Snapshot after the timed phase; the columns of :data:`TELEMETRY_COLUMNS`.
@@ -173,7 +173,7 @@ class CaseTelemetry:
             self.close()
             return columns
         try:
-            after = self._snapshot()
+            after = self._snapshot(before=False)
         finally:
             self.close()
         columns.update(
@@ -194,13 +194,19 @@ class CaseTelemetry:
 
     # -- snapshots ----------------------------------------------------------------------
 
-    def _snapshot(self) -> _Snapshot:
-        snap = _Snapshot(wall_s=self._clock(), process_cpu_s=self._process_cpu())
-        snap.busy_jiffies = self._stat()
-        snap.loadavg = self._load()
-        snap.cpu_mhz = cpu_mhz(self._read, self._cpus)
-        if self._handle is not None:
-            snap.gpu = self._gpu()
+    def _snapshot(self, *, before: bool) -> _Snapshot:
+        """The counters (wall, own CPU time, /proc/stat, GPU energy) sit next to the timed
+        phase - read last before it, first after it - so the work of reading the rest
+        (NVML, cpuinfo) stays out of the window they measure."""
+        if before:
+            gpu, load, mhz = self._gpu(), self._load(), cpu_mhz(self._read, self._cpus)
+            busy = self._stat()
+            snap = _Snapshot(wall_s=self._clock(), process_cpu_s=self._process_cpu())
+        else:
+            snap = _Snapshot(wall_s=self._clock(), process_cpu_s=self._process_cpu())
+            busy = self._stat()
+            gpu, load, mhz = self._gpu(), self._load(), cpu_mhz(self._read, self._cpus)
+        snap.busy_jiffies, snap.gpu, snap.loadavg, snap.cpu_mhz = busy, gpu, load, mhz
         return snap
 
     def _load(self) -> float | None:
@@ -254,9 +260,11 @@ class CaseTelemetry:
 
     def _gpu(self) -> dict[str, Any]:
         nvml, h, ask = self._nvml, self._handle, self._ask
+        if h is None:
+            return {}
         power_mw = ask(lambda: nvml.nvmlDeviceGetPowerUsage(h))
         reasons = ask(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(h))
-        if reasons is None:  # nvidia-ml-py before 12.535 / drivers before r535
+        if reasons is None:  # the older name (older nvidia-ml-py or driver)
             reasons = ask(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(h))
         return {
             "sm": ask(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)),
