@@ -20,6 +20,7 @@ import torch
 
 from harness import registry
 from harness.measure.contention import ContentionRule, wait_counter
+from harness.measure.telemetry import TELEMETRY_COLUMNS, CaseTelemetry, telemetry_note
 from harness.measure.timing import Samples, TimingResult
 from harness.spec import LayerCase
 
@@ -210,6 +211,10 @@ def apply_timing(row: dict[str, Any], rounds: list[Samples], settings: ExecSetti
         rounds, rule=settings.contention, spread_threshold=settings.timing.spread_threshold
     )
     row.update(result.as_row())
+    throttled = telemetry_note(row)  # clocks, throttling, other GPU users: first round's
+    if throttled:
+        row["time_unreliable"] = True
+        row["time_note"] = "; ".join(n for n in (row.get("time_note"), throttled) if n)
     median_s = result.median
     flops = row.get("flops_analytic")
     if median_s > 0:
@@ -262,9 +267,18 @@ def _execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list
 
     # 1. time (first round) and memory: the case itself; a failure here is the row's status
     device = torch.device(planned.device)
+    row.update(dict.fromkeys(TELEMETRY_COLUMNS))
+    telemetry: CaseTelemetry | None = None
     try:
         call, working_set, device = _prepared(planned, settings)
-        rounds.append(_time_round(call, working_set, device, settings))
+        telemetry = CaseTelemetry(str(device))  # after the build: the CUDA context exists
+        telemetry.start()
+        first = _time_round(call, working_set, device, settings)
+        rounds.append(first)
+        row.update(telemetry.stop(
+            calls=first.warmup_calls + first.calls_per_sample * len(first.samples)
+        ))
+        telemetry.close()
         if settings.memory:
             mem = measure_peak_memory(call, device=str(device))
             row.update(
@@ -274,6 +288,8 @@ def _execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list
             )
         del call
     except Exception as exc:  # noqa: BLE001 - every failure of a case becomes its row
+        if telemetry is not None:
+            telemetry.close()
         row.update(status="oom" if is_oom(exc) else "error", message=one_line(exc))
         if device.type == "cuda":
             torch.cuda.empty_cache()
