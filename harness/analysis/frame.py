@@ -67,10 +67,9 @@ def unreliable_mask(df: pd.DataFrame) -> pd.Series:
 def time_notes(df: pd.DataFrame) -> pd.Series:
     """``time_note`` per row as text or None; None everywhere for files written before the
     column existed (they have ``time_unreliable`` but no reason)."""
-    if "time_note" not in df.columns:
-        return pd.Series(None, index=df.index, dtype=object)
-    notes = [None if missing(v) or not str(v).strip() else str(v).strip()
-             for v in df["time_note"].astype(object).tolist()]
+    raw = df["time_note"].astype(object).tolist() if "time_note" in df.columns else \
+        [None] * len(df)
+    notes = [None if missing(v) or not str(v).strip() else str(v).strip() for v in raw]
     return pd.Series(notes, index=df.index, dtype=object)
 
 
