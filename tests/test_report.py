@@ -389,14 +389,19 @@ def test_the_banner_lists_at_most_ten_cases_and_counts_each_cause(tmp_path):
 
 
 def test_old_results_without_time_note_still_name_the_disturbed_cases(tmp_path):
-    run = write_run(tmp_path / "r", disturbed_rows({"lstm-n256-d64": None}, failures=False))
+    rows = disturbed_rows({"lstm-n256-d64": None, "lstm-n512-d64": None}, failures=False)
+    spread = next(r for r in rows if r["label"] == "lstm-n256-d64")
+    spread.update(time_ms_median=2.0, time_ms_iqr=0.5)
+    next(r for r in rows if r["label"] == "lstm-n512-d64").update(time_ms_iqr=None)
+    run = write_run(tmp_path / "r", rows)
     df, runs = load_runs([run])
-    assert "time_note" not in df.columns and df["time_unreliable"].sum() == 1
+    assert "time_note" not in df.columns and df["time_unreliable"].sum() == 2
     alert, listed = build_report(df, runs).sections[0].blocks[:2]
-    assert alert.text.startswith("Timings disturbed: 1 of 24 cases had timings flagged "
-                                 "unreliable with no reason recorded; it is drawn hollow")
-    assert listed.items == ("lstm-n256-d64: no reason recorded",)
-    assert "<li>lstm-n256-d64: no reason recorded</li>" in _html([run], tmp_path / "out")
+    assert alert.text.startswith("Timings disturbed: 2 of 24 cases had timings flagged "
+                                 "unreliable with no reason recorded; they are drawn hollow")
+    assert listed.items == ("lstm-n256-d64: no reason recorded (IQR/median 0.25)",
+                            "lstm-n512-d64: no reason recorded")
+    assert "<li>lstm-n512-d64: no reason recorded</li>" in _html([run], tmp_path / "out")
 
 
 def _drawn(plot) -> Figure:

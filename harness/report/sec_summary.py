@@ -84,6 +84,15 @@ def _cause(note: str | None) -> str:
     return min(found)[1] if found else ""
 
 
+def _no_note(row: Any) -> str:
+    """For a row without time_note (files from before it): the recorded spread, if any, so
+    the reader still sees a number (read from the file, never measured here)."""
+    median, iqr = row.get("time_ms_median"), row.get("time_ms_iqr")
+    if fmt.missing(median) or fmt.missing(iqr) or not float(median) > 0:
+        return "no reason recorded"
+    return f"no reason recorded (IQR/median {float(iqr) / float(median):.2f})"
+
+
 def _case_name(row: Any, many: bool) -> str:
     """The case's label (layer, variant and sizes where a file has no label), with its run
     when the report compares runs."""
@@ -113,7 +122,7 @@ def disturbed_banner(ctx: Context) -> list[Block]:
     text = (f"Timings disturbed: {k} of {timed} case{'s' if timed != 1 else ''} {how}; "
             f"{'it is' if k == 1 else 'they are'} drawn hollow and excluded from fits and "
             "crossovers of time:")
-    items = [f"{_case_name(row, ctx.many)}: {note or 'no reason recorded'}"
+    items = [f"{_case_name(row, ctx.many)}: {note or _no_note(row)}"
              for (_, row), note in zip(ok[flagged].iterrows(), notes, strict=True)]
     if len(items) > MAX_DISTURBED:
         rest = len(items) - MAX_DISTURBED
