@@ -17,6 +17,7 @@ from harness.analysis import (
     THEORY,
     crossovers,
     efficiency,
+    exponent_verdict,
     fit_exponents,
     fit_loglog,
     flop_reconciliation,
@@ -331,6 +332,120 @@ def test_fit_exponents_validates_its_input() -> None:
         fit_exponents([1, 2, 3])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="min_tail"):
         fit_exponents(power_law_frame(N_SWEEP), min_tail=2)
+
+
+# --------------------------------------------------------------------------- unreliable timings
+
+
+def disturbed(df: pd.DataFrame, ns: tuple[int, ...], factor: float = 10.0,
+              layer: str | None = None, column: str = "time_ms_median") -> pd.DataFrame:
+    """``df`` with the timing at ``ns`` (of ``layer``, or every layer) slowed by ``factor``
+    and flagged unreliable, as a busy machine would leave it."""
+    out = df.copy()
+    if "time_unreliable" not in out.columns:
+        out["time_unreliable"] = False
+    hit = out["seq_len"].isin(ns).to_numpy(dtype=bool)
+    if layer is not None:
+        hit &= (out["layer"] == layer).to_numpy()
+    out.loc[hit, column] = out.loc[hit, column] * factor
+    out.loc[hit, "time_unreliable"] = True
+    return out
+
+
+def test_unreliable_timings_are_left_out_of_time_fits_and_counted() -> None:
+    df = disturbed(power_law_frame(N_SWEEP), (1024, 2048))
+    fits = fit_exponents(df, metrics=["time_ms_median", "flops_analytic"], tail=False)
+    time = fits[fits["metric"] == "time_ms_median"].iloc[0]
+    assert time["slope"] == pytest.approx(1.5, abs=1e-12)  # the slowed points would bend it
+    assert time["excluded_unreliable"] == 2 and time["n_points"] == 4
+    assert time["points_used"] == (64.0, 128.0, 256.0, 512.0) and time["flag"] == "ok"
+    assert time["n_excluded"] == 0
+    flops = fits[fits["metric"] == "flops_analytic"].iloc[0]  # FLOPs are not disturbed
+    assert flops["excluded_unreliable"] == 0 and flops["n_points"] == 6
+    kept = fit_exponents(df.assign(time_unreliable=False), metrics=["time_ms_median"],
+                         tail=False).iloc[0]
+    assert kept["excluded_unreliable"] == 0 and kept["slope"] > 1.6
+
+
+def test_too_few_reliable_points_make_a_time_fit_inconclusive() -> None:
+    df = disturbed(power_law_frame((64, 128, 256)), (256,))
+    fit = fit_exponents(df, metrics=["time_ms_median"]).iloc[0]
+    assert fit["flag"] == "too few reliable points" and fit["n_points"] == 2
+    verdict, reason = exponent_verdict(fit)
+    assert verdict == "inconclusive"
+    assert reason.startswith("too few reliable points (") and \
+        "1 unreliable point excluded" in reason
+    every = fit_exponents(disturbed(power_law_frame((64, 128, 256)), (64, 128, 256)),
+                          metrics=["time_ms_median"]).iloc[0]
+    assert math.isnan(every["slope"]) and every["excluded_unreliable"] == 3
+    assert every["flag"] == "too few reliable points"
+    verdict, reason = exponent_verdict(every)  # inconclusive, not "not measured"
+    assert verdict == "inconclusive" and "3 unreliable points excluded" in reason
+    assert "no slope" in reason
+    short = fit_exponents(disturbed(power_law_frame((64, 128)), (128,)),
+                          metrics=["time_ms_median"]).iloc[0]
+    assert short["flag"] == "too few points"  # too short with or without the flag
+
+
+def test_results_without_a_reliability_flag_or_note_fit_every_point() -> None:
+    df = power_law_frame(N_SWEEP)
+    assert "time_unreliable" not in df.columns and "time_note" not in df.columns
+    fit = fit_exponents(df, metrics=["time_ms_median"], tail=False).iloc[0]
+    assert fit["excluded_unreliable"] == 0 and fit["n_points"] == 6
+    df["time_unreliable"] = pd.array([True, None, False, None, None, None], dtype="boolean")
+    fit = fit_exponents(df, metrics=["time_ms_median"], tail=False).iloc[0]
+    assert fit["excluded_unreliable"] == 1 and fit["n_points"] == 5  # NA is not a flag
+    assert exponent_verdict({**fit.to_dict(), "excluded_unreliable": None})[0] != "n/a"
+
+
+def time_curves(ns: tuple[int, ...], fa, fb) -> pd.DataFrame:
+    """Two layers whose times (and FLOPs, equal to them) follow ``fa`` and ``fb``."""
+    rows = [case("lstm", "fused", n, 64, time_ms_median=float(fa(n)),
+                 flops_analytic=float(fa(n)), time_unreliable=False) for n in ns]
+    rows += [case("attention", "matmul", n, 64, heads=4, time_ms_median=float(fb(n)),
+                  flops_analytic=float(fb(n)), time_unreliable=False) for n in ns]
+    return frame(rows)
+
+
+def test_time_crossovers_leave_out_unreliable_points_and_count_them() -> None:
+    ns = (100, 300, 2000, 5000)
+    parallel = time_curves(ns, lambda n: n, lambda n: 2 * n)
+    spurious = disturbed(parallel, (5000,), factor=4.0, layer="lstm")  # lstm passes attention
+    assert crossovers(spurious, "time_ms_median").empty
+    counted = disturbed(parallel, (5000,), factor=4.0, layer="lstm", column="flops_analytic")
+    assert len(crossovers(counted, "flops_analytic")) == 1  # FLOPs keep the flagged row
+    assert crossovers(counted, "flops_analytic").iloc[0]["excluded_unreliable"] == 0
+    real = disturbed(time_curves(ns, lambda n: 10 * n, lambda n: 0.01 * n * n), (100,),
+                     factor=1.0)
+    (row,) = crossovers(real, "time_ms_median").itertuples()
+    assert row.crossover_at == pytest.approx(1000.0, rel=1e-12)
+    assert row.excluded_unreliable == 2  # n=100 of both curves
+    assert crossovers(real.drop(columns="time_unreliable"),
+                      "time_ms_median").iloc[0]["excluded_unreliable"] == 0
+
+
+def test_table1_judges_time_without_unreliable_points_and_says_how_many() -> None:
+    df = frame(theory_rows())
+    df["time_unreliable"] = False
+    slowed = disturbed(df, (2048,), factor=5.0, layer="lstm")
+    row = table1_measured(slowed).set_index("layer").loc["lstm"]
+    assert row["time_n_verdict"] == "agrees"
+    assert row["time_n_unreliable"] == 1 and row["flops_n_unreliable"] == 0
+    assert row["time_n_reason"].endswith("; 1 unreliable point excluded")
+    trusted = table1_measured(slowed.assign(time_unreliable=False)).set_index("layer")
+    assert trusted.loc["lstm", "time_n_verdict"] != "agrees"  # what the flag prevents
+    assert any("1 unreliable point excluded" in s and s.startswith("lstm's time")
+               for s in headlines(slowed))
+
+
+def test_efficiency_carries_the_flag_and_the_headline_skips_unreliable_throughput() -> None:
+    rows = [case("lstm", "fused", n, 64, flops_analytic=1e9, flops_per_s=f,
+                 time_unreliable=u) for n, f, u in ((64, 1e9, False), (128, 9e9, True))]
+    eff = efficiency(frame(rows))
+    assert eff["time_unreliable"].tolist() == [False, True]
+    (best,) = [s for s in headlines(frame(rows)) if s.startswith("Highest")]
+    assert "1 GFLOP/s" in best and "n = 64" in best
+    assert "1 case(s) with unreliable timing not considered" in best
 
 
 # --------------------------------------------------------------------------- crossovers

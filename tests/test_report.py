@@ -21,12 +21,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
 
 from harness.errors import HarnessInputError
 from harness.report import add_parser, default_out_dir, parse_formats, write_report
 from harness.report.build import SECTIONS, build_report
 from harness.report.command import main as report_main
-from harness.report.figures import curves
+from harness.report.figures import curves, make_look, roofline_plot, scaling_plots
 from harness.report.inputs import load_runs
 from harness.report.model import Table
 from harness.report.style import layer_colours
@@ -319,6 +321,124 @@ def test_missing_metric_columns_still_render(tmp_path):
     assert _sections(text) == list(TITLES)
     assert "No analytic FLOP count is recorded" in text
     assert "there is no roofline to draw" in text
+
+
+# --------------------------------------------------------------------------- unreliable timings
+
+CONTENDED = "contended: threads waited for a CPU in 64% of samples in all 3 rounds"
+
+
+def disturbed_rows(flag: dict[str, str | None], **kwargs: object) -> list[dict]:
+    """synthetic_rows with the cases labelled in ``flag`` marked unreliable (value: the
+    time_note, or None for a file written before time_note existed; then no row has one)."""
+    rows = synthetic_rows(**kwargs)
+    notes = any(v is not None for v in flag.values())
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        row["time_unreliable"] = row["label"] in flag
+        if notes:
+            row["time_note"] = flag.get(row["label"])
+    return rows
+
+
+def _summary(html: str) -> str:
+    start = html.index('<section id="summary">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_disturbed_timings_are_said_first_with_the_cases_and_their_notes(tmp_path):
+    flag = {"lstm-n512-d64": CONTENDED, "attention-n512-d256": CONTENDED}
+    run = write_run(tmp_path / "r", disturbed_rows(flag, failures=False))
+    report = build_report(*load_runs([run]))
+    first = report.sections[0].blocks[0]  # the summary's (and the PDF's first page's) top
+    assert first.kind == "alert" and first.text == (
+        "Timings disturbed: 2 of 24 cases were measured while other processes competed for "
+        "the CPU; they are drawn hollow and excluded from fits and crossovers of time:")
+    assert report.sections[0].blocks[1].items == tuple(f"{k}: {v}" for k, v in flag.items())
+    summary = _summary(_html([run], tmp_path / "out"))
+    assert summary.index("Timings disturbed") < summary.index("This report checks")
+    assert "<li>lstm-n512-d64: contended: threads waited" in summary
+    assert "<li>attention-n512-d256: contended:" in summary
+    text = _html([run], tmp_path / "again")
+    assert "1 unreliable point excluded" in text  # Table 1, exponents, findings
+
+
+def test_no_banner_and_no_hollow_note_when_every_timing_is_reliable(tmp_path):
+    run = write_run(tmp_path / "r", disturbed_rows({}, failures=False))
+    assert "time_unreliable" in load_runs([run])[0].columns
+    text = _html([run], tmp_path / "out")
+    assert "Timings disturbed" not in text and "unreliable" not in _summary(text)
+    assert "Hollow markers" not in text and "unreliable point" not in text
+
+
+def test_the_banner_lists_at_most_ten_cases_and_counts_each_cause(tmp_path):
+    labels = [f"{layer}-n{n}-d{d}" for layer in ("lstm", "attention") for d in (64, 256)
+              for n in (64, 128, 256)]
+    flag = {label: CONTENDED for label in labels}
+    flag["lstm-n64-d64"] = "spread: IQR/median 0.23"
+    flag["lstm-n128-d64"] = "throttled: GPU clock 40% below its base"
+    df, runs = load_runs([pd.DataFrame(disturbed_rows(flag)).assign(schema_version=1)])
+    alert, listed = build_report(df, runs).sections[0].blocks[:2]
+    assert alert.text.startswith(
+        "Timings disturbed: 12 of 24 cases had unreliable timings (1 with samples spread too "
+        "widely, 1 measured while the GPU was throttled, 10 measured while other processes "
+        "competed for the CPU); they are drawn hollow")
+    assert len(listed.items) == 11 and listed.items[0] == "lstm-n64-d64: spread: IQR/median 0.23"
+    assert listed.items[-1].startswith("and 2 more")
+
+
+def test_old_results_without_time_note_still_name_the_disturbed_cases(tmp_path):
+    rows = disturbed_rows({"lstm-n256-d64": None, "lstm-n512-d64": None}, failures=False)
+    spread = next(r for r in rows if r["label"] == "lstm-n256-d64")
+    spread.update(time_ms_median=2.0, time_ms_iqr=0.5)
+    next(r for r in rows if r["label"] == "lstm-n512-d64").update(time_ms_iqr=None)
+    run = write_run(tmp_path / "r", rows)
+    df, runs = load_runs([run])
+    assert "time_note" not in df.columns and df["time_unreliable"].sum() == 2
+    alert, listed = build_report(df, runs).sections[0].blocks[:2]
+    assert alert.text.startswith("Timings disturbed: 2 of 24 cases had timings flagged "
+                                 "unreliable with no reason recorded; they are drawn hollow")
+    assert listed.items == ("lstm-n256-d64: no reason recorded (IQR/median 0.25)",
+                            "lstm-n512-d64: no reason recorded")
+    assert "<li>lstm-n512-d64: no reason recorded</li>" in _html([run], tmp_path / "out")
+
+
+def _drawn(plot) -> Figure:
+    fig = Figure(figsize=plot.size)
+    plot.draw(fig)
+    return fig
+
+
+def test_unreliable_time_points_are_drawn_hollow_in_the_layer_colour(tmp_path):
+    flag = {"lstm-n512-d64": CONTENDED}
+    df, runs = load_runs([write_run(tmp_path / "r", disturbed_rows(flag, failures=False))])
+    look = make_look(df, [r.name for r in runs])
+    (plot, *_) = scaling_plots(df, "seq_len", look)
+    assert "Hollow markers: unreliable timing" in plot.caption
+    fig = _drawn(plot)
+    hollow = [line for ax in fig.axes for line in ax.lines
+              if str(line.get_markerfacecolor()) == "none"]
+    assert len(hollow) == 1  # the time panel only: FLOPs and memory are not disturbed
+    (point,) = hollow
+    assert point.axes.get_title().startswith("time vs n · d_model=64")
+    assert list(point.get_xdata()) == [512.0]
+    assert to_hex(point.get_markeredgecolor()) == look.colours["lstm"]
+    curve = next(line for line in point.axes.lines if line.get_markevery() is not None)
+    assert to_hex(curve.get_color()) == look.colours["lstm"]
+    assert curve.get_markevery() == [0, 1, 2]  # filled markers at the reliable points only
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "hollow: unreliable timing" in legend
+    eff_plot = roofline_plot(df, look)
+    assert "Hollow markers" in eff_plot.caption
+    shaky = [line for ax in _drawn(eff_plot).axes for line in ax.lines
+             if str(line.get_markerfacecolor()) == "none"]
+    assert len(shaky) == 1 and len(shaky[0].get_xdata()) == 1
+    clean = disturbed_rows({}, failures=False)
+    df, runs = load_runs([write_run(tmp_path / "c", clean)])
+    (plot, *_) = scaling_plots(df, "seq_len", make_look(df, [r.name for r in runs]))
+    assert not [line for ax in _drawn(plot).axes for line in ax.lines
+                if str(line.get_markerfacecolor()) == "none"]
 
 
 def test_layer_colours_are_fixed_and_distinct():

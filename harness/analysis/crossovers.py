@@ -11,6 +11,11 @@ are taken as straight lines in log-log space (exact for power laws), and the cro
 where the lines meet. A curve is interpolated the same way onto the other curve's axis
 values, within the range both cover; nothing is extrapolated. A point where the curves are
 equal and the sign changes across it is reported at that point (``exact`` True).
+
+Crossovers in a timing (``harness.analysis.frame.timed``) leave out the rows whose timing
+was flagged unreliable (``time_unreliable``) before the curves are built, as fits do; each
+crossover says how many rows its two curves lost (``excluded_unreliable``). A curve left
+with fewer than two points is not compared at all.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.frame import describe, groups, numeric, ok_mask, params_in, require
+from harness.analysis.frame import (
+    describe,
+    group_positions,
+    numeric,
+    ok_mask,
+    params_in,
+    require,
+    timed,
+    unreliable_mask,
+)
 from harness.analysis.theory import family_of
 
 LAYER_SPECIFIC = ("heads", "kernel", "window", "causal", "block")
@@ -79,21 +93,27 @@ def crossovers(
     variant_a, layer_b, variant_b, metric, axis, crossover_at, exact, bracket_low,
     bracket_high`` (the measured axis values around it), ``cheaper_below, cheaper_above``
     ("layer/variant"), ``params_a, params_b`` (layer-specific parameters), the shared
-    parameter columns and ``fixed`` (them, as text). Only ok rows count.
+    parameter columns, ``fixed`` (them, as text) and ``excluded_unreliable`` (rows of the
+    two curves left out as unreliable timings; always 0 for other metrics). Only ok rows
+    count.
     """
     require(df, ("status", "layer", "variant", axis, metric), "crossovers")
     params = params_in(df)
     specific = [p for p in layer_specific if p in params and p != axis]
     shared = [p for p in params if p not in ("layer", "variant", axis, *specific)]
     ok = df[ok_mask(df)]
+    drop = unreliable_mask(ok).to_numpy() & timed(metric)
+    keys = ["layer", "variant", *specific, *shared]
     curves = []
-    for key, sub in groups(ok, ["layer", "variant", *specific, *shared]):
-        lx, ly = _curve(sub, axis, metric)
+    for values, pos in group_positions(ok, keys).items():
+        key = dict(zip(keys, values, strict=True))
+        left_out = drop[pos]
+        lx, ly = _curve(ok.iloc[pos[~left_out]], axis, metric)
         if len(lx) >= 2:
-            curves.append((key, lx, ly))
+            curves.append((key, lx, ly, int(left_out.sum())))
     wanted = None if pairs is None else [(str(a), str(b)) for a, b in pairs]
     rows: list[dict[str, Any]] = []
-    for (ka, xa, ya), (kb, xb, yb) in itertools.permutations(curves, 2):
+    for (ka, xa, ya, ua), (kb, xb, yb, ub) in itertools.permutations(curves, 2):
         la, lb = (str(ka["layer"]), str(ka["variant"])), (str(kb["layer"]), str(kb["variant"]))
         if (wanted is None or la[0] == lb[0]) and la >= lb:
             continue  # each unordered pair once, in name order
@@ -121,8 +141,10 @@ def crossovers(
                 "params_b": describe({p: kb.get(p) for p in specific}),
                 **{p: ka.get(p) for p in shared},
                 "fixed": describe({p: ka.get(p) for p in shared}),
+                "excluded_unreliable": ua + ub,
             })
     columns = ["layer_a", "variant_a", "layer_b", "variant_b", "family_a", "family_b",
                "metric", "axis", "crossover_at", "exact", "bracket_low", "bracket_high",
-               "cheaper_below", "cheaper_above", "params_a", "params_b", *shared, "fixed"]
+               "cheaper_below", "cheaper_above", "params_a", "params_b", *shared, "fixed",
+               "excluded_unreliable"]
     return pd.DataFrame(rows, columns=columns)

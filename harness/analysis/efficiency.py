@@ -22,6 +22,7 @@ from harness.analysis.frame import (
     params_in,
     require,
     restore_dtypes,
+    unreliable_mask,
 )
 from harness.analysis.theory import family_of
 
@@ -35,7 +36,8 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     ``fraction_of_peak`` (flops_per_s / peak_flops), ``roofline_flops_per_s``
     (min(peak_flops, intensity * peak_bytes_per_s)), ``fraction_of_roofline``,
     ``ridge_intensity`` (peak_flops / peak_bytes_per_s) and ``bound`` ("compute" when the
-    intensity is at or above the ridge, "memory" below it, None without both peaks).
+    intensity is at or above the ridge, "memory" below it, None without both peaks), and
+    ``time_unreliable`` (the case's timing was flagged, so its FLOP/s is too).
     """
     require(df, ("status", "layer"), "efficiency")
     ok = df[ok_mask(df)]
@@ -64,6 +66,7 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     out["ridge_intensity"] = ridge
     known = intensity.notna() & ridge.notna()
     out["bound"] = np.where(known, np.where(intensity >= ridge, "compute", "memory"), None)
+    out["time_unreliable"] = unreliable_mask(ok)
     return out.reset_index(drop=True)
 
 

@@ -10,8 +10,14 @@ Rules (quoted by reports, so fixed here):
 * Asymptotic tail (``tail=True``): with more than ``min_tail`` (4) distinct axis values,
   only the largest half of them is fitted, but never fewer than ``min_tail``; otherwise all.
   ``fit_range`` says which: "all 4 points" or "tail: top 4 of 6 points" (distinct values).
-* ``flag``: "too few points" with fewer than 3 distinct axis values fitted, "interval too
-  wide" when the 95% interval's half-width exceeds ``max_ci_half_width`` (0.25), else "ok".
+* Timings flagged unreliable (``time_unreliable``: contention, throttling, spread) are left
+  out of fits of time metrics (``harness.analysis.frame.timed``) and counted
+  (``excluded_unreliable``); other metrics keep those rows (FLOPs and memory are not disturbed
+  by a busy machine). They are left out before the tail is chosen, like unloggable values.
+* ``flag``: "too few reliable points" when leaving out unreliable timings leaves fewer than
+  3 distinct axis values (it would have had enough), "too few points" with fewer than 3
+  distinct axis values fitted otherwise, "interval too wide" when the 95% interval's
+  half-width exceeds ``max_ci_half_width`` (0.25), else "ok".
 * ``model_slope``: the same fit of the exact analytic model over the same rows
   (``act_mem_analytic_bytes`` for memory metrics, ``flops_analytic`` otherwise), so a
   measured slope can be judged against the model with its lower-order terms.
@@ -37,6 +43,8 @@ from harness.analysis.frame import (
     params_in,
     require,
     restore_dtypes,
+    timed,
+    unreliable_mask,
 )
 from harness.analysis.stats import fit_loglog, loglog_slope
 from harness.analysis.theory import family_of, theory_exponent
@@ -73,18 +81,22 @@ def _tail(values: np.ndarray, tail: bool, min_tail: int) -> tuple[np.ndarray, st
     return distinct, f"all {m} points" if m != 1 else "1 point"
 
 
-def _fit_group(x: np.ndarray, y: np.ndarray, model: np.ndarray, n_failed: int, *,
-               tail: bool, min_tail: int, max_half: float) -> dict[str, Any]:
-    """Fit one sweep; ``x``, ``y``, ``model`` are its ok rows (x finite and positive)."""
+def _fit_group(x: np.ndarray, y: np.ndarray, model: np.ndarray, unreliable: np.ndarray,
+               n_failed: int, *, tail: bool, min_tail: int, max_half: float) -> dict[str, Any]:
+    """Fit one sweep; ``x``, ``y``, ``model`` are its ok rows (x finite and positive) and
+    ``unreliable`` marks the rows to leave out (all False unless the metric is a timing)."""
     usable = np.isfinite(y) & (y > 0)
-    xs, ys, ms = x[usable], y[usable], model[usable]
+    reliable = usable & ~unreliable
+    xs, ys, ms = x[reliable], y[reliable], model[reliable]
     kept, fit_range = _tail(xs, tail, min_tail)
     used = np.isin(xs, kept)
     xs, ys, ms = xs[used], ys[used], ms[used]
+    n_unreliable = int(unreliable.sum())
     out: dict[str, Any] = {
         "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_half_width": math.nan,
-        "r2": math.nan, "n_points": len(xs), "n_excluded": int(len(x) - usable.sum()),
-        "n_failed": n_failed,
+        "r2": math.nan, "n_points": len(xs),
+        "n_excluded": int((~usable & ~unreliable).sum()),
+        "excluded_unreliable": n_unreliable, "n_failed": n_failed,
         "points_used": tuple(float(v) for v in kept),
         "fit_range": fit_range if len(kept) else "no points",
         "model_slope": loglog_slope(xs, ms) if np.all(np.isfinite(ms)) else math.nan,
@@ -94,7 +106,9 @@ def _fit_group(x: np.ndarray, y: np.ndarray, model: np.ndarray, n_failed: int, *
         out.update(slope=fit.slope, ci_low=fit.ci_low, ci_high=fit.ci_high,
                    ci_half_width=fit.ci_half_width, r2=fit.r2)
     if len(kept) < MIN_POINTS:
-        out["flag"] = "too few points"
+        enough_before = len(np.unique(x[usable])) >= MIN_POINTS
+        out["flag"] = "too few reliable points" if n_unreliable and enough_before else \
+            "too few points"
     elif out["ci_half_width"] > max_half:
         out["flag"] = "interval too wide"
     else:
@@ -115,8 +129,9 @@ def fit_exponents(
 
     Columns: ``family, layer, variant, metric, axis``, every other parameter column (the
     axis's own column is missing: it is swept), ``fixed`` (the same as text), ``slope,
-    ci_low, ci_high, ci_half_width, r2, n_points, n_excluded, n_failed, points_used,
-    fit_range, model_metric, model_slope, theory_exponent, theory_low, flag``. Metrics and
+    ci_low, ci_high, ci_half_width, r2, n_points, n_excluded, excluded_unreliable, n_failed,
+    points_used, fit_range, model_metric, model_slope, theory_exponent, theory_low, flag``
+    (``excluded_unreliable``: rows of a time metric left out as unreliable). Metrics and
     axes absent from ``df`` are skipped; a metric not measured at all in a sweep (every ok
     row missing it) gives no row. See the module docstring for the rules.
     """
@@ -126,6 +141,7 @@ def fit_exponents(
     metrics = [m for m in metrics if m in df.columns]
     params = params_in(df)
     ok = ok_mask(df).to_numpy()
+    unreliable = unreliable_mask(df).to_numpy()
     values = {c: numeric(df, c).to_numpy()
               for c in {*metrics, *map(model_metric_of, metrics)}}
     rows: list[dict[str, Any]] = []
@@ -156,16 +172,18 @@ def fit_exponents(
                     "model_metric": model_col,
                 }
                 row[axis] = None
+                left_out = unreliable[good] if timed(metric) else np.zeros(len(good), bool)
                 row.update(_fit_group(x_all[good], values[metric][good],
-                                      values[model_col][good], len(pos) - n_ok, tail=tail,
-                                      min_tail=min_tail, max_half=max_ci_half_width))
+                                      values[model_col][good], left_out, len(pos) - n_ok,
+                                      tail=tail, min_tail=min_tail,
+                                      max_half=max_ci_half_width))
                 row.update(theory_exponent=theory, theory_low=low)
                 rows.append(row)
     columns = ["family", "layer", "variant", "metric", "axis",
                *[p for p in params if p not in ("layer", "variant")], "fixed", "slope",
                "ci_low", "ci_high", "ci_half_width", "r2", "n_points", "n_excluded",
-               "n_failed", "points_used", "fit_range", "model_metric", "model_slope",
-               "theory_exponent", "theory_low", "flag"]
+               "excluded_unreliable", "n_failed", "points_used", "fit_range", "model_metric",
+               "model_slope", "theory_exponent", "theory_low", "flag"]
     out = pd.DataFrame(rows, columns=columns)
     out = restore_dtypes(out, df, params)
     return out.sort_values(["layer", "variant", "metric", "axis"], kind="stable",

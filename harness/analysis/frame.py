@@ -41,6 +41,45 @@ def ok_mask(df: pd.DataFrame) -> pd.Series:
     return df["status"].astype(object).eq("ok").fillna(False).astype(bool)
 
 
+#: Metrics read off the clock or derived from it: ``time_unreliable`` applies to these only
+#: (FLOPs, memory and path length are not disturbed by a busy machine).
+TIMED_METRICS = frozenset({"time_ms_median", "time_ms_iqr", "time_ms_min", "time_ms_mean",
+                           "time_cv", "flops_per_s", "tokens_per_s"})
+
+
+def timed(metric: str) -> bool:
+    """Whether ``metric`` is a timing (or derived from one), so unreliable rows must not count."""
+    return metric in TIMED_METRICS or metric.startswith("time_ms")
+
+
+def unreliable_mask(df: pd.DataFrame) -> pd.Series:
+    """True where the row's timing was flagged unreliable (contention, throttling, spread).
+
+    Missing values and a missing ``time_unreliable`` column count as reliable: there is
+    nothing to exclude on, and failed rows carry no timing anyway.
+    """
+    if "time_unreliable" not in df.columns:
+        return pd.Series(False, index=df.index, dtype=bool)
+    flags = [not missing(v) and bool(v) for v in df["time_unreliable"].astype(object).tolist()]
+    return pd.Series(flags, index=df.index, dtype=bool)
+
+
+def time_notes(df: pd.DataFrame) -> pd.Series:
+    """``time_note`` per row as text or None; None everywhere for files written before the
+    column existed (they have ``time_unreliable`` but no reason)."""
+    raw = df["time_note"].astype(object).tolist() if "time_note" in df.columns else \
+        [None] * len(df)
+    notes = [None if missing(v) or not str(v).strip() else str(v).strip() for v in raw]
+    return pd.Series(notes, index=df.index, dtype=object)
+
+
+def unreliable_phrase(count: int) -> str:
+    """"2 unreliable points excluded" (empty for 0): the words every table and sentence uses."""
+    if not count:
+        return ""
+    return f"{count} unreliable point{'s' if count != 1 else ''} excluded"
+
+
 def numeric(df: pd.DataFrame, column: str) -> pd.Series:
     """``column`` as float64 (NaN where missing or not a number); all-NaN if absent."""
     if column not in df.columns:

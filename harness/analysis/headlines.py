@@ -16,13 +16,20 @@ import pandas as pd
 from harness.analysis.crossovers import crossovers
 from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import flop_reconciliation
-from harness.analysis.frame import clean, fmt_num, require
+from harness.analysis.frame import clean, fmt_num, missing, require, unreliable_phrase
 from harness.analysis.table1 import table1_measured
 
 _METRIC_WORDS = {"flops_analytic": "FLOPs", "time_ms_median": "time"}
 _CONTEXT = ("dtype", "device", "mode", "seed")
 _FLAG_WORDS = {"interval too wide": "95% interval wider than ±0.25",
+               "too few reliable points": "fewer than 3 sequence lengths with reliable "
+                                          "timing once unreliable timings are left out",
                "too few points": "fewer than 3 sequence lengths"}
+
+
+def _count(value: object) -> int:
+    """A count from a table cell; a missing one (older tables) is 0."""
+    return 0 if missing(value) else int(value)  # type: ignore[call-overload]
 
 
 def _shortener(df: pd.DataFrame) -> Callable[..., str]:
@@ -79,10 +86,12 @@ def _exponent_sentences(t1: pd.DataFrame, name: _Namer, short: Callable[..., str
             if verdict in (None, "n/a"):
                 continue
             slope = row[f"{prefix}_exp"]
+            dropped = unreliable_phrase(_count(row.get(f"{prefix}_unreliable")))
             if verdict == "inconclusive":
                 flag = row[f"{prefix}_reason"].split(" (")[0]
+                found = f"n^{slope:.2f}" if not math.isnan(slope) else "no slope"
                 unsure.setdefault(flag, []).append(
-                    ((f"n^{slope:.2f}" if not math.isnan(slope) else "no slope",),
+                    ((f"{found} ({dropped})" if dropped else found,),
                      row["layer"], row["variant"]))
                 continue
             theory = row[f"{prefix}_theory"]
@@ -91,7 +100,7 @@ def _exponent_sentences(t1: pd.DataFrame, name: _Namer, short: Callable[..., str
             verb = "grow" if what == "FLOPs" else "grows"
             text = (f"{what}{source} {verb} as n^{slope:.2f} ± {row[f'{prefix}_ci']:.2f} "
                     f"(model {row[f'{prefix}_model']:.2f}{theory_txt}; "
-                    f"{short(row[f'{prefix}_at'])}): {verdict}.")
+                    f"{short(row[f'{prefix}_at'], dropped)}): {verdict}.")
             judged.append(((text,), row["layer"], row["variant"]))
         for (_, text), (layer, variants) in _merged(judged).items():
             out.append(f"{name(layer, variants)}'s {text}")
@@ -132,7 +141,8 @@ def _crossover_sentences(df: pd.DataFrame, name: _Namer, limit: int,
         single: dict[tuple, list[tuple[str, str, str, str]]] = {}
         seen: set[tuple] = set()
         for _, c in found.iterrows():
-            extra = short(c["fixed"], c["params_a"], c["params_b"])
+            dropped = unreliable_phrase(_count(c.get("excluded_unreliable")))
+            extra = short(c["fixed"], c["params_a"], c["params_b"], dropped)
             if c["_count"] > 1:
                 pair = tuple(c[col] for col in pair_cols)
                 if pair not in seen:
@@ -149,7 +159,7 @@ def _crossover_sentences(df: pd.DataFrame, name: _Namer, limit: int,
                      f"at n ≈ {fmt_num(c['crossover_at'])} (interpolated between "
                      f"{fmt_num(c['bracket_low'])} and {fmt_num(c['bracket_high'])})")
             key = (c[f"layer_{up}"], c[f"layer_{down}"], where,
-                   short(c["fixed"], c[f"params_{up}"], c[f"params_{down}"]))
+                   short(c["fixed"], c[f"params_{up}"], c[f"params_{down}"], dropped))
             if key not in single:
                 order.append(key)
             single.setdefault(key, []).append(
@@ -235,17 +245,25 @@ def _frontier_sentences(df: pd.DataFrame, name: _Namer, short: Callable[..., str
 
 
 def _efficiency_sentences(df: pd.DataFrame, name: _Namer) -> list[str]:
+    """The best achieved throughput among cases with reliable timing (all cases, said so,
+    when none is reliable): a disturbed timing makes its FLOP/s as doubtful as its time."""
     eff = efficiency(df)
     eff = eff[eff["flops_per_s"].notna()]
     if eff.empty:
         return []
-    best = eff.loc[eff["flops_per_s"].idxmax()]
+    reliable = eff[~eff["time_unreliable"]]
+    pool = reliable if len(reliable) else eff
+    best = pool.loc[pool["flops_per_s"].idxmax()]
     sentence = (f"Highest achieved throughput: {best['flops_per_s'] / 1e9:.3g} GFLOP/s "
                 f"({name(best['layer'], [best['variant']])}, "
                 f"n = {fmt_num(best.get('seq_len'))}, d = {fmt_num(best.get('d_model'))})")
     if not pd.isna(best["fraction_of_peak"]):
         source = f", {best['peak_source']} peak" if isinstance(best["peak_source"], str) else ""
         sentence += f", {100 * best['fraction_of_peak']:.3g}% of peak{source}"
+    if reliable.empty:
+        sentence += "; every timing was flagged unreliable"
+    elif len(reliable) < len(eff):
+        sentence += f" ({len(eff) - len(reliable)} case(s) with unreliable timing not considered)"
     return [sentence + "."]
 
 

@@ -9,7 +9,9 @@ Each cell is a verdict with a short reason:
   tolerance of ``[theory_low, theory_exponent]`` (see harness.analysis.theory). A variant
   that executes more than the math needs (band LightConv: n^2) therefore *disagrees* with
   the theory even though its counter matches its model; the reason says which. A fit
-  flagged "too few points" or "interval too wide" is *inconclusive*.
+  flagged "too few points", "too few reliable points" or "interval too wide" is
+  *inconclusive*. Time exponents leave out timings flagged unreliable (fit_exponents) and
+  the reason says how many.
   FLOPs are the counted ones (``flops_torch``) where the counter gave positive values,
   else the analytic model (``flops_source`` says which).
 * **Sequential ops**: the measured growth class (stats.growth_class) of
@@ -39,10 +41,12 @@ from harness.analysis.frame import (
     describe,
     fmt_num,
     groups,
+    missing,
     numeric,
     ok_mask,
     params_in,
     require,
+    unreliable_phrase,
 )
 from harness.analysis.stats import growth_class
 from harness.analysis.theory import THEORY, family_of, growth_class_of
@@ -52,30 +56,50 @@ CONTEXT = ("device", "dtype", "mode")
 STRUCTURE_PARAMS = ("heads", "kernel", "window", "causal", "block")
 
 
+def unreliable_count(fit: Mapping[str, Any]) -> int:
+    """Timings a fit left out as unreliable (0 for fits made before the column existed)."""
+    count = fit.get("excluded_unreliable")
+    return 0 if missing(count) else int(count)
+
+
 def exponent_verdict(fit: Mapping[str, Any] | None,
                      tol: float = EXPONENT_TOL) -> tuple[str, str]:
-    """(verdict, reason) for one fitted exponent (a row of fit_exponents, or its dict)."""
-    if fit is None or math.isnan(fit["slope"]):
+    """(verdict, reason) for one fitted exponent (a row of fit_exponents, or its dict).
+
+    A time fit that left out unreliable timings says how many in its reason; one left with
+    too few reliable points (or none) is inconclusive, never "not measured" or a verdict
+    on the points that remain.
+    """
+    if fit is None:
         return "n/a", "not measured"
     slope, model = fit["slope"], fit["model_slope"]
     theory, low = fit["theory_exponent"], fit["theory_low"]
+    dropped = unreliable_phrase(unreliable_count(fit))
+    if math.isnan(slope) and not dropped:
+        return "n/a", "not measured"
     if fit["flag"] != "ok":
-        return "inconclusive", f"{fit['flag']} ({fit['fit_range']}): slope {slope:.2f}"
+        found = f"slope {slope:.2f}" if not math.isnan(slope) else "no slope"
+        where = "; ".join(p for p in (str(fit["fit_range"]), dropped) if p)
+        return "inconclusive", f"{fit['flag']} ({where}): {found}"
+    dropped = f"; {dropped}" if dropped else ""
     half = fit["ci_half_width"]
     allowed = max(tol, 0.0 if math.isnan(half) else half)
     theory_txt = f"theory {fmt_num(theory)}" if not math.isnan(theory) else "no theory"
     if math.isnan(model):
-        return "n/a", f"slope {slope:.2f}, no analytic model to compare ({theory_txt})"
+        return "n/a", (f"slope {slope:.2f}, no analytic model to compare ({theory_txt})"
+                       f"{dropped}")
     if abs(slope - model) > allowed:
         return "disagrees", (f"{slope:.2f} vs model {model:.2f}: off by "
-                             f"{abs(slope - model):.2f} > {allowed:.2f} ({theory_txt})")
+                             f"{abs(slope - model):.2f} > {allowed:.2f} ({theory_txt})"
+                             f"{dropped}")
     if not math.isnan(theory) and not (low - allowed <= model <= theory + allowed):
         span = fmt_num(theory) if low == theory else f"{fmt_num(low)}..{fmt_num(theory)}"
         return "disagrees", (f"{slope:.2f} matches model {model:.2f}, but theory allows "
-                             f"{span}: the implementation does other work than the theory")
+                             f"{span}: the implementation does other work than the theory"
+                             f"{dropped}")
     gap = "" if math.isnan(theory) or abs(model - theory) <= allowed else \
         " (lower-order terms at these sizes)"
-    return "agrees", f"{slope:.2f} vs model {model:.2f}, {theory_txt}{gap}"
+    return "agrees", f"{slope:.2f} vs model {model:.2f}, {theory_txt}{gap}{dropped}"
 
 
 def _growth_cell(ns: np.ndarray, measured: np.ndarray, analytic: np.ndarray,
@@ -182,6 +206,7 @@ def _exponent_cells(prefix: str, fit: dict[str, Any] | None, row: dict[str, Any]
         f"{prefix}_exp": get("slope"), f"{prefix}_ci": get("ci_half_width"),
         f"{prefix}_model": get("model_slope"), f"{prefix}_theory": get("theory_exponent"),
         f"{prefix}_at": fit["fixed"] if fit is not None else "",
+        f"{prefix}_unreliable": unreliable_count(fit) if fit is not None else 0,
         f"{prefix}_verdict": verdict, f"{prefix}_reason": reason,
     })
 
@@ -199,7 +224,8 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
     One row per (family, layer, variant, device, dtype, mode) present. Columns, for
     ``flops_n``, ``time_n``, ``flops_d``, ``time_d``: ``_exp`` (slope), ``_ci`` (95%
     half-width), ``_model``, ``_theory``, ``_at`` (the sweep's fixed parameters),
-    ``_verdict``, ``_reason``; ``flops_source``; ``complexity`` (the theory as written);
+    ``_unreliable`` (timings left out as unreliable; 0 for FLOPs), ``_verdict``,
+    ``_reason``; ``flops_source``; ``complexity`` (the theory as written);
     ``seq_ops_*`` and ``path_*`` cells; ``n_cases``, ``n_failed``; ``note``.
     Verdicts: "agrees", "disagrees", "inconclusive", "n/a".
     """

@@ -4,14 +4,16 @@ the roofline. Measuring never plots; these read only the results dataframe.
 Each builder returns a :class:`harness.report.model.Plot` (or None when there is nothing to
 draw) whose ``draw`` fills any matplotlib Figure or SubFigure, so the HTML and the PDF
 renderer draw the same picture. Only rows with status "ok" are drawn as points; OOM cases
-appear as markers on the memory plot, never as values.
+appear as markers on the memory plot, never as values. A timing flagged unreliable
+(``time_unreliable``) is drawn as a hollow marker in the layer's colour, on the time panels
+and the roofline: it stays visible but is marked as what the fits leave out.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from matplotlib.ticker import (
 
 from harness.analysis.crossovers import LAYER_SPECIFIC
 from harness.analysis.efficiency import efficiency
-from harness.analysis.frame import group_positions, numeric, ok_mask
+from harness.analysis.frame import group_positions, numeric, ok_mask, timed, unreliable_mask
 from harness.analysis.theory import theory_exponent
 from harness.report import fmt
 from harness.report.model import Plot
@@ -55,6 +57,25 @@ class Curve:
     block: bool
     x: np.ndarray
     y: np.ndarray
+    #: per point: only unreliable timings at this x (drawn hollow); None: all reliable
+    hollow: np.ndarray | None = field(default=None)
+
+    @property
+    def any_hollow(self) -> bool:
+        return self.hollow is not None and bool(self.hollow.any())
+
+
+#: Legend entry and caption sentence for hollow markers, the same in every figure.
+HOLLOW_LABEL = "hollow: unreliable timing"
+HOLLOW_NOTE = (" Hollow markers: unreliable timing (other processes competed for the CPU, the "
+               "GPU throttled, or the samples spread too widely); these points are left out "
+               "of fits and crossovers.")
+
+
+def hollow_handle() -> Line2D:
+    """The legend entry for hollow (unreliable) points."""
+    return Line2D([], [], color="#404040", linestyle="none", marker="o",
+                  markerfacecolor="none", label=HOLLOW_LABEL)
 
 
 @dataclass
@@ -154,15 +175,28 @@ def _sort_key(value: Any) -> tuple:
     return (2, 0.0, str(value))
 
 
+def _medians(x: np.ndarray, y: np.ndarray, flagged: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Median y per x over the reliable rows where an x has any, else over all its rows, and
+    per x whether it had only unreliable ones (a hollow point): what the fits see, drawn."""
+    everything = pd.Series(y).groupby(x).median()
+    reliable = pd.Series(y[~flagged]).groupby(x[~flagged]).median()
+    hollow = ~everything.index.isin(reliable.index)
+    return everything.where(hollow, reliable.reindex(everything.index)), np.asarray(hollow)
+
+
 def curves(df: pd.DataFrame, axis: str, metric: str, *, min_points: int = 2
            ) -> dict[tuple, list[Curve]]:
-    """ok rows of ``metric`` along ``axis``: {slice key: curves}; median where x repeats."""
+    """ok rows of ``metric`` along ``axis``: {slice key: curves}; median where x repeats.
+
+    For a timing, rows flagged unreliable count only at an x without a reliable row, and
+    such points are marked ``hollow``."""
     ok = df[ok_mask(df)]
     if axis not in ok.columns or metric not in ok.columns or ok.empty:
         return {}
     slices = slice_keys(df, axis)
     specific = [p for p in LAYER_SPECIFIC if p in ok.columns and p != axis]
     x_all, y_all = numeric(ok, axis).to_numpy(), numeric(ok, metric).to_numpy()
+    flagged = unreliable_mask(ok).to_numpy() & timed(metric)
     keys = ["run", "layer", "variant", *specific, *slices]
     varying_specific: dict[str, list[str]] = {}
     for layer, sub in ok.groupby(ok["layer"].astype(str)):
@@ -174,14 +208,15 @@ def curves(df: pd.DataFrame, axis: str, metric: str, *, min_points: int = 2
             (y_all[pos] > 0)
         if not good.any():
             continue
-        per_x = pd.Series(y_all[pos][good]).groupby(x_all[pos][good]).median()
+        per_x, hollow = _medians(x_all[pos][good], y_all[pos][good], flagged[pos][good])
         if len(per_x) < min_points:
             continue
         layer = str(values["layer"])
         extra = fmt.describe({p: values[p] for p in varying_specific.get(layer, [])})
         curve = Curve(str(values["run"]), layer, str(values["variant"]), extra,
                       bool(values.get("block") or False),
-                      per_x.index.to_numpy(dtype=float), per_x.to_numpy(dtype=float))
+                      per_x.index.to_numpy(dtype=float), per_x.to_numpy(dtype=float),
+                      hollow if hollow.any() else None)
         out.setdefault(tuple(values[s] for s in slices), []).append(curve)
     return out
 
@@ -202,8 +237,14 @@ def _order(items: list[Curve]) -> list[Curve]:
 
 def _draw_curves(ax: Any, items: list[Curve], look: Look) -> None:
     for c in _order(items):
-        ax.plot(c.x, c.y, color=look.colours[c.layer], linestyle=look.styles[(c.layer, c.variant)],
-                marker=look.markers[c.run], label="_nolegend_")
+        colour, marker = look.colours[c.layer], look.markers[c.run]
+        filled = None if c.hollow is None else np.flatnonzero(~c.hollow).tolist()
+        ax.plot(c.x, c.y, color=colour, linestyle=look.styles[(c.layer, c.variant)],
+                marker=marker, markevery=filled, label="_nolegend_")
+        if c.any_hollow:
+            ax.plot(c.x[c.hollow], c.y[c.hollow], color=colour, linestyle="none",
+                    marker=marker, markerfacecolor="none", markeredgecolor=colour,
+                    label="_nolegend_")
     labelled = {(c.layer, c.variant) for c in items if c.extra}
     for c in _order(items):
         if (c.layer, c.variant) in labelled:
@@ -306,6 +347,7 @@ def _scaling_plot(df: pd.DataFrame, axis: str, look: Look, metrics: list[str],
                   n_shown: int, total: int) -> Plot:
     symbol = fmt.AXIS_SYMBOL.get(axis, axis)
     all_items = [c for m in metrics for k in shown for c in found[m].get(k, [])]
+    hollow = any(c.any_hollow for c in all_items)
 
     def draw(container: FigureBase) -> None:
         axes = panels(container, len(shown), len(metrics), look)
@@ -325,7 +367,8 @@ def _scaling_plot(df: pd.DataFrame, axis: str, look: Look, metrics: list[str],
                     _draw_guides(ax, items, axis)
                 ax.set_xlabel(fmt.AXIS_LABEL.get(axis, axis))
                 ax.set_ylabel(fmt.METRIC_LABEL.get(metric, metric))
-        _legend(container, all_items, look, guides=True)
+        _legend(container, all_items, look, guides=True,
+                extra=[hollow_handle()] if hollow else [])
 
     flops = flop_metric(df)
     source = {"flops_analytic": "the analytic model's executed FLOPs",
@@ -340,7 +383,8 @@ def _scaling_plot(df: pd.DataFrame, axis: str, look: Look, metrics: list[str],
                f"{', marker = run' if look.many_runs else ''}. Dotted grey lines are the "
                "theory's asymptotic FLOP slopes (Table 1) through the smallest measured point; "
                "a curve parallel to its guide scales as the theory says. Memory has no theory "
-               f"guide. Only cases with status ok are drawn.{note}{more}")
+               f"guide. Only cases with status ok are drawn.{note}"
+               f"{HOLLOW_NOTE if hollow else ''}{more}")
     height = PANEL_HEIGHT * len(shown) + 0.3
     return Plot(draw, (_width(len(metrics), look), height), caption,
                 f"scaling of {', '.join(metrics)} along {axis}")
@@ -442,6 +486,7 @@ def roofline_plot(df: pd.DataFrame, look: Look) -> Plot | None:
         return None
     items = [Curve(run, str(r.layer), str(r.variant), "", False, np.array([1.0]),
                    np.array([1.0])) for run, good in found for r in good.itertuples()]
+    hollow = any(bool(good["time_unreliable"].any()) for _, good in found)
 
     def draw(container: FigureBase) -> None:
         ncols = min(len(found), 2)
@@ -453,13 +498,15 @@ def roofline_plot(df: pd.DataFrame, look: Look) -> Plot | None:
         for j in range(len(found), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         roof = [Line2D([], [], color="#202020", linewidth=1.2, label="roofline (peaks)")]
-        _legend(container, items, look, guides=False, extra=roof, points=True)
+        _legend(container, items, look, guides=False, points=True,
+                extra=[*roof, hollow_handle()] if hollow else roof)
 
     caption = ("Roofline (Williams et al. 2009): achieved FLOP/s (analytic FLOPs / median "
                "time) against arithmetic intensity (FLOPs per byte moved), one point per case "
                "with status ok, log-log. The black line is min(peak FLOP/s, intensity × peak "
                "bytes/s) from the environment's recorded peaks (their source is in the panel "
-               "title); without recorded peaks only the points are drawn.")
+               "title); without recorded peaks only the points are drawn."
+               f"{HOLLOW_NOTE if hollow else ''}")
     ncols = min(len(found), 2)
     nrows = math.ceil(len(found) / ncols)
     return Plot(draw, (_width(ncols, look) + 1.6, 3.6 * nrows + 0.3), caption,
@@ -482,14 +529,17 @@ def _first(series: pd.Series) -> Any:
 def _roofline_panel(ax: Any, run: str, good: pd.DataFrame, look: Look) -> None:
     x = good["arithmetic_intensity"].to_numpy(dtype=float)
     y = good["flops_per_s"].to_numpy(dtype=float)
+    shaky = good["time_unreliable"].to_numpy(dtype=bool)  # FLOP/s of an unreliable timing
     for layer in layer_order(good["layer"].astype(str)):
         for variant in sorted(good.loc[good["layer"].astype(str) == layer, "variant"]
                               .astype(str).unique()):
             pick = ((good["layer"].astype(str) == layer)
                     & (good["variant"].astype(str) == variant)).to_numpy()
-            ax.plot(x[pick], y[pick], linestyle="none",
-                    marker=_point_marker(look, layer, variant), color=look.colours[layer],
-                    alpha=0.85, markersize=5)
+            marker, colour = _point_marker(look, layer, variant), look.colours[layer]
+            for points, face in ((pick & ~shaky, colour), (pick & shaky, "none")):
+                if points.any():
+                    ax.plot(x[points], y[points], linestyle="none", marker=marker,
+                            color=colour, markerfacecolor=face, alpha=0.85, markersize=5)
     peak, bw = _first(good["peak_flops"]), _first(good["peak_bytes_per_s"])
     lo, hi = float(x.min()) / 2, float(x.max()) * 2
     source = _first(good["peak_source"])

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.frame import ok_mask
+from harness.analysis.frame import numeric, ok_mask, time_notes, unreliable_mask
 from harness.analysis.headlines import headlines
 from harness.report import fmt
 from harness.report.context import Context
@@ -15,6 +15,16 @@ from harness.report.style import layer_order
 from harness.results import STATUSES
 
 _ENV_UNITS = {"env_peak_flops": "FLOP/s", "env_peak_bytes_per_s": "B/s"}
+MAX_DISTURBED = 10  # cases listed by name in the banner; the per-case table has them all
+#: a time_note's keyword -> (what happened, as a predicate; as an item of a list of causes)
+_CAUSES = {
+    "contend": ("{were} measured while other processes competed for the CPU",
+                "measured while other processes competed for the CPU"),
+    "throttl": ("{were} measured while the GPU was throttled",
+                "measured while the GPU was throttled"),
+    "spread": ("had samples spread too widely", "with samples spread too widely"),
+    "": ("had timings flagged unreliable with no reason recorded", "with no reason recorded"),
+}
 _SWEEP = ("seq_len", "d_model", "heads", "kernel", "window", "batch", "dtype", "device",
           "mode", "causal", "block", "seed")
 
@@ -67,15 +77,69 @@ def _failure_alert(df: pd.DataFrame, where: str) -> Paragraph | None:
     return None
 
 
+def _cause(note: str | None) -> str:
+    """The key of _CAUSES a ``time_note`` names first ("" when it names none)."""
+    text = (note or "").lower()
+    found = [(text.find(key), key) for key in _CAUSES if key and key in text]
+    return min(found)[1] if found else ""
+
+
+def _no_note(row: Any) -> str:
+    """For a row without time_note (files from before it): the recorded spread, if any, so
+    the reader still sees a number (read from the file, never measured here)."""
+    median, iqr = row.get("time_ms_median"), row.get("time_ms_iqr")
+    if fmt.missing(median) or fmt.missing(iqr) or not float(median) > 0:
+        return "no reason recorded"
+    return f"no reason recorded (IQR/median {float(iqr) / float(median):.2f})"
+
+
+def _case_name(row: Any, many: bool) -> str:
+    """The case's label (layer, variant and sizes where a file has no label), with its run
+    when the report compares runs."""
+    label = fmt.text(row.get("label"))
+    if not label:
+        label = fmt.describe({k: row.get(k) for k in ("layer", "variant", "seq_len", "d_model")})
+    return f"{label} ({row['run']})" if many else label
+
+
+def disturbed_banner(ctx: Context) -> list[Block]:
+    """The first thing a reader sees when timings were disturbed: how many cases, why, and
+    which (at most MAX_DISTURBED by name). Nothing when every timing is reliable."""
+    ok = ctx.df[ok_mask(ctx.df)]
+    flagged = unreliable_mask(ok)
+    if not flagged.any():
+        return []
+    timed = int((numeric(ok, "time_ms_median").notna() | flagged).sum())
+    notes = time_notes(ok)[flagged]
+    causes = [_cause(n) for n in notes]
+    counts = {c: causes.count(c) for c in dict.fromkeys(causes)}
+    k = int(flagged.sum())
+    if len(counts) == 1:
+        how = _CAUSES[causes[0]][0].format(were="was" if k == 1 else "were")
+    else:
+        how = "had unreliable timings (" + ", ".join(
+            f"{n} {_CAUSES[c][1]}" for c, n in counts.items()) + ")"
+    text = (f"Timings disturbed: {k} of {timed} case{'s' if timed != 1 else ''} {how}; "
+            f"{'it is' if k == 1 else 'they are'} drawn hollow and excluded from fits and "
+            "crossovers of time:")
+    items = [f"{_case_name(row, ctx.many)}: {note or _no_note(row)}"
+             for (_, row), note in zip(ok[flagged].iterrows(), notes, strict=True)]
+    if len(items) > MAX_DISTURBED:
+        rest = len(items) - MAX_DISTURBED
+        items = [*items[:MAX_DISTURBED], f"and {rest} more (marked 'unreliable' in the "
+                                         "per-case table)"]
+    return [Paragraph(text, "alert"), Bullets(tuple(items))]
+
+
 def summary(ctx: Context) -> Section:
-    blocks: list[Block] = [Paragraph(
+    blocks: list[Block] = [*disturbed_banner(ctx), Paragraph(
         "This report checks, on the hardware that produced these results, what Vaswani et al. "
         "2017 (Table 1) and Wu et al. 2019 claim on paper: how FLOPs, wall time and memory "
         "of each sequence layer grow with sequence length n and width d, how many sequential "
         "operations it needs and how long its longest dependency path is. Every number comes "
         "from the results file(s); cases that did not run (status other than ok) are listed "
-        "but never fitted. Verdicts: ✓ agrees, ✗ disagrees, ? inconclusive (too few points "
-        "or too wide an interval), – n/a (not measured).")]
+        "but never fitted. Verdicts: ✓ agrees, ✗ disagrees, ? inconclusive (too few points, "
+        "too few with reliable timing, or too wide an interval), – n/a (not measured).")]
     if ctx.df.empty:
         blocks.append(Paragraph("The results hold no cases: nothing was measured.", "alert"))
     alert = _failure_alert(ctx.df, "")
@@ -169,7 +233,8 @@ def _time(row: Any) -> str:
     if not fmt.missing(iqr):
         out += f" (IQR {fmt.num(iqr)})"
     if fmt.plain(row.get("time_unreliable")) is True:
-        out += " noisy"
+        note = fmt.text(row.get("time_note"))
+        out += f"\nunreliable: {note}" if note else "\nunreliable"
     return out
 
 
@@ -208,7 +273,8 @@ def cases(ctx: Context) -> Section:
         f"All {len(df)} cases ({status_counts(df)}), in the order they were planned. Cases "
         "with a status other than ok are highlighted with their message; their metrics are "
         "not used anywhere above. Time is the median of the samples (IQR in brackets; "
-        "'noisy' when the timer flagged the spread); FLOPs at 2 per multiply-add; peak "
+        "'unreliable' with the reason when contention, throttling or spread was detected: "
+        "such times are left out of fits and crossovers); FLOPs at 2 per multiply-add; peak "
         "memory is above the pre-call baseline."))
     numeric = frozenset({len(ctx.lead_columns())} | set(range(first_num, len(columns))))
     blocks.append(Table(columns, rows, "", numeric))

@@ -14,7 +14,7 @@ from harness.analysis.exponents import (
     fit_exponents,
     has_theory,
 )
-from harness.analysis.frame import numeric, ok_mask
+from harness.analysis.frame import numeric, ok_mask, timed, unreliable_mask, unreliable_phrase
 from harness.analysis.table1 import EXPONENT_TOL, exponent_verdict, table1_measured
 from harness.report import fmt
 from harness.report.context import Context
@@ -41,16 +41,26 @@ def swept_axes(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def _count(value: Any) -> int:
+    """A count from an analysis table; missing (an older table) is 0."""
+    return 0 if fmt.missing(value) else int(value)
+
+
 def _exp_cell(ctx: Context, row: Any, prefix: str, symbol: str) -> Cell:
     verdict = row.get(f"{prefix}_verdict")
     if verdict in (None, "n/a") and fmt.missing(row.get(f"{prefix}_exp")):
         return Cell(f"–\n{row.get(f'{prefix}_reason') or 'not measured'}", "n/a")
+    if fmt.missing(row.get(f"{prefix}_exp")):  # inconclusive: no reliable point left
+        return Cell(f"–\n{row.get(f'{prefix}_reason')}\n{fmt.verdict(verdict)}", str(verdict))
     lines = [f"{symbol}^{fmt.slope(row[f'{prefix}_exp'], row[f'{prefix}_ci'])}",
              f"model {fmt.slope(row[f'{prefix}_model'])} · theory "
              f"{fmt.exponent(row[f'{prefix}_theory'])}"]
     at = ctx.short(row.get(f"{prefix}_at"), row["layer"])
     if at:
         lines.append(f"at {at}")
+    dropped = unreliable_phrase(_count(row.get(f"{prefix}_unreliable")))
+    if dropped:
+        lines.append(dropped)
     lines.append(fmt.verdict(verdict))
     return Cell("\n".join(lines), str(verdict))
 
@@ -102,7 +112,9 @@ def table1(ctx: Context) -> Section:
         "torch counter's where it counted every case, else the analytic model (column 'FLOPs "
         "from'). Sequential operations and max path length are judged by their growth class "
         "over n (O(1), O(log n), O(n)) and path length also by measured = analytic at "
-        "every n.")]
+        "every n. Time exponents leave out cases whose timing was flagged unreliable "
+        "(contention, GPU throttling or spread; drawn hollow in the plots) and say how many; "
+        "too few reliable points left is inconclusive.")]
     if t1.empty:
         blocks.append(Paragraph("No cases: nothing to compare with Table 1."))
         return Section("table1", "Table 1, measured vs theory", blocks)
@@ -172,11 +184,15 @@ def exponents(ctx: Context) -> Section:
         "slope of the exact analytic model (activation estimate for memory) over the same "
         "points; 'theory' the asymptotic FLOP exponent of Table 1 (lowest..highest term where "
         "they differ). Values of 0 or missing (a counter that counted nothing) are left out "
-        "of a fit and counted.")]
+        "of a fit and counted, and so are times flagged unreliable (contention, GPU "
+        "throttling or spread): a time fit they leave with fewer than "
+        f"{MIN_POINTS} points is flagged 'too few reliable points'.")]
     if fits.empty or fits["slope"].isna().all():
         blocks.append(Paragraph("No sweep had two or more usable points: nothing was fitted."))
         return Section("exponents", "Fitted exponents", blocks)
     unfitted = int(fits["slope"].isna().sum())
+    all_unreliable = int((fits["slope"].isna() & (fits["flag"] == "too few reliable points"))
+                         .sum())
     fits = fits[fits["slope"].notna()]
     fits = fits.assign(_m=fits["metric"].map(
         {m: i for i, m in enumerate(_METRIC_ORDER)}).fillna(len(_METRIC_ORDER)),
@@ -192,7 +208,10 @@ def exponents(ctx: Context) -> Section:
         else:
             theory_txt = fmt.exponent(theory)
         verdict = exponent_verdict(f)[0] if has_theory(str(f["metric"])) else "n/a"
-        excluded = f" ({int(f['n_excluded'])} left out)" if f["n_excluded"] else ""
+        left_out = [f"{int(f['n_excluded'])} left out" if f["n_excluded"] else "",
+                    unreliable_phrase(_count(f.get("excluded_unreliable")))]
+        excluded = "; ".join(p for p in left_out if p)
+        excluded = f" ({excluded})" if excluded else ""
         flag = str(f["flag"])
         rows.append([*ctx.lead(f), Cell(fmt.text(f["layer"])), Cell(fmt.text(f["variant"])),
                      Cell(fmt.METRIC_SHORT.get(str(f["metric"]), str(f["metric"]))),
@@ -207,8 +226,10 @@ def exponents(ctx: Context) -> Section:
     blocks.append(Table(columns, rows, "", frozenset({lead + 5, lead + 6, lead + 8,
                                                       lead + 9})).drop_blank("at"))
     if unfitted:
+        why = (f" ({all_unreliable} of them because their timings were unreliable)"
+               if all_unreliable else "")
         blocks.append(Paragraph(f"{unfitted} sweep(s) with fewer than two usable points are "
-                                "not listed.", "small"))
+                                f"not listed{why}.", "small"))
     return Section("exponents", "Fitted exponents", blocks)
 
 
@@ -228,6 +249,13 @@ def crossovers(ctx: Context) -> Section:
         "attention-vs-recurrence pairs are listed first.")]
     axes = [a for a in swept_axes(ctx.df) if a in ("seq_len", "d_model")]
     metrics = [m for m in (flop_metric(ctx.df), "time_ms_median", "peak_mem_bytes") if m]
+    ok = ctx.df[ok_mask(ctx.df)]
+    flagged = int(unreliable_mask(ok).sum())
+    if flagged and any(timed(m) for m in metrics if m in ctx.df.columns):
+        blocks.append(Paragraph(
+            f"Time crossovers leave out the {flagged} case(s) whose timing was flagged "
+            "unreliable; 'unreliable excluded' counts them per pair of curves (a curve left "
+            "with fewer than two points is not compared).", "small"))
     found = []
     for axis in axes:
         for metric in metrics:
@@ -249,7 +277,8 @@ def crossovers(ctx: Context) -> Section:
     total = len(table)
     table = table.head(MAX_CROSSOVERS)
     columns = [*ctx.lead_columns(), "metric", "axis", "cheaper below", "cheaper above",
-               "crosses at", "measured between", "at", "layer parameters"]
+               "crosses at", "measured between", "at", "layer parameters",
+               "unreliable excluded"]
     rows = []
     for _, c in table.iterrows():
         symbol = fmt.AXIS_SYMBOL.get(str(c["axis"]), str(c["axis"]))
@@ -261,10 +290,12 @@ def crossovers(ctx: Context) -> Section:
                      Cell(symbol), Cell(fmt.text(c["cheaper_below"])),
                      Cell(fmt.text(c["cheaper_above"])), Cell(where),
                      Cell(f"{fmt.num(c['bracket_low'])} – {fmt.num(c['bracket_high'])}"),
-                     Cell(ctx.short(c["fixed"]) or "–"), Cell(params or "–")])
+                     Cell(ctx.short(c["fixed"]) or "–"), Cell(params or "–"),
+                     Cell(str(_count(c.get("excluded_unreliable")) or "–"))])
     lead = len(ctx.lead_columns())
     blocks.append(Table(columns, rows, "Layers are named layer/variant.",
-                        frozenset({lead + 4, lead + 5})).drop_blank("at", "layer parameters"))
+                        frozenset({lead + 4, lead + 5, lead + 8}))
+                  .drop_blank("at", "layer parameters", "unreliable excluded"))
     if total > len(table):
         blocks.append(Paragraph(f"{total - len(table)} more crossovers not listed "
                                 "(harness.analysis.crossovers has them all).", "small"))
