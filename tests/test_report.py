@@ -395,7 +395,9 @@ def test_old_results_without_time_note_still_name_the_disturbed_cases(tmp_path):
     next(r for r in rows if r["label"] == "lstm-n512-d64").update(time_ms_iqr=None)
     run = write_run(tmp_path / "r", rows)
     df, runs = load_runs([run])
-    assert "time_note" not in df.columns and df["time_unreliable"].sum() == 2
+    # files written before time_note existed lack it; newer ones hold None where no reason
+    assert ("time_note" not in df.columns or df["time_note"].isna().all())
+    assert df["time_unreliable"].sum() == 2
     alert, listed = build_report(df, runs).sections[0].blocks[:2]
     assert alert.text.startswith("Timings disturbed: 2 of 24 cases had timings flagged "
                                  "unreliable with no reason recorded; they are drawn hollow")
