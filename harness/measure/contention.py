@@ -172,6 +172,8 @@ def select_rounds(
     if len(rounds) == 1:
         share = f"{fracs[0]:.0%} of the samples of its only round"
     else:
-        share = f"{min(fracs):.0%}-{max(fracs):.0%} of the samples of all {len(rounds)} rounds"
+        low, high = f"{min(fracs):.0%}", f"{max(fracs):.0%}"
+        span = low if low == high else f"{low}-{high}"
+        share = f"{span} of the samples of all {len(rounds)} rounds"
     note = f"contended: threads waited for a CPU in {share}"
     return Selection(tuple(kept), len(rounds), 0, overall, True, note)
