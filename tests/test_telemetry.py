@@ -13,14 +13,8 @@ import types
 import pytest
 import torch
 
-from harness.measure.telemetry import (
-    TELEMETRY_COLUMNS,
-    CaseTelemetry,
-    busy_jiffies,
-    cpu_mhz,
-    telemetry_note,
-    throttle_names,
-)
+from harness.measure.system import busy_jiffies, cpu_mhz, throttle_names
+from harness.measure.telemetry import TELEMETRY_COLUMNS, CaseTelemetry, telemetry_note
 
 GPU_COLUMNS = (*(c for c in TELEMETRY_COLUMNS if c.startswith("gpu_")), "energy_j_per_call")
 CPU_COLUMNS = tuple(c for c in TELEMETRY_COLUMNS if c not in GPU_COLUMNS)

@@ -160,43 +160,45 @@ def nvml_record(dev: torch.device, nvml: Any = None) -> dict[str, object]:
             import pynvml as nvml
         except ImportError:
             return record
-    errors = _nvml_errors(nvml)
+    errors = nvml_errors(nvml)
     try:
         nvml.nvmlInit()
     except errors:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no NVML here
         return record
-    query = functools.partial(_query, errors=errors)
+    ask = functools.partial(query, errors=errors)
     try:
-        record["env_driver_version"] = query(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
-        record["env_cuda_driver_version"] = query(nvml.nvmlSystemGetCudaDriverVersion)
-        handle = _handle(nvml, dev, query)
-        if handle is None:
+        record["env_driver_version"] = ask(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+        record["env_cuda_driver_version"] = ask(nvml.nvmlSystemGetCudaDriverVersion)
+        dev_handle = handle(nvml, dev, ask)
+        if dev_handle is None:
             return record
         sm, mem = nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM
-        record["env_gpu_sm_clock_mhz"] = query(lambda: nvml.nvmlDeviceGetClockInfo(handle, sm))
-        record["env_gpu_sm_clock_max_mhz"] = query(
-            lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, sm)
+        record["env_gpu_sm_clock_mhz"] = ask(lambda: nvml.nvmlDeviceGetClockInfo(dev_handle, sm))
+        record["env_gpu_sm_clock_max_mhz"] = ask(
+            lambda: nvml.nvmlDeviceGetMaxClockInfo(dev_handle, sm)
         )
-        record["env_gpu_mem_clock_mhz"] = query(lambda: nvml.nvmlDeviceGetClockInfo(handle, mem))
-        record["env_gpu_mem_clock_max_mhz"] = query(
-            lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, mem)
+        record["env_gpu_mem_clock_mhz"] = ask(lambda: nvml.nvmlDeviceGetClockInfo(dev_handle, mem))
+        record["env_gpu_mem_clock_max_mhz"] = ask(
+            lambda: nvml.nvmlDeviceGetMaxClockInfo(dev_handle, mem)
         )
-        record["env_gpu_temperature_c"] = query(
-            lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+        record["env_gpu_temperature_c"] = ask(
+            lambda: nvml.nvmlDeviceGetTemperature(dev_handle, nvml.NVML_TEMPERATURE_GPU)
         )
-        milliwatts = query(lambda: nvml.nvmlDeviceGetPowerManagementLimit(handle))
+        milliwatts = ask(lambda: nvml.nvmlDeviceGetPowerManagementLimit(dev_handle))
         record["env_gpu_power_limit_w"] = None if milliwatts is None else milliwatts / 1000
     finally:
-        query(nvml.nvmlShutdown)
+        ask(nvml.nvmlShutdown)
     return record
 
 
-def _handle(nvml: Any, dev: torch.device, query: Callable[[Callable[[], Any]], Any]) -> Any:
+def handle(nvml: Any, dev: torch.device, query: Callable[[Callable[[], Any]], Any]) -> Any:
+    """NVML's handle for ``dev``: by UUID, which CUDA_VISIBLE_DEVICES does not renumber, else
+    by index; None when NVML knows neither. ``query`` runs one call (see :func:`query`)."""
     uuid = _cuda_uuid(dev)
     if uuid is not None:
-        handle = query(lambda: nvml.nvmlDeviceGetHandleByUUID(uuid))
-        if handle is not None:
-            return handle
+        found = query(lambda: nvml.nvmlDeviceGetHandleByUUID(uuid))
+        if found is not None:
+            return found
     index = dev.index if dev.index is not None else _current_index()
     return query(lambda: nvml.nvmlDeviceGetHandleByIndex(index))
 
@@ -208,14 +210,14 @@ def _current_index() -> int:
         return 0
 
 
-def _nvml_errors(nvml: Any) -> tuple[type[BaseException], ...]:
+def nvml_errors(nvml: Any) -> tuple[type[BaseException], ...]:
     """What a failed NVML query raises: pynvml's NVMLError family, or a missing function."""
     base = getattr(nvml, "NVMLError", None)
     own = (base,) if isinstance(base, type) and issubclass(base, Exception) else ()
     return (*own, AttributeError, OSError, TypeError, ValueError)
 
 
-def _query(call: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> Any:
+def query(call: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> Any:
     """One NVML query; None where the device or driver does not support it."""
     try:
         return call()
@@ -223,7 +225,16 @@ def _query(call: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> 
         return None
 
 
-__all__ = ["NVML_KEYS", "cpu_model_name", "environment", "git_state", "nvml_record"]
+__all__ = [
+    "NVML_KEYS",
+    "cpu_model_name",
+    "environment",
+    "git_state",
+    "handle",
+    "nvml_errors",
+    "nvml_record",
+    "query",
+]
 
 if __name__ == "__main__":  # pragma: no cover - a quick look at this machine
     for key, value in environment(sys.argv[1] if len(sys.argv) > 1 else "cpu").items():

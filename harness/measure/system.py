@@ -16,7 +16,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,19 +33,28 @@ SYS_CPU = "/sys/devices/system/cpu"
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 _TOTAL_FIELDS = 8
 
-# NVML's bits for why clocks are below their maximum (nvmlClocksEventReason*).
-CLOCK_REASONS = {
-    0x1: "idle",
-    0x2: "application clocks setting",
-    0x4: "software power cap",
-    0x8: "hardware slowdown",
-    0x10: "sync boost",
-    0x20: "software thermal slowdown",
-    0x40: "hardware thermal slowdown",
-    0x80: "power brake",
-    0x100: "display clock setting",
+#: NVML's bits for why clocks are below their maximum (nvmlClocksEventReason*, formerly
+#: nvmlClocksThrottleReason*): bit -> (name in the ``gpu_throttle_reasons`` column, the words
+#: ``harness doctor`` shows). One table, so the two never disagree on what a bit means.
+CLOCK_REASONS: dict[int, tuple[str, str]] = {
+    0x1: ("gpu_idle", "idle"),
+    0x2: ("applications_clocks_setting", "application clocks setting"),
+    0x4: ("sw_power_cap", "software power cap"),
+    0x8: ("hw_slowdown", "hardware slowdown"),
+    0x10: ("sync_boost", "sync boost"),
+    0x20: ("sw_thermal_slowdown", "software thermal slowdown"),
+    0x40: ("hw_thermal_slowdown", "hardware thermal slowdown"),
+    0x80: ("hw_power_brake_slowdown", "power brake"),
+    0x100: ("display_clock_setting", "display clock setting"),
+    0x200: ("board_limit", "board limit"),
+    0x400: ("reliability", "reliability"),
 }
-#: Reasons that mean the GPU is being held back (as opposed to idling or set on purpose).
+_KNOWN_REASONS = functools.reduce(int.__or__, CLOCK_REASONS)
+#: Left out of the ``gpu_throttle_reasons`` column: GPU idle and the applications-clocks
+#: setting say nothing about contention (a GPU idles between cases).
+NOT_THROTTLING = 0x1 | 0x2
+#: Doctor's words for the reasons that mean the GPU is being held back (as opposed to idling
+#: or set on purpose): these make ``harness doctor`` warn.
 THROTTLE_REASONS = frozenset(
     {
         "software power cap",
@@ -86,16 +95,32 @@ class CpuLoad:
 
 
 def _cpu_jiffies(text: str) -> dict[int, tuple[int, int]]:
-    """(busy, total) jiffies per CPU from /proc/stat's ``cpuN`` lines."""
+    """(busy, total) jiffies per CPU from /proc/stat's ``cpuN`` lines.
+
+    A malformed line is skipped (that CPU reads as offline) rather than losing every CPU.
+    """
     out: dict[int, tuple[int, int]] = {}
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
         if not name.startswith("cpu") or not name[3:].isdigit():
             continue
-        fields = [int(v) for v in rest.split()[:_TOTAL_FIELDS]]
+        try:
+            fields = [int(v) for v in rest.split()[:_TOTAL_FIELDS]]
+        except ValueError:
+            continue
         fields += [0] * (_TOTAL_FIELDS - len(fields))  # old kernels have fewer columns
         out[int(name[3:])] = (sum(fields[i] for i in _BUSY_FIELDS), sum(fields))
     return out
+
+
+def busy_jiffies(stat: str, cpus: Collection[int]) -> dict[int, int] | None:
+    """Busy clock ticks of each CPU in ``cpus`` from /proc/stat text; None when none is listed.
+
+    Busy = user + nice + system + irq + softirq + steal (steal: a hypervisor gave the CPU to
+    another guest); guest time is already inside user, so it is not added again.
+    """
+    busy = {cpu: ticks for cpu, (ticks, _) in _cpu_jiffies(stat).items() if cpu in cpus}
+    return busy or None
 
 
 def cpu_load(
@@ -118,7 +143,7 @@ def cpu_load(
         before = _cpu_jiffies(read(PROC_STAT))
         sleep(window_s)
         after = _cpu_jiffies(read(PROC_STAT))
-    except (OSError, ValueError):
+    except OSError:
         return None
     cpus = affinity()
     per_cpu: dict[int, float] = {}
@@ -183,16 +208,21 @@ def turbo_enabled(*, read: Reader = read_text) -> bool | None:
 
 
 def cpu_mhz(
-    *, read: Reader = read_text, affinity: Callable[[], set[int]] = allowed_cpus
+    read: Reader = read_text,
+    cpus: Collection[int] | None = None,
+    *,
+    affinity: Callable[[], Collection[int]] = allowed_cpus,
 ) -> float | None:
-    """Average current clock of the allowed CPUs in MHz: cpufreq's ``scaling_cur_freq``,
-    else the ``cpu MHz`` lines of /proc/cpuinfo; None when neither is readable."""
-    cpus = sorted(affinity())
+    """Average current clock in MHz of ``cpus`` (default: ``affinity()``, the allowed CPUs):
+    cpufreq's ``scaling_cur_freq``, else the ``cpu MHz`` lines of /proc/cpuinfo (each
+    processor once; all of them when none of ``cpus`` is listed); None when neither is
+    readable. ``cpus`` lets telemetry average the same CPUs before and after a case."""
+    chosen = sorted(affinity() if cpus is None else cpus)
     khz = []
-    for cpu in cpus:
-        text = _read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq")
-        if text is not None and _is_number(text):
-            khz.append(float(text))
+    for cpu in chosen:
+        value = _finite(_read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq"))
+        if value is not None:
+            khz.append(value)
     if khz:
         return sum(khz) / len(khz) / 1000
     try:
@@ -204,22 +234,23 @@ def cpu_mhz(
     for line in info.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
-        try:
-            if key == "processor":
-                processor = int(value)
-            elif key == "cpu MHz":
-                mhz[processor] = float(value)
-        except ValueError:
-            continue
-    chosen = [v for cpu, v in mhz.items() if cpu in cpus] or list(mhz.values())
-    return sum(chosen) / len(chosen) if chosen else None
+        if key == "processor":
+            processor = int(value) if value.strip().isdigit() else -1
+        elif key == "cpu MHz" and (number := _finite(value)) is not None:
+            mhz[processor] = number
+    listed = [v for cpu, v in mhz.items() if cpu in chosen] or list(mhz.values())
+    return sum(listed) / len(listed) if listed else None
 
 
-def _is_number(text: str) -> bool:
+def _finite(text: str | None) -> float | None:
+    """``text`` as a finite number; None for no text, not a number, NaN or infinity."""
+    if text is None:
+        return None
     try:
-        return math.isfinite(float(text))
+        number = float(text)
     except ValueError:
-        return False
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -260,9 +291,9 @@ def thread_settings(
 class GpuState:
     """What NVML says about one GPU; None for each value it does not support.
 
-    ``clock_reasons``: why clocks are below maximum right now (names from
-    :data:`CLOCK_REASONS`; empty: at maximum). ``other_processes``: process ids with a CUDA
-    context on the device other than this one.
+    ``clock_reasons``: why clocks are below maximum right now (:func:`clock_reason_names`;
+    empty: at maximum). ``other_processes``: process ids with a CUDA context on the device
+    other than this one.
     """
 
     sm_clock_mhz: int | None
@@ -276,8 +307,24 @@ class GpuState:
 
 
 def clock_reason_names(mask: int) -> tuple[str, ...]:
-    """The names of the NVML clock-reason bits set in ``mask``."""
-    return tuple(name for bit, name in CLOCK_REASONS.items() if mask & bit)
+    """Doctor's words for every NVML clock-reason bit set in ``mask``, idle included."""
+    return tuple(_reason_names(mask, words=True))
+
+
+def throttle_names(mask: int) -> str | None:
+    """The ``gpu_throttle_reasons`` column: comma-separated names of the reasons in ``mask``
+    other than :data:`NOT_THROTTLING`; None when none is left."""
+    return ",".join(_reason_names(mask & ~NOT_THROTTLING, words=False)) or None
+
+
+def _reason_names(mask: int, *, words: bool) -> list[str]:
+    """Names of the bits set in ``mask`` in bit order; a bit newer than :data:`CLOCK_REASONS`
+    is shown in hex rather than hidden."""
+    which = 1 if words else 0
+    names = [pair[which] for bit, pair in CLOCK_REASONS.items() if mask & bit]
+    rest = mask & ~_KNOWN_REASONS
+    names += [f"0x{1 << i:x}" for i in range(rest.bit_length()) if rest >> i & 1]
+    return names
 
 
 def gpu_state(device: str = "cuda", *, nvml: Any = None, own_pid: int | None = None) -> (
@@ -292,33 +339,40 @@ def gpu_state(device: str = "cuda", *, nvml: Any = None, own_pid: int | None = N
         raise ValueError(f"gpu_state needs a CUDA device (cuda, cuda:N), got {device!r}")
     import torch
 
-    from harness.measure.env import _handle, _nvml_errors, _query
+    from harness.measure.env import handle, nvml_errors, query
 
     if nvml is None:
         try:
             import pynvml as nvml
         except ImportError:
             return None
-    errors = _nvml_errors(nvml)
+    errors = nvml_errors(nvml)
     try:
         nvml.nvmlInit()
     except errors:
         return None
-    query = functools.partial(_query, errors=errors)
+    ask = functools.partial(query, errors=errors)
     try:
-        handle = _handle(nvml, torch.device(device), query)
-        if handle is None:
+        device_handle = handle(nvml, torch.device(device), ask)
+        if device_handle is None:
             return None
-        return _read_gpu(nvml, handle, query, os.getpid() if own_pid is None else own_pid)
+        return _read_gpu(nvml, device_handle, ask, os.getpid() if own_pid is None else own_pid)
     finally:
-        query(nvml.nvmlShutdown)
+        ask(nvml.nvmlShutdown)
+
+
+def read_clock_reasons(nvml: Any, handle: Any, query: Callable[..., Any]) -> int | None:
+    """The device's current clock-reason bitmask, None if unsupported; older drivers and
+    bindings only have the older (throttle) name. A non-integer answer counts as unknown."""
+    mask = query(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
+    if mask is None:
+        mask = query(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+    return mask if isinstance(mask, int) and not isinstance(mask, bool) else None
 
 
 def _read_gpu(nvml: Any, handle: Any, query: Callable[..., Any], own_pid: int) -> GpuState:
     sm, mem = getattr(nvml, "NVML_CLOCK_SM", 1), getattr(nvml, "NVML_CLOCK_MEM", 2)
-    mask = query(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
-    if mask is None:  # older drivers and bindings use the older name
-        mask = query(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+    mask = read_clock_reasons(nvml, handle, query)
     persistence = query(lambda: nvml.nvmlDeviceGetPersistenceMode(handle))
     processes = query(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle))
     others = None
@@ -331,7 +385,7 @@ def _read_gpu(nvml: Any, handle: Any, query: Callable[..., Any], own_pid: int) -
         sm_clock_max_mhz=query(lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, sm)),
         mem_clock_mhz=query(lambda: nvml.nvmlDeviceGetClockInfo(handle, mem)),
         mem_clock_max_mhz=query(lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, mem)),
-        clock_reasons=None if mask is None else clock_reason_names(int(mask)),
+        clock_reasons=None if mask is None else clock_reason_names(mask),
         persistence_mode=None if persistence is None else bool(persistence),
         other_processes=others,
         temperature_c=query(lambda: nvml.nvmlDeviceGetTemperature(handle, sensor)),
@@ -388,20 +442,24 @@ def snapshot(
 
 __all__ = [
     "CLOCK_REASONS",
+    "NOT_THROTTLING",
     "THROTTLE_REASONS",
     "CpuLoad",
     "GpuState",
     "SystemState",
     "ThreadSettings",
     "allowed_cpus",
+    "busy_jiffies",
     "clock_reason_names",
     "cpu_governors",
     "cpu_load",
     "cpu_mhz",
     "gpu_state",
     "load_average",
+    "read_clock_reasons",
     "read_text",
     "snapshot",
     "thread_settings",
+    "throttle_names",
     "turbo_enabled",
 ]

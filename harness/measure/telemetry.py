@@ -16,12 +16,20 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.measure.env import _handle, _nvml_errors, _query
+from harness.measure.env import handle, nvml_errors, query
+from harness.measure.system import (
+    PROC_STAT,
+    allowed_cpus,
+    busy_jiffies,
+    cpu_mhz,
+    read_clock_reasons,
+    read_text,
+    throttle_names,
+)
 
 #: Every column :meth:`CaseTelemetry.stop` returns, in order (None when unknown).
 TELEMETRY_COLUMNS = (
@@ -44,21 +52,6 @@ TELEMETRY_COLUMNS = (
     "energy_j_per_call",
 )
 
-#: NVML clocks-event ("throttle") reason bits and our names for them. GPU idle (0x1) and
-#: the applications-clocks setting (0x2) are left out: they say nothing about contention.
-THROTTLE_REASONS = (
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal_slowdown"),
-    (0x40, "hw_thermal_slowdown"),
-    (0x80, "hw_power_brake_slowdown"),
-    (0x100, "display_clock_setting"),
-    (0x200, "board_limit"),
-    (0x400, "reliability"),
-)
-_IGNORED_REASONS = 0x1 | 0x2
-
 #: Active reasons that do not make :func:`telemetry_note` distrust a time: a card under a
 #: heavy kernel routinely runs at its power cap, which is its steady state, not a disturbance
 #: (a clock that falls by more than :data:`CLOCK_FALL` is still flagged).
@@ -70,22 +63,6 @@ CLOCK_FALL = 0.10
 #: ``cpu_others_busy`` needs a window of at least this many clock ticks (0.1 s at 100 Hz):
 #: /proc/stat counts whole ticks per CPU, so a shorter window is mostly rounding.
 MIN_WINDOW_TICKS = 10
-
-_STAT = "/proc/stat"
-_CPUINFO = "/proc/cpuinfo"
-_CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq/scaling_cur_freq"
-
-
-def _read_text(path: str) -> str:
-    return Path(path).read_text()
-
-
-def _allowed_cpus() -> set[int]:
-    try:
-        return set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return set(range(os.cpu_count() or 1))
-
 
 def _ticks_per_s() -> float:
     try:
@@ -123,11 +100,11 @@ class CaseTelemetry:
         device: str,
         *,
         nvml: Any = None,
-        read: Callable[[str], str] = _read_text,
+        read: Callable[[str], str] = read_text,
         loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
         clock: Callable[[], float] = time.perf_counter,
         process_cpu: Callable[[], float] = time.process_time,
-        cpus: Callable[[], Collection[int]] = _allowed_cpus,
+        cpus: Callable[[], Collection[int]] = allowed_cpus,
         pids: Collection[int] | None = None,
         ticks_per_s: float | None = None,
         cuda_context: Callable[[], bool] = torch.cuda.is_initialized,
@@ -190,7 +167,7 @@ class CaseTelemetry:
         """Shut NVML down if :meth:`start` initialised it (idempotent; :meth:`stop` calls it)."""
         nvml, self._nvml, self._handle = self._nvml, None, None
         if nvml is not None:
-            _query(nvml.nvmlShutdown, errors=self._errors)
+            query(nvml.nvmlShutdown, errors=self._errors)
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -217,7 +194,7 @@ class CaseTelemetry:
 
     def _stat(self) -> dict[int, int] | None:
         try:
-            text = self._read(_STAT)
+            text = self._read(PROC_STAT)
         except OSError:
             return None
         return busy_jiffies(text, self._cpus)
@@ -245,33 +222,31 @@ class CaseTelemetry:
                 import pynvml as nvml
             except ImportError:
                 return
-        errors = _nvml_errors(nvml)
+        errors = nvml_errors(nvml)
         try:
             nvml.nvmlInit()
         except errors:
             return
         self._nvml, self._errors = nvml, errors
-        self._handle = _handle(nvml, self.device, self._ask)
+        self._handle = handle(nvml, self.device, self._ask)
         if self._handle is None:
             self.close()
 
     def _ask(self, call: Callable[[], Any]) -> Any:
-        return _query(call, errors=self._errors)
+        return query(call, errors=self._errors)
 
     def _gpu(self) -> dict[str, Any]:
         nvml, h, ask = self._nvml, self._handle, self._ask
         if h is None:
             return {}
         power_mw = ask(lambda: nvml.nvmlDeviceGetPowerUsage(h))
-        reasons = ask(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(h))
-        if reasons is None:  # the older name (older nvidia-ml-py or driver)
-            reasons = ask(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(h))
+        reasons = read_clock_reasons(nvml, h, ask)
         return {
             "sm": ask(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)),
             "mem": ask(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM)),
             "temp": ask(lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)),
             "power_w": None if power_mw is None else power_mw / 1000,
-            "reasons": reasons if isinstance(reasons, int) else None,
+            "reasons": reasons,
             "others": self._other_processes(
                 ask(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h))
             ),
@@ -336,79 +311,6 @@ def _gpu_columns(
 # -- pure parsers and rules (tested directly) ---------------------------------------------
 
 
-def throttle_names(mask: int) -> str | None:
-    """Comma-separated names of the active reasons in an NVML bitmask; None when none."""
-    mask &= ~_IGNORED_REASONS
-    names = [name for bit, name in THROTTLE_REASONS if mask & bit]
-    known = 0
-    for bit, _ in THROTTLE_REASONS:
-        known |= bit
-    rest, bit = mask & ~known, 1
-    while rest:
-        if rest & bit:
-            names.append(f"0x{bit:x}")  # a reason newer than this table: shown, not hidden
-            rest &= ~bit
-        bit <<= 1
-    return ",".join(names) or None
-
-
-def busy_jiffies(stat: str, cpus: Collection[int]) -> dict[int, int] | None:
-    """Busy clock ticks per CPU in ``cpus`` from /proc/stat text; None when none is listed.
-
-    Busy = user + nice + system + irq + softirq + steal (steal: a hypervisor gave the CPU to
-    another guest). guest time is already inside user, so it is not added again.
-    """
-    busy: dict[int, int] = {}
-    for line in stat.splitlines():
-        name, _, rest = line.partition(" ")
-        if not (name.startswith("cpu") and name[3:].isdigit()) or int(name[3:]) not in cpus:
-            continue
-        try:
-            fields = [int(v) for v in rest.split()]
-        except ValueError:
-            continue
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-        busy[int(name[3:])] = user + nice + system + irq + softirq + steal
-    return busy or None
-
-
-def cpu_mhz(read: Callable[[str], str], cpus: Collection[int]) -> float | None:
-    """Mean current frequency (MHz) over ``cpus``: cpufreq's scaling_cur_freq, else cpuinfo."""
-    values: list[float] = []
-    for cpu in sorted(cpus):
-        try:
-            values.append(float(read(_CPUFREQ.format(cpu)).strip()) / 1000)  # kHz
-        except (OSError, ValueError):
-            continue
-    if not values:
-        try:
-            values = _cpuinfo_mhz(read(_CPUINFO), cpus)
-        except OSError:
-            return None
-    return sum(values) / len(values) if values else None
-
-
-def _cpuinfo_mhz(text: str, cpus: Collection[int]) -> list[float]:
-    """``cpu MHz`` of the listed processors (all of them when no processor number matches)."""
-    allowed: list[float] = []
-    every: list[float] = []
-    processor = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        try:
-            if key == "processor":
-                processor = int(value)
-            elif key == "cpu MHz":
-                mhz = float(value)
-                every.append(mhz)
-                if processor in cpus:
-                    allowed.append(mhz)
-        except ValueError:
-            continue
-    return allowed or every
-
-
 def _number(value: object) -> float | None:
     """A finite real number (numpy's too, as read back from a results file), else None."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -445,10 +347,6 @@ def telemetry_note(columns: Mapping[str, object]) -> str | None:
 
 __all__ = [
     "TELEMETRY_COLUMNS",
-    "THROTTLE_REASONS",
     "CaseTelemetry",
-    "busy_jiffies",
-    "cpu_mhz",
     "telemetry_note",
-    "throttle_names",
 ]
