@@ -8,6 +8,7 @@ import os
 import sys
 import types
 
+import fakes
 import pytest
 
 from harness import doctor
@@ -198,46 +199,23 @@ def test_snapshot_of_a_scripted_cpu_machine() -> None:
 
 # ---------------------------------------------------------------- NVML
 
-class NVMLError(Exception):
-    pass
-
-
 def fake_nvml(*, unsupported: tuple[str, ...] = (), init_fails: bool = False,
               pids: tuple[int, ...] = (), reasons: int = 0x1,
               persistence: int = 1) -> types.ModuleType:
     """A pynvml stand-in with the calls gpu_state makes; ``unsupported`` ones raise."""
-    m = types.ModuleType("pynvml")
-    m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
-    m.NVMLError = NVMLError
-    m.calls = []  # type: ignore[attr-defined]
-
-    def fn(name: str, value: object):  # type: ignore[no-untyped-def]
-        def call(*args: object) -> object:
-            m.calls.append(name)  # type: ignore[attr-defined]
-            if name in unsupported or (name == "nvmlInit" and init_fails):
-                raise NVMLError(name)
-            return value(*args) if callable(value) else value
-
-        return call
-
     clocks, max_clocks = {1: 1410, 2: 2619}, {1: 1980, 2: 2619}
-    m.nvmlInit = fn("nvmlInit", None)
-    m.nvmlShutdown = fn("nvmlShutdown", None)
-    m.nvmlDeviceGetHandleByUUID = fn("nvmlDeviceGetHandleByUUID", "handle")
-    m.nvmlDeviceGetHandleByIndex = fn("nvmlDeviceGetHandleByIndex", lambda i: f"handle{i}")
-    m.nvmlDeviceGetClockInfo = fn("nvmlDeviceGetClockInfo", lambda h, k: clocks[k])
-    m.nvmlDeviceGetMaxClockInfo = fn("nvmlDeviceGetMaxClockInfo", lambda h, k: max_clocks[k])
-    m.nvmlDeviceGetCurrentClocksEventReasons = fn(
-        "nvmlDeviceGetCurrentClocksEventReasons", reasons)
-    m.nvmlDeviceGetCurrentClocksThrottleReasons = fn(
-        "nvmlDeviceGetCurrentClocksThrottleReasons", reasons)
-    m.nvmlDeviceGetPersistenceMode = fn("nvmlDeviceGetPersistenceMode", persistence)
-    m.nvmlDeviceGetComputeRunningProcesses = fn(
-        "nvmlDeviceGetComputeRunningProcesses",
-        [types.SimpleNamespace(pid=p, usedGpuMemory=2**30) for p in pids],
-    )
-    m.nvmlDeviceGetTemperature = fn("nvmlDeviceGetTemperature", lambda h, s: 47)
-    return m
+    return fakes.fake_nvml({
+        "nvmlDeviceGetHandleByUUID": "handle",
+        "nvmlDeviceGetHandleByIndex": lambda i: f"handle{i}",
+        "nvmlDeviceGetClockInfo": lambda h, k: clocks[k],
+        "nvmlDeviceGetMaxClockInfo": lambda h, k: max_clocks[k],
+        "nvmlDeviceGetCurrentClocksEventReasons": reasons,
+        "nvmlDeviceGetCurrentClocksThrottleReasons": reasons,
+        "nvmlDeviceGetPersistenceMode": persistence,
+        "nvmlDeviceGetComputeRunningProcesses":
+            [types.SimpleNamespace(pid=p, usedGpuMemory=2**30) for p in pids],
+        "nvmlDeviceGetTemperature": lambda h, s: 47,
+    }, unsupported=unsupported, init_fails=init_fails)
 
 
 def test_gpu_state_from_nvml() -> None:

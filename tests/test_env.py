@@ -10,6 +10,7 @@ import sys
 import types
 from pathlib import Path
 
+import fakes
 import pytest
 import torch
 
@@ -87,39 +88,19 @@ def test_cuda_record_without_nvml_is_not_an_error(monkeypatch: pytest.MonkeyPatc
         assert record["env_device_name"] is None
 
 
-class NVMLError(Exception):
-    pass
-
-
 def fake_nvml(*, init_fails: bool = False, unsupported: tuple[str, ...] = ()) -> types.ModuleType:
     """A pynvml stand-in with known values (clocks MHz, temperature C, power mW)."""
-    m = types.ModuleType("pynvml")
-    m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
-    m.NVMLError = NVMLError
-    m.calls = []  # type: ignore[attr-defined]
-
-    def fn(name: str, value: object):  # type: ignore[no-untyped-def]
-        def call(*args: object) -> object:
-            m.calls.append(name)  # type: ignore[attr-defined]
-            if name in unsupported or (name == "nvmlInit" and init_fails):
-                raise NVMLError(name)
-            return value(*args) if callable(value) else value
-
-        return call
-
-    m.nvmlInit = fn("nvmlInit", None)
-    m.nvmlShutdown = fn("nvmlShutdown", None)
-    m.nvmlSystemGetDriverVersion = fn("nvmlSystemGetDriverVersion", b"550.54.15")
-    m.nvmlSystemGetCudaDriverVersion = fn("nvmlSystemGetCudaDriverVersion", 12040)
-    m.nvmlDeviceGetHandleByUUID = fn("nvmlDeviceGetHandleByUUID", "handle")
-    m.nvmlDeviceGetHandleByIndex = fn("nvmlDeviceGetHandleByIndex", lambda i: f"handle{i}")
-    clocks = {1: 1755, 2: 2619}
-    max_clocks = {1: 1980, 2: 2619}
-    m.nvmlDeviceGetClockInfo = fn("nvmlDeviceGetClockInfo", lambda h, kind: clocks[kind])
-    m.nvmlDeviceGetMaxClockInfo = fn("nvmlDeviceGetMaxClockInfo", lambda h, kind: max_clocks[kind])
-    m.nvmlDeviceGetTemperature = fn("nvmlDeviceGetTemperature", lambda h, sensor: 41)
-    m.nvmlDeviceGetPowerManagementLimit = fn("nvmlDeviceGetPowerManagementLimit", 700_000)
-    return m
+    clocks, max_clocks = {1: 1755, 2: 2619}, {1: 1980, 2: 2619}
+    return fakes.fake_nvml({
+        "nvmlSystemGetDriverVersion": b"550.54.15",
+        "nvmlSystemGetCudaDriverVersion": 12040,
+        "nvmlDeviceGetHandleByUUID": "handle",
+        "nvmlDeviceGetHandleByIndex": lambda i: f"handle{i}",
+        "nvmlDeviceGetClockInfo": lambda h, kind: clocks[kind],
+        "nvmlDeviceGetMaxClockInfo": lambda h, kind: max_clocks[kind],
+        "nvmlDeviceGetTemperature": lambda h, sensor: 41,
+        "nvmlDeviceGetPowerManagementLimit": 700_000,
+    }, unsupported=unsupported, init_fails=init_fails)
 
 
 def test_nvml_values_land_in_their_columns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import os
 import sys
 import types
 
+import fakes
 import pytest
 import torch
 
@@ -71,10 +72,6 @@ class FakeFiles:
         return str(self.phases.pick(self.files[path]))
 
 
-class NVMLError(Exception):
-    pass
-
-
 def _proc(pid: int) -> types.SimpleNamespace:
     return types.SimpleNamespace(pid=pid, usedGpuMemory=1 << 20)
 
@@ -93,35 +90,20 @@ NVML_VALUES: dict[str, tuple[object, object]] = {
 
 def fake_nvml(phases: Phases, *, unsupported: tuple[str, ...] = (), init_fails: bool = False,
               values: dict[str, tuple[object, object]] | None = None) -> types.ModuleType:
-    """A pynvml stand-in: the functions CaseTelemetry uses, its error class and constants."""
+    """A pynvml stand-in: the functions CaseTelemetry uses, answering by phase."""
     table = {**NVML_VALUES, **(values or {})}
-    m = types.ModuleType("pynvml")
-    m.NVMLError = NVMLError
-    m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
-    m.calls = []  # type: ignore[attr-defined]
-
-    def fn(name: str, value) -> None:  # type: ignore[no-untyped-def]
-        def call(*args: object) -> object:
-            m.calls.append(name)  # type: ignore[attr-defined]
-            if name in unsupported or (name == "nvmlInit" and init_fails):
-                raise NVMLError(name)
-            return value(*args)
-
-        setattr(m, name, call)
-
-    fn("nvmlInit", lambda: None)
-    fn("nvmlShutdown", lambda: None)
-    fn("nvmlDeviceGetHandleByUUID", lambda uuid: "handle")
-    fn("nvmlDeviceGetHandleByIndex", lambda index: "handle")
     clocks = {1: "sm", 2: "mem"}
-    fn("nvmlDeviceGetClockInfo", lambda h, kind: phases.pick(table[clocks[kind]]))
-    fn("nvmlDeviceGetTemperature", lambda h, sensor: phases.pick(table["temp"]))
-    fn("nvmlDeviceGetPowerUsage", lambda h: phases.pick(table["power"]))
-    fn("nvmlDeviceGetCurrentClocksEventReasons", lambda h: phases.pick(table["reasons"]))
-    fn("nvmlDeviceGetCurrentClocksThrottleReasons", lambda h: phases.pick(table["reasons"]))
-    fn("nvmlDeviceGetComputeRunningProcesses", lambda h: phases.pick(table["processes"]))
-    fn("nvmlDeviceGetTotalEnergyConsumption", lambda h: phases.pick(table["energy"]))
-    return m
+    return fakes.fake_nvml({
+        "nvmlDeviceGetHandleByUUID": lambda uuid: "handle",
+        "nvmlDeviceGetHandleByIndex": lambda index: "handle",
+        "nvmlDeviceGetClockInfo": lambda h, kind: phases.pick(table[clocks[kind]]),
+        "nvmlDeviceGetTemperature": lambda h, sensor: phases.pick(table["temp"]),
+        "nvmlDeviceGetPowerUsage": lambda h: phases.pick(table["power"]),
+        "nvmlDeviceGetCurrentClocksEventReasons": lambda h: phases.pick(table["reasons"]),
+        "nvmlDeviceGetCurrentClocksThrottleReasons": lambda h: phases.pick(table["reasons"]),
+        "nvmlDeviceGetComputeRunningProcesses": lambda h: phases.pick(table["processes"]),
+        "nvmlDeviceGetTotalEnergyConsumption": lambda h: phases.pick(table["energy"]),
+    }, unsupported=unsupported, init_fails=init_fails)
 
 
 def telemetry(device: str, phases: Phases, *, nvml: object = None,
