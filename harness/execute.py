@@ -42,8 +42,6 @@ class ExecSettings:
     structure: bool = True
     structure_max_n: int = 512
     env: dict[str, Any] = field(default_factory=dict)
-    #: test-only switch: multiply the timed work (used to inject a known slowdown)
-    slowdown: dict[str, float] = field(default_factory=dict)
     #: clock of CPU cases (``measure.timer``: perf_counter or process_time); CUDA uses events
     cpu_timer: str = "perf_counter"
     #: torch intra-op threads for the case (None: leave the process's setting alone)
@@ -167,7 +165,7 @@ def _threads(count: int | None) -> Iterator[None]:
 
 def _prepared(planned: Any, settings: ExecSettings) -> tuple[Callable[[], None], int, Any]:
     """The case's timed call, its working set (bytes) and its device, built from the seed."""
-    from harness.measure.timing import cpu_clock, working_set_bytes
+    from harness.measure.timing import working_set_bytes
 
     entry = registry.get(planned.layer)
     case: LayerCase = planned.case
@@ -177,9 +175,6 @@ def _prepared(planned: Any, settings: ExecSettings) -> tuple[Callable[[], None],
     module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
     x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype)
     call = make_call(module, x, planned.mode)
-    factor = settings.slowdown.get(planned.layer, 1.0)
-    if factor != 1.0:
-        call = _slowed(call, factor, cpu_clock(settings.cpu_timer))
     return call, working_set_bytes(module, x), device
 
 
@@ -335,22 +330,3 @@ def _execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list
     row["arithmetic_intensity"] = flops_mode / traffic if traffic else None
     row.update(status="ok", message="", wall_s=time.perf_counter() - started)
     return row, rounds
-
-
-def _slowed(
-    call: Callable[[], None], factor: float, clock: Callable[[], float] = time.perf_counter
-) -> Callable[[], None]:
-    """Test-only: stretch each call by ``factor`` by busy-waiting (a known slowdown).
-
-    ``clock`` is the timer's own clock, so the timer sees exactly ``factor`` x the call.
-    """
-
-    def slowed() -> None:
-        t0 = clock()
-        call()
-        extra = (clock() - t0) * (factor - 1.0)
-        end = clock() + extra
-        while clock() < end:
-            pass
-
-    return slowed

@@ -110,7 +110,7 @@ def exec_settings(suite: Any) -> Any:
     m = suite.measure
     return ExecSettings(
         timing=round_config(m), memory=m.memory, flops=m.flops, structure=m.structure,
-        structure_max_n=m.structure_max_n, slowdown=_test_slowdown(), cpu_timer=m.timer,
+        structure_max_n=m.structure_max_n, cpu_timer=m.timer,
         rounds=m.rounds, retries=m.retries,
     )
 
@@ -134,21 +134,6 @@ def round_config(m: Any) -> Any:
         min_block_s=m.min_block_s,
         spread_threshold=m.spread_threshold,
     )
-
-
-def _test_slowdown() -> dict[str, float]:
-    """HARNESS_TEST_SLOWDOWN='lstm=1.25,conv=2': a test-only injected slowdown per layer."""
-    raw = os.environ.get("HARNESS_TEST_SLOWDOWN", "").strip()
-    out: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, _, factor = item.partition("=")
-        try:
-            out[name.strip()] = float(factor)
-        except ValueError:
-            raise HarnessInputError(
-                f"HARNESS_TEST_SLOWDOWN: {item!r} is not LAYER=FACTOR"
-            ) from None
-    return out
 
 
 @lru_cache(maxsize=16)

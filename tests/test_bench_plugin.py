@@ -32,7 +32,6 @@ from harness.bench.plugin import (
     SKIP_REASON,
     contention_info,
     plugin_cli_args,
-    stretched,
     watched,
 )
 from harness.bench.timers import device_timer, synchronized
@@ -99,14 +98,11 @@ def _write_project(root: Path) -> Path:
     return root
 
 
-def _subprocess(root: Path, *args: str, slowdown: str | None = None) -> str:
+def _subprocess(root: Path, *args: str) -> str:
     """A measuring pytest session in its own process; returns its output."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # just the plugins under test: faster
-    env.pop("HARNESS_TEST_SLOWDOWN", None)
-    if slowdown:
-        env["HARNESS_TEST_SLOWDOWN"] = slowdown
     cmd = [sys.executable, "-m", "pytest", "-p", "pytest_benchmark.plugin",
            "-p", "harness.bench.plugin", "-p", "no:cacheprovider", "-q", "-rs", *args]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
@@ -117,12 +113,11 @@ def _subprocess(root: Path, *args: str, slowdown: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def benchmark_run(tmp_path_factory) -> tuple[str, dict, Path]:
-    """`pytest --benchmark-only --benchmark-json`, two passes, test-only slowdown on lstm."""
+    """`pytest --benchmark-only --benchmark-json`, two passes."""
     root = _write_project(tmp_path_factory.mktemp("project"))
     out = _subprocess(root, "test_suite_bench.py", "test_user.py", "--benchmark-only",
                       "--harness-suite=tiny.yaml", "--harness-passes=2",
-                      "--benchmark-group-by=param:layer", "--benchmark-json=out.json", *FAST,
-                      slowdown="lstm=1.25")
+                      "--benchmark-group-by=param:layer", "--benchmark-json=out.json", *FAST)
     return out, json.loads((root / "out.json").read_text()), root
 
 
@@ -203,12 +198,6 @@ def test_group_by_a_parameter_even_beside_unparametrized_benchmarks(benchmark_ru
     assert "benchmark 'layer=lstm': 2 tests" in out
     assert "benchmark 'layer=attention': 2 tests" in out
     assert "benchmark 'layer=None': 1 tests" in out  # test_mixer has no layer parameter
-
-
-def test_the_test_only_slowdown_reaches_only_its_layer(benchmark_run):
-    _, doc, _ = benchmark_run
-    assert _bench(doc, "test_layer[lstm-n8-d8-p1]")["extra_info"]["test_slowdown"] == 1.25
-    assert "test_slowdown" not in _bench(doc, "test_layer[attention-n8-d8-h2-p1]")["extra_info"]
 
 
 def test_layer_benchmark_attaches_flops_and_memory(benchmark_run):
@@ -340,22 +329,6 @@ def test_cuda_timer_synchronizes():
     assert timer is not clock and timer.__name__.startswith("synchronized")
     assert device_timer(clock, "cuda") is timer  # cached: precision measured once
     timer()
-
-
-def test_stretched_call_lasts_factor_times_longer_on_the_given_clock():
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += 0.001  # every reading costs a little, like a real clock
-        return now[0]
-
-    def call() -> None:
-        now[0] += 10.0
-
-    start = clock()
-    stretched(call, 1.25, clock)()
-    elapsed = clock() - start
-    assert 12.5 <= elapsed < 12.6
 
 
 def test_plugin_cli_args_name_the_plugin_unless_an_entry_point_loads_it():

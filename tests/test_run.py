@@ -37,6 +37,13 @@ measure:
 """
 
 
+def slowed(factors: dict[str, float]) -> dict[str, str]:
+    """An environment whose harness processes (the worker too) run those layers slowed."""
+    from harness.bench.slowdown import child_env
+
+    return child_env(factors, "perf_counter", {**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def harness(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
             report: bool = False):
     if args[0] == "run" and not report:
@@ -88,8 +95,7 @@ def test_hung_case_times_out_and_the_sweep_goes_on(tiny, tmp_path):
     tiny.write_text(text.replace("[lstm, conv, attention]", "[conv, attention]")
                     .replace("seq_len: [8, 12]", "seq_len: [8]"))
     out = tmp_path / "run"
-    proc = harness("run", str(tiny), "--out", str(out),
-                   env={"HARNESS_TEST_SLOWDOWN": "conv=1e9"})
+    proc = harness("run", str(tiny), "--out", str(out), env=slowed({"conv": 1e9}))
     assert proc.returncode == 0, proc.stderr
     df = read_results(out)
     by_layer = df.groupby("layer")["status"].agg(set).to_dict()
@@ -130,7 +136,7 @@ def _start(tiny: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", "run", str(tiny), "--out", str(out), "--no-report"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_TEST_SLOWDOWN": "attention=20"},
+        env=slowed({"attention": 20}),
         preexec_fn=_default_sigint,
     )
 
@@ -148,7 +154,7 @@ def test_sigkill_mid_sweep_then_resume_measures_every_case_exactly_once(tiny, tm
     complete = sum(int(pd.read_parquet(out / "parts" / name)["time_rounds"].iloc[0]) == 3
                    for name in kept)
     resumed = harness("run", str(tiny), "--out", str(out), "--resume",
-                      env={"HARNESS_TEST_SLOWDOWN": "attention=20"})
+                      env=slowed({"attention": 20}))
     assert resumed.returncode == 0, resumed.stderr
     df = read_results(out)
     assert len(df) == 6 and df["case_id"].is_unique and set(df["status"]) == {"ok"}
@@ -202,11 +208,10 @@ def test_validate_counts_cases_per_layer(tiny):
     assert "total" in proc.stdout and " 6 " in proc.stdout.splitlines()[-1] + " "
 
 
-def test_process_time_timer_is_recorded_and_the_test_slowdown_uses_it(tiny, tmp_path):
+def test_process_time_timer_is_recorded(tiny, tmp_path):
     tiny.write_text(tiny.read_text().replace("[lstm, conv, attention]", "[lstm]"))
     out = tmp_path / "run"
-    proc = harness("run", str(tiny), "--out", str(out), "--set", "measure.timer=process_time",
-                   env={"HARNESS_TEST_SLOWDOWN": "lstm=1.5"})
+    proc = harness("run", str(tiny), "--out", str(out), "--set", "measure.timer=process_time")
     assert proc.returncode == 0, proc.stderr
     df = read_results(out)
     assert set(df["status"]) == {"ok"} and set(df["time_timer"]) == {"process_time"}
@@ -218,27 +223,6 @@ def test_resume_does_not_mix_clocks():
     env = {"env_cpu_model": "x", "env_torch_version": "2.13.0", "env_torch_threads": 1}
     assert env_fingerprint(env) == env_fingerprint(env, "perf_counter")  # old runs resume
     assert env_fingerprint(env, "process_time") != env_fingerprint(env)
-
-
-def test_test_slowdown_stretches_each_call_on_the_timers_clock():
-    from harness.execute import _slowed
-
-    class Clock:
-        now = 0.0
-
-        def read(self) -> float:
-            self.now += 1e-4  # a busy-wait loop makes the clock advance a little per read
-            return self.now
-
-    clock = Clock()
-
-    def call() -> None:
-        clock.now += 1.0
-
-    slowed = _slowed(call, 1.25, clock.read)
-    start = clock.read()
-    slowed()
-    assert 1.25 <= clock.read() - start <= 1.25 + 1e-3
 
 
 def test_a_reader_that_goes_away_is_not_a_traceback():

@@ -30,9 +30,6 @@ Registered as a ``pytest11`` entry point, so any project that installs the harne
   its CPUs: ``extra_info`` gets ``time_unreliable=True`` and a ``time_note`` starting with
   "contended", and ``harness compare`` calls the case's time inconclusive
   (:func:`contention_info`).
-
-The test-only ``HARNESS_TEST_SLOWDOWN='lstm=1.25'`` switch stretches each timed call of
-that layer as in ``harness run`` (used to check that ``harness compare`` catches a slowdown).
 """
 
 from __future__ import annotations
@@ -79,7 +76,6 @@ class SuiteCase:
     planned: Any  # harness.suite.PlannedCase
     settings: Any  # harness.execute.ExecSettings for the metric pass (one timed call only)
     suite: str  # the suite's name
-    slowdown: float = 1.0  # test-only injected slowdown of the timed call
     pass_index: int = 0  # which pass of --harness-passes this is
     passes: int = 1
     wait: WaitCounter | None = None  # run-queue wait counter; None: contention not observed
@@ -172,12 +168,8 @@ def load_plan(config: pytest.Config) -> SuitePlan:
         base = exec_settings(suite)
     except HarnessInputError as exc:
         raise pytest.UsageError(f"--harness-suite: {exc}") from None
-    settings = replace(base, timing=_one_call_timing(), slowdown={})
-    cases = tuple(
-        SuiteCase(planned=p, settings=settings, suite=suite.name,
-                  slowdown=float(base.slowdown.get(p.layer, 1.0)))
-        for p in plan
-    )
+    settings = replace(base, timing=_one_call_timing())
+    cases = tuple(SuiteCase(planned=p, settings=settings, suite=suite.name) for p in plan)
     passes = config.getoption("harness_passes", None) or 1
     if passes < 1:
         raise pytest.UsageError(f"--harness-passes: {passes} is not a positive number")
@@ -327,8 +319,6 @@ def case_info(case: SuiteCase, row: dict[str, Any]) -> dict[str, Any]:
     info.update({k: _plain(row.get(k)) for k in INFO_METRICS if k in row})
     if case.passes > 1:
         info.update(harness_pass=case.pass_index, harness_passes=case.passes)
-    if case.slowdown != 1.0:
-        info["test_slowdown"] = case.slowdown
     return info
 
 
@@ -373,8 +363,6 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
     from harness.bench.timers import use_device_timer
 
     use_device_timer(benchmark, device)
-    if case.slowdown != 1.0:
-        call = stretched(call, case.slowdown, benchmark._timer)
     info.update(watched(benchmark, call, case.wait))
     return info
 
@@ -428,25 +416,6 @@ def contention_info(waited: float | None, measured: float | None,
                             f"benchmark, {share:.0%} of its {measured:.4g} s of timed calls "
                             f"(limit {rule.sample_wait:.0%})")
     return out
-
-
-def stretched(call: Any, factor: float, clock: Any) -> Any:
-    """Test-only: each call lasts ``factor`` times as long *on the benchmark's clock*.
-
-    Busy-waits after the call until ``clock`` (the timer pytest-benchmark reads) has
-    advanced by ``factor`` times the call's own duration, so the injected slowdown is the
-    same whether the timer is wall time (``time.perf_counter``, as ``harness run``'s
-    ``HARNESS_TEST_SLOWDOWN``) or CPU time (``--benchmark-timer time.process_time``).
-    """
-
-    def slowed() -> None:
-        start = clock()
-        call()
-        end = start + (clock() - start) * factor
-        while clock() < end:
-            pass
-
-    return slowed
 
 
 _ENV: dict[str, dict[str, Any]] = {}

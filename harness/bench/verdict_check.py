@@ -6,8 +6,9 @@
 Each repetition measures the same code three times, in this order:
 
 * ``A``  - the suite as it is (the baseline),
-* ``B``  - the suite with a known slowdown injected (``HARNESS_TEST_SLOWDOWN='lstm=1.25'``:
-  every timed call of that layer busy-waits until it took 1.25x as long),
+* ``B``  - the suite with a known slowdown injected (``--slowdown lstm=1.25``, through
+  :mod:`harness.bench.slowdown`: every forward of that layer busy-waits until it took 1.25x
+  as long on the timer's clock),
 * ``A2`` - the suite as it is again,
 
 and compares ``A`` with ``A2`` (A/A: any flagged regression is a false alarm) and ``A``
@@ -41,6 +42,8 @@ from harness.bench.compare import Comparison, Rules, compare_runs
 from harness.bench.loaders import load
 from harness.bench.plugin import plugin_cli_args
 from harness.bench.render import markdown
+from harness.bench.slowdown import child_env as slowdown_env
+from harness.bench.slowdown import parse
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -55,9 +58,9 @@ FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": 
 def _env(args: argparse.Namespace, slowdown: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")]))
-    env.pop("HARNESS_TEST_SLOWDOWN", None)
-    if slowdown:
-        env["HARNESS_TEST_SLOWDOWN"] = slowdown
+    if slowdown:  # every timer of the protocol reads this clock: the slowdown waits on it
+        clock = "process_time" if args.timer.endswith("process_time") else "perf_counter"
+        env = slowdown_env(parse(slowdown), clock, env)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     if args.fixed_malloc:
