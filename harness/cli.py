@@ -30,6 +30,8 @@ examples:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
     from harness import registry
 
     rows = [
@@ -63,11 +65,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(tabulate(table, headers, disable_numparse=True))
     return EXIT_OK
 
 

@@ -18,6 +18,8 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tabulate import tabulate
+
 from harness.measure.system import THROTTLE_REASONS, CpuLoad, SystemState, snapshot
 
 STATUSES = ("ok", "warn", "info")
@@ -343,17 +345,12 @@ def summary_line(
 
 def render(verdicts: Sequence[Check], width: int = 100) -> str:
     """A plain aligned table: check, status, value, with advice wrapped under its value."""
-    headers = ("check", "status", "value")
-    rows = [(c.name, c.status, c.value) for c in verdicts]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    indent = " " * (widths[0] + widths[1] + 4)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    for check, row in zip(verdicts, rows, strict=True):
-        out.append(line(row))
+    head, rule, *body = tabulate([(c.name, c.status, c.value) for c in verdicts],
+                                 ("check", "status", "value"), disable_numparse=True).splitlines()
+    indent = " " * (rule.rindex(" ") + 1)  # advice starts under the value column
+    out = [head, rule]
+    for check, row in zip(verdicts, body, strict=True):
+        out.append(row)
         if check.advice and check.status != "ok":
             out += textwrap.wrap(
                 check.advice, width=max(40, width), initial_indent=f"{indent}-> ",

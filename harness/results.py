@@ -15,7 +15,6 @@ them. Readers validate the schema version and refuse files they cannot understan
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import HarnessInputError
+from harness.values import missing
 
 SCHEMA_VERSION = 1
 _META_KEY = b"harness.schema_version"
@@ -168,18 +168,14 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     for name in (*_INT_PARAMS, *_INT_METRICS):
         if name in df:
             df[name] = pd.array(
-                [None if _missing(v) else int(v) for v in df[name]], dtype="Int64"
+                [None if missing(v) else int(v) for v in df[name]], dtype="Int64"
             )
     for name in ("causal", "block", "time_unreliable"):
         if name in df:
             df[name] = pd.array(
-                [None if _missing(v) else bool(v) for v in df[name]], dtype="boolean"
+                [None if missing(v) else bool(v) for v in df[name]], dtype="boolean"
             )
     return df
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:

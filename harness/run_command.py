@@ -176,16 +176,17 @@ def _num(row: Any, key: str, scale: float = 1.0, fmt: str = "{:.3g}") -> str:
 
 def summary_table(df: Any, limit: int = 60) -> str:
     """A compact per-case table for the terminal: time, FLOPs, memory, path length."""
-    lines = [f"{'case':<40} {'status':<8} {'median ms':>10} {'GFLOP':>9} {'peak MiB':>9} "
-             f"{'path m/a':>9}"]
-    for _, row in df.head(limit).iterrows():
-        path = (f"{_num(row, 'path_length_measured', fmt='{:g}')}/"
-                f"{_num(row, 'path_length_analytic', fmt='{:g}')}")
-        lines.append(
-            f"{str(row['label'])[:40]:<40} {row['status']:<8} {_num(row, 'time_ms_median'):>10} "
-            f"{_num(row, 'flops_analytic', 1e-9):>9} {_num(row, 'peak_mem_bytes', 2**-20):>9} "
-            f"{path:>9}"
-        )
+    from tabulate import tabulate
+
+    rows = [
+        (str(row["label"])[:40], row["status"], _num(row, "time_ms_median"),
+         _num(row, "flops_analytic", 1e-9), _num(row, "peak_mem_bytes", 2**-20),
+         f"{_num(row, 'path_length_measured', fmt='{:g}')}/"
+         f"{_num(row, 'path_length_analytic', fmt='{:g}')}")
+        for _, row in df.head(limit).iterrows()
+    ]
+    lines = [tabulate(rows, ("case", "status", "median ms", "GFLOP", "peak MiB", "path m/a"),
+                      disable_numparse=True, colalign=("left", "left", *["right"] * 4))]
     if len(df) > limit:
         lines.append(f"... and {len(df) - limit} more cases in the results file")
     counts = df["status"].value_counts().to_dict()

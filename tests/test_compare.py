@@ -28,7 +28,7 @@ from harness.bench.compare import (
 )
 from harness.bench.loaders import CaseRecord, PassStats, RunRecord, identity, load
 from harness.bench.render import markdown, table
-from harness.bench.stats import bootstrap_ratio, summary_ratio
+from harness.bench.stats import bootstrap_ratio, summary_ratio, z_value
 from harness.errors import HarnessInputError
 from harness.results import RunDirectory
 
@@ -144,6 +144,12 @@ def test_passes_take_the_fastest_pass_median():
     ci = bootstrap_ratio([clean, disturbed], [_samples(1e-3, 0.02, seed=4)])
     assert ci.ratio == pytest.approx(1.0, abs=0.03)
     assert ci.low < 1 < ci.high
+
+
+@pytest.mark.parametrize(("level", "z"), [(0.8, 1.281552), (0.9, 1.644854), (0.95, 1.959964),
+                                           (0.99, 2.575829), (0.999, 3.290527)])
+def test_z_value_matches_normal_tables(level, z):
+    assert z_value(level) == pytest.approx(z, abs=1e-6)
 
 
 def test_summary_ratio_interval_from_standard_errors():

@@ -224,7 +224,7 @@ def test_every_string_from_the_results_is_escaped(tiny_reports):
     paths = tiny_reports[0]  # the PDF must survive '$' (mathtext) too
     text = paths[0].read_text(encoding="utf-8")
     assert "<script" not in text.lower() and "<img src=x" not in text and "<i>" not in text
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
     assert "a&amp;b&lt;i&gt;$x$&lt;/i&gt;" in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
     assert paths[1].read_bytes().startswith(b"%PDF")

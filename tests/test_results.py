@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -127,3 +130,14 @@ def test_long_view_has_one_row_per_case_and_metric(tmp_path):
     assert set(long["metric"]) == {"time_ms_median", "flops_analytic"}
     wide = long.pivot(index="case_id", columns="metric", values="value")
     assert wide.loc["id2", "flops_analytic"] == 3000
+
+
+def test_missing_and_plain_cell_values():
+    from harness.values import missing, plain
+
+    for value in (None, math.nan, np.float32("nan"), np.float64("nan"), pd.NA, pd.NaT):
+        assert missing(value) and plain(value) is None
+    for value in (0, 0.0, "", "nan", math.inf, False, [1]):
+        assert not missing(value)
+    assert type(plain(np.int64(3))) is int and type(plain(np.float32(0.5))) is float
+    assert plain(np.bool_(True)) is True and plain("x") == "x"

@@ -17,6 +17,7 @@ import pandas as pd
 
 from harness.analysis.theory import family_of
 from harness.results import PARAM_COLUMNS, to_long
+from harness.values import missing, plain
 
 
 def require(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -87,22 +88,6 @@ def numeric(df: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(df[column].astype(object), errors="coerce").astype(float)
 
 
-def missing(value: Any) -> bool:
-    """None, NaN and pd.NA are all "not recorded"."""
-    if value is None or value is pd.NA:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def clean(value: Any) -> Any:
-    """A group key as a plain Python value (None for missing; numpy scalars unwrapped)."""
-    if missing(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def group_positions(df: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, np.ndarray]:
     """Row positions of each group of ``df`` by ``keys``, first-seen order.
 
@@ -110,7 +95,7 @@ def group_positions(df: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, np.nda
     group of its own, whatever the column's dtype.
     """
     keys = list(keys)
-    columns = [[clean(v) for v in df[k].astype(object).tolist()] for k in keys]
+    columns = [[plain(v) for v in df[k].astype(object).tolist()] for k in keys]
     found: dict[tuple, list[int]] = {}
     for i, values in enumerate(zip(*columns, strict=True) if keys else [()] * len(df)):
         found.setdefault(values, []).append(i)

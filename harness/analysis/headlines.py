@@ -16,8 +16,9 @@ import pandas as pd
 from harness.analysis.crossovers import crossovers
 from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import flop_reconciliation
-from harness.analysis.frame import clean, fmt_num, missing, require, unreliable_phrase
+from harness.analysis.frame import fmt_num, require, unreliable_phrase
 from harness.analysis.table1 import table1_measured
+from harness.values import missing, plain
 
 _METRIC_WORDS = {"flops_analytic": "FLOPs", "time_ms_median": "time"}
 _CONTEXT = ("dtype", "device", "mode", "seed")
@@ -35,7 +36,7 @@ def _count(value: object) -> int:
 def _shortener(df: pd.DataFrame) -> Callable[..., str]:
     """Drop dtype/device/mode/seed from a description when the whole run shares one value."""
     constant = {c for c in _CONTEXT
-                if c in df.columns and len({clean(v) for v in df[c].tolist()}) <= 1}
+                if c in df.columns and len({plain(v) for v in df[c].tolist()}) <= 1}
 
     def short(*descriptions: str) -> str:
         parts = [p for d in descriptions for p in d.split(", ") if p]

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 _REPO = Path(__file__).resolve().parents[2]
 _KEY = ["layer", "variant", "seq_len"]
 
@@ -79,12 +81,13 @@ def summarize(quiet: Any, loaded: Any, inflated: float) -> tuple[list[str], bool
                     loaded[[*_KEY, "time_ms_median", "time_unreliable", "time_note"]],
                     on=_KEY, suffixes=("_quiet", "_loaded"))
     both["ratio"] = both["time_ms_median_loaded"] / both["time_ms_median_quiet"]
-    lines = [f"{'case':<32} {'quiet ms':>10} {'loaded ms':>10} {'ratio':>7}  loaded flag"]
-    for _, r in both.sort_values(_KEY).iterrows():
-        flag = r["time_note_loaded"] if r["time_unreliable_loaded"] else "-"
-        name = f"{r['layer']}/{r['variant']} n={r['seq_len']}"
-        lines.append(f"{name:<32} {r['time_ms_median_quiet']:>10.3f} "
-                     f"{r['time_ms_median_loaded']:>10.3f} {r['ratio']:>7.2f}  {flag}")
+    rows = [(f"{r['layer']}/{r['variant']} n={r['seq_len']}", f"{r['time_ms_median_quiet']:.3f}",
+             f"{r['time_ms_median_loaded']:.3f}", f"{r['ratio']:.2f}",
+             r["time_note_loaded"] if r["time_unreliable_loaded"] else "-")
+            for _, r in both.sort_values(_KEY).iterrows()]
+    lines = tabulate(rows, ("case", "quiet ms", "loaded ms", "ratio", "loaded flag"),
+                     disable_numparse=True, colalign=("left", "right", "right", "right",
+                                                      "left")).splitlines()
     flagged = both["time_unreliable_loaded"].astype(bool)
     missed = both[(both["ratio"] > inflated) & ~flagged]
     quiet_flagged = int(quiet["time_unreliable"].astype(bool).sum())

@@ -141,23 +141,23 @@ def history_dict(hist: History) -> dict[str, Any]:
 
 
 def history_table(hist: History) -> str:
+    from tabulate import tabulate
+
     from harness.bench.render import fmt_time
 
     lines = [f"{len(hist.runs)} runs under {hist.folder}, "
              f"{hist.runs[0].recorded_at:%Y-%m-%d %H:%M} .. "
              f"{hist.runs[-1].recorded_at:%Y-%m-%d %H:%M} UTC"]
     lines += [f"skipped: {s}" for s in hist.skipped]
-    width = max([len("case"), *(len(c.label) for c in hist.cases)])
-    lines.append(f"{'case':<{width}}  {'runs':>4}  {'first':>9}  {'latest':>9}  first step")
+    rows = []
     for c in hist.cases:
-        first, latest = c.points[0][1], c.points[-1][1]
+        where = "-"
         if c.first_step is not None:
-            run = step_run(hist, c, c.first_step)
-            where = f"{run.name} ({c.first_step.change:+.0%})"
-        else:
-            where = "-"
-        lines.append(f"{c.label:<{width}}  {len(c.points):>4}  {fmt_time(first):>9}  "
-                     f"{fmt_time(latest):>9}  {where}")
+            where = f"{step_run(hist, c, c.first_step).name} ({c.first_step.change:+.0%})"
+        rows.append((c.label, str(len(c.points)), fmt_time(c.points[0][1]),
+                     fmt_time(c.points[-1][1]), where))
+    lines.append(tabulate(rows, ("case", "runs", "first", "latest", "first step"),
+                          disable_numparse=True, colalign=("left", *["right"] * 3, "left")))
     stepped = sum(1 for c in hist.cases if c.first_step is not None)
     lines.append(f"{stepped} of {len(hist.cases)} cases have a step of at least "
                  f"{hist.threshold:.0%}")

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessInputError
+from harness.values import missing as _missing
+from harness.values import plain as _plain
 
 #: The parameters that identify a case across files and formats.
 IDENTITY = (
@@ -169,19 +171,6 @@ class RunRecord:
     @property
     def name(self) -> str:
         return self.path.parent.name if self.path.name == "results.parquet" else self.path.name
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        import pandas as pd
-
-        if value is pd.NA:
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return isinstance(value, float) and math.isnan(value)
 
 
 def _clean(name: str, value: Any) -> Any:
@@ -423,12 +412,6 @@ def load_parquet(path: Path) -> RunRecord:
 
 _MACHINE_KEYS = ("env_device_name", "env_cpu_model", "env_hostname", "env_torch_version",
                  "env_torch_threads", "env_git_commit")
-
-
-def _plain(value: Any) -> Any:
-    if _missing(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 # --- pytest-benchmark JSON ------------------------------------------------------------------

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.values import plain
+
 if TYPE_CHECKING:  # importing harness.measure imports torch: only where measuring needs it
     from harness.measure.contention import ContentionRule, WaitCounter
 
@@ -300,14 +302,9 @@ def layer_benchmark(benchmark: Any, harness_wait_counter: WaitCounter | None) ->
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe scalars: numpy -> Python, NaN -> None."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """JSON-safe scalars: numpy -> Python, NaN and inf -> None."""
+    value = plain(value)
+    return None if isinstance(value, float) and math.isinf(value) else value
 
 
 def case_info(case: SuiteCase, row: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tabulate import tabulate
+
 from harness.bench.compare import (
     BASELINE_ONLY,
     CANDIDATE_ONLY,
@@ -83,15 +85,13 @@ def _headline(c: Comparison) -> str:
 
 def table(c: Comparison) -> str:
     """The terminal table: one line per case, reasons under regressions."""
-    rows = [_row(v) for v in c.cases]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(HEADERS)]
+    head, rule, *body = tabulate([_row(v) for v in c.cases], HEADERS,
+                                 disable_numparse=True).splitlines()
     lines = [f"baseline:  {c.baseline.path}", f"candidate: {c.candidate.path}"]
     lines += [f"warning: {w}" for w in c.warnings]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip())
-    lines.append("  ".join("-" * w for w in widths))
-    for v, row in zip(c.cases, rows, strict=True):
-        lines.append("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    lines += [head, rule]
+    for v, row in zip(c.cases, body, strict=True):
+        lines.append(row)
         if v.reasons and v.verdict not in (BASELINE_ONLY, CANDIDATE_ONLY):
             lines.append("    " + "; ".join(v.reasons))
     lines.append(_headline(c))

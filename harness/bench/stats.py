@@ -27,12 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-
-#: Normal quantiles for the usual two-sided levels (no scipy dependency).
-_Z = {0.8: 1.2816, 0.9: 1.6449, 0.95: 1.9600, 0.98: 2.3263, 0.99: 2.5758, 0.999: 3.2905}
 
 
 @dataclass(frozen=True)
@@ -50,21 +48,10 @@ class RatioCI:
 
 
 def z_value(level: float) -> float:
-    """Two-sided normal quantile for ``level``: a table of the usual levels, else bisection."""
+    """Two-sided normal quantile for ``level`` (1.959964 for 0.95)."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
-    for known, z in _Z.items():
-        if abs(known - level) < 1e-9:
-            return z
-    lo, hi = 0.0, 10.0  # bisection on the normal CDF via erf
-    target = 0.5 + level / 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def as_passes(values: Any, side: str) -> list[np.ndarray]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tabulate import tabulate
+
 from harness.flops.layer import count_layer
 from harness.registry import entries
 from harness.spec import LayerCase
@@ -25,21 +27,22 @@ def _case(argv: list[str]) -> LayerCase:
 def main(argv: list[str]) -> int:
     case = _case(argv)
     print(f"forward FLOPs (2 per multiply-add), {case}")
-    header = (f"{'layer':<16}{'variant':<9}{'analytic':>15}{'fvcore':>15}{'torch':>15}"
-              f"{'seconds':>9}  uncounted / devices")
-    print(header)
+    rows = []
     for entry in entries():
         case_ = entry.normalize(case)
         if entry.problem(case_):
-            print(f"{entry.name:<16}skipped: {entry.problem(case_)}")
+            rows.append((entry.name, "", "", "", "", "", f"skipped: {entry.problem(case_)}"))
             continue
         start = time.perf_counter()
         row = count_layer(entry, case_)
         seconds = time.perf_counter() - start
         uncounted = (*row["uncounted_fvcore"], *row["uncounted_torch"]) or "-"
-        print(f"{row['layer']:<16}{row['variant']:<9}{row['flops_analytic']:>15,}"
-              f"{row['flops_fvcore']:>15,}{row['flops_torch']:>15,}{seconds:>9.2f}  "
-              f"{uncounted} fvcore@{row['device_fvcore']} torch@{row['device_torch']}")
+        rows.append((row["layer"], row["variant"], f"{row['flops_analytic']:,}",
+                     f"{row['flops_fvcore']:,}", f"{row['flops_torch']:,}", f"{seconds:.2f}",
+                     f"{uncounted} fvcore@{row['device_fvcore']} torch@{row['device_torch']}"))
+    print(tabulate(rows, ("layer", "variant", "analytic", "fvcore", "torch", "seconds",
+                          "uncounted / devices"),
+                   disable_numparse=True, colalign=("left", "left", *["right"] * 4, "left")))
     return 0
 
 

@@ -122,7 +122,9 @@ def panels(container: FigureBase, nrows: int, ncols: int, look: Look, *, top: fl
     """A grid of axes with fixed margins in inches and room for the legend at the right.
 
     A fixed layout (not constrained layout) because it costs a fraction of the drawing
-    time and gives the same geometry in the HTML figure and on the PDF page.
+    time and gives the same geometry in the HTML figure and on the PDF page. Not seaborn's
+    FacetGrid: it makes its own pyplot figure, while a Plot draws into the Figure or PDF-page
+    SubFigure it is given, and the facets of one figure differ in y unit and log base.
     """
     w_in = container.bbox.width / container.dpi
     h_in = container.bbox.height / container.dpi

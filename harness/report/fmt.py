@@ -11,8 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from harness.values import missing, plain
 
 _SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _BINARY = ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
@@ -38,25 +37,6 @@ AXIS_SYMBOL = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "win
                "batch": "b"}
 VERDICT_MARK = {"agrees": "✓ agrees", "disagrees": "✗ disagrees",
                 "inconclusive": "? inconclusive", "n/a": "– n/a"}
-
-
-def missing(value: Any) -> bool:
-    """None, NaN, pd.NA and NaT are all "not recorded"."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    try:
-        return bool(isinstance(value, (float, np.floating)) and math.isnan(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def plain(value: Any) -> Any:
-    """A cell value as plain Python (numpy scalars unwrapped, missing as None)."""
-    if missing(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def text(value: Any, empty: str = "") -> str:

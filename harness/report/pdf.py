@@ -5,6 +5,14 @@ next; a table repeats its header on every page, a section continued on a new pag
 its title. Figures are drawn as vector graphics into subfigures of the page. Text is
 measured with the font's own glyph advances, so wrapping matches what is drawn. The
 document carries no creation date, so two renders of the same results are the same file.
+
+Why a layout engine of our own (tried against matplotlib's ``ax.table`` and wrapped
+``fig.text``): matplotlib draws text and tables but does not wrap table cells, size rows to
+their lines, or split a long table over pages with its header repeated - Table 1 at 7 pt
+came out 1.4 page widths wide with its 4-line cells clipped, and the per-case table has a
+row per case. Wrapping, paging and column fitting are therefore what this module is; a
+flowing-document library (reportlab platypus, fpdf2 tables) would do them, but it is a new
+dependency and the figures would have to go through SVG or PNG instead of onto the page.
 """
 
 from __future__ import annotations

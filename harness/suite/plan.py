@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tabulate import tabulate
+
 from harness import registry
 from harness.registry import LayerEntry
 from harness.spec import LayerCase
@@ -178,14 +180,12 @@ def summarize(planned: list[PlannedCase], title: str | None = None) -> str:
     layers = list(dict.fromkeys(item.layer for item in planned))
     runnable = Counter(item.layer for item in planned if item.runnable)
     skipped = Counter(item.layer for item in planned if not item.runnable)
-    width = max([len("layer"), len("total"), *(len(name) for name in layers)])
-    lines = [title] if title else []
-    lines.append(f"{'layer':<{width}}  {'cases':>5}  {'runnable':>8}  {'skipped':>7}")
-    for name in layers:
-        total = runnable[name] + skipped[name]
-        lines.append(f"{name:<{width}}  {total:>5}  {runnable[name]:>8}  {skipped[name]:>7}")
+    rows = [(name, runnable[name] + skipped[name], runnable[name], skipped[name])
+            for name in layers]
     n_run, n_skip = sum(runnable.values()), sum(skipped.values())
-    lines.append(f"{'total':<{width}}  {n_run + n_skip:>5}  {n_run:>8}  {n_skip:>7}")
+    rows.append(("total", n_run + n_skip, n_run, n_skip))
+    lines = [title] if title else []
+    lines.append(tabulate(rows, ("layer", "cases", "runnable", "skipped")))
     skips = [item for item in planned if not item.runnable]
     if skips:
         lines.append("")
