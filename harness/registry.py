@@ -5,17 +5,23 @@ A layer has one or more *variants* (fused vs unrolled RNN, grouped-conv vs unfol
 LightConv, ...). Variants of one layer compute the same function and share parameter names
 and shapes, so ``other.load_state_dict(one.state_dict())`` gives both the same weights.
 
-Layers are loaded on first use: every module of the package ``harness.layers`` that
-defines ``LAYERS`` (a sequence of :class:`LayerEntry`).
+Layers come from two places, loaded on first use (also in spawned worker processes):
+every module of the package ``harness.layers`` that defines ``LAYERS`` (a sequence of
+:class:`LayerEntry`), and every installed package that declares an entry point in the group
+``harness.layers`` naming such a module (docs/extending.md). A plugin that fails (import
+error, duplicate name, malformed definition) is left out with one line on stderr naming it.
 """
 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import pkgutil
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from importlib.metadata import entry_points
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from harness.costs import Cost
@@ -33,9 +39,11 @@ CostModel = Callable[[LayerCase, str], Cost]
 Check = Callable[[LayerCase], "str | None"]
 
 OPTIONAL_PARAMS = ("heads", "kernel", "window", "causal", "block")
+#: The entry-point group third-party packages declare their layer modules in.
+ENTRY_POINT_GROUP = "harness.layers"
 
 __all__ = ["FAMILIES", "OPTIONAL_PARAMS", "Builder", "Check", "CostModel", "LayerEntry",
-           "Theory", "entries", "get", "names", "register",
+           "Theory", "entries", "get", "names", "plugin_errors", "register",
            "theory_columns"]
 
 
@@ -129,6 +137,7 @@ class LayerEntry:
 
 
 _REGISTRY: dict[str, LayerEntry] = {}
+_PLUGIN_ERRORS: list[str] = []
 _loaded = False
 
 
@@ -145,6 +154,18 @@ def _add(entry: LayerEntry) -> LayerEntry:
         raise ValueError(f"layer {entry.name!r} registered twice")
     _REGISTRY[entry.name] = entry
     return entry
+
+
+def _layers_of(module: Any) -> list[LayerEntry]:
+    """A layer module's ``LAYERS`` (or the sequence an entry point names) as a list."""
+    found = getattr(module, "LAYERS", None) if isinstance(module, ModuleType) else module
+    if found is None:
+        raise ValueError(f"module {module.__name__} defines no LAYERS")
+    if isinstance(found, LayerEntry):
+        found = [found]
+    if not isinstance(found, Sequence) or isinstance(found, str):
+        raise ValueError(f"LAYERS must be a sequence of LayerEntry, got {type(found).__name__}")
+    return list(found)
 
 
 def _add_all(found: list[LayerEntry]) -> None:
@@ -167,9 +188,32 @@ def _builtin_modules() -> list[str]:
             if not m.name.startswith("_")]
 
 
+def _plugin_failed(ep: Any, exc: BaseException) -> None:
+    dist = getattr(ep, "dist", None)
+    package = dist.name if dist is not None else ep.value.split(":")[0].split(".")[0]
+    text = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = (f"harness: layer plugin {package!r} (entry point {ep.name} = {ep.value}) "
+            f"not loaded: {reason}")
+    _PLUGIN_ERRORS.append(line)
+    if multiprocessing.parent_process() is None:  # workers: the parent has said it
+        print(line, file=sys.stderr)
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_REGISTRY)
+        try:
+            _add_all(_layers_of(ep.load()))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the harness
+            for name in set(_REGISTRY) - before:  # what it registered by itself on import
+                del _REGISTRY[name]
+            _plugin_failed(ep, exc)
+
+
 def _load() -> None:
-    """Register the built-in layers (once per process; a failure to import one - torch
-    missing - is raised, and the next call tries again)."""
+    """Register the built-in layers, then the plugins' (once per process; a failure to
+    import a built-in - torch missing - is raised, and the next call tries again)."""
     global _loaded
     if _loaded:
         return
@@ -181,6 +225,13 @@ def _load() -> None:
         _loaded = False
         _REGISTRY.clear()
         raise
+    _load_plugins()
+
+
+def plugin_errors() -> list[str]:
+    """One line per plugin that could not be loaded (also printed once on stderr)."""
+    _load()
+    return list(_PLUGIN_ERRORS)
 
 
 def get(name: str) -> LayerEntry:
@@ -197,7 +248,7 @@ def names() -> list[str]:
 
 
 def entries() -> list[LayerEntry]:
-    """Every layer, in Table-1 family order, then registration order."""
+    """Every layer, in Table-1 family order (others after), then registration order."""
     _load()
     return sorted(_REGISTRY.values(), key=lambda e: family_rank(e.family))
 
