@@ -94,7 +94,7 @@ def case_row(planned: Any) -> dict[str, Any]:
         "device": planned.device,
         "mode": planned.mode,
         "seed": planned.seed,
-        **registry.theory_columns(planned.layer, case),
+        **registry.theory_columns(planned.layer, causal=case.causal, block=case.block),
     }
 
 

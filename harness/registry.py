@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import pkgutil
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.costs import Cost
 from harness.spec import LayerCase
-from harness.theory import FAMILIES, Theory, check_colour, family_rank, format_terms
+from harness.theory import FAMILIES, Theory, family_rank
 
 if TYPE_CHECKING:  # the registry itself needs no torch: only the builders do
     from torch import nn
@@ -76,10 +77,8 @@ class LayerEntry:
             raise ValueError(f"layer {self.name!r}: theory must be a harness.Theory")
         if not callable(self.cost) or not callable(self.check):
             raise ValueError(f"layer {self.name!r}: cost and check must be callables")
-        try:
-            check_colour(self.colour)
-        except ValueError as exc:
-            raise ValueError(f"layer {self.name!r}: {exc}") from None
+        if self.colour is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", str(self.colour)):
+            raise ValueError(f"layer {self.name!r}: colour must be '#rrggbb', not {self.colour!r}")
         unknown = set(self.params) - set(OPTIONAL_PARAMS)
         if unknown:
             raise ValueError(f"layer {self.name!r}: unknown parameters {sorted(unknown)}")
@@ -144,15 +143,7 @@ _loaded = False
 def register(entry: LayerEntry) -> LayerEntry:
     """Add a layer (a notebook's or a test's; layer modules list theirs in ``LAYERS``)."""
     _load()
-    return _add(entry)
-
-
-def _add(entry: LayerEntry) -> LayerEntry:
-    if not isinstance(entry, LayerEntry):
-        raise ValueError(f"expected a LayerEntry, got {type(entry).__name__}")
-    if entry.name in _REGISTRY:
-        raise ValueError(f"layer {entry.name!r} registered twice")
-    _REGISTRY[entry.name] = entry
+    _add_all([entry])
     return entry
 
 
@@ -161,24 +152,20 @@ def _layers_of(module: Any) -> list[LayerEntry]:
     found = getattr(module, "LAYERS", None) if isinstance(module, ModuleType) else module
     if found is None:
         raise ValueError(f"module {module.__name__} defines no LAYERS")
-    if isinstance(found, LayerEntry):
-        found = [found]
     if not isinstance(found, Sequence) or isinstance(found, str):
         raise ValueError(f"LAYERS must be a sequence of LayerEntry, got {type(found).__name__}")
     return list(found)
 
 
-def _add_all(found: list[LayerEntry]) -> None:
+def _add_all(found: Sequence[LayerEntry]) -> None:
     """Register every entry or none (a bad one anywhere leaves the registry as it was)."""
-    seen: set[str] = set()
-    for entry in found:
+    names = [getattr(entry, "name", None) for entry in found]
+    for entry, name in zip(found, names, strict=True):
         if not isinstance(entry, LayerEntry):
             raise ValueError(f"LAYERS holds a {type(entry).__name__}, not a LayerEntry")
-        if entry.name in _REGISTRY or entry.name in seen:
-            raise ValueError(f"layer {entry.name!r} registered twice")
-        seen.add(entry.name)
-    for entry in found:
-        _add(entry)
+        if name in _REGISTRY or names.count(name) > 1:
+            raise ValueError(f"layer {name!r} registered twice")
+    _REGISTRY.update(zip(names, found, strict=True))
 
 
 def _builtin_modules() -> list[str]:
@@ -253,15 +240,15 @@ def entries() -> list[LayerEntry]:
     return sorted(_REGISTRY.values(), key=lambda e: family_rank(e.family))
 
 
-def theory_columns(name: str, case: LayerCase) -> dict[str, Any]:
-    """The theory columns (harness.theory.THEORY_COLUMNS) of a results row of ``case``."""
+def theory_columns(name: str, **flags: bool) -> dict[str, Any]:
+    """The theory columns (harness.theory.THEORY_COLUMNS) of a results row of the layer,
+    for a case with these boolean parameters (``block=True``)."""
     entry = get(name)
     theory = entry.theory
-    flags: Mapping[str, Any] = {f: getattr(case, f, None) for f in theory.flag_terms}
     return {
         "family": entry.family,
         "theory_complexity": theory.complexity,
-        "theory_terms": format_terms(theory.terms_for(flags)) or None,
+        "theory_terms": theory.terms_for(flags) or None,
         "theory_seq_ops": theory.seq_ops,
         "theory_path_length": theory.path_length,
         "theory_path_class": theory.path_class,

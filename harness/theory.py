@@ -40,7 +40,6 @@ THEORY_COLUMNS = ("family", "theory_complexity", "theory_terms", "theory_seq_ops
 Term = Mapping[str, int]  # symbol -> power, e.g. {"n": 2, "d": 1}
 
 _FACTOR = re.compile(r"([a-z])(?:\^(-?\d+))?")
-_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def family_rank(family: str) -> int:
@@ -65,12 +64,6 @@ def parse_terms(text: str) -> tuple[dict[str, int], ...]:
             raise ValueError(f"empty FLOP term in {text!r}")
         terms.append(term)
     return tuple(terms)
-
-
-def format_terms(terms: Sequence[Term]) -> str:
-    """The inverse of :func:`parse_terms`."""
-    return " + ".join(" ".join(s if p == 1 else f"{s}^{p}" for s, p in t.items())
-                      for t in terms)
 
 
 def exponent(terms: Sequence[Term], axis: str) -> tuple[float, float]:
@@ -137,19 +130,12 @@ class Theory:
     def path_class(self) -> str:
         return growth_class_of(self.path_length)
 
-    def terms_for(self, flags: Mapping[str, Any]) -> tuple[dict[str, int], ...]:
-        """FLOP terms of one case: ``terms`` plus those of every flag set in ``flags``."""
-        texts = [*self.terms]
-        for flag, extra in self.flag_terms.items():
-            if flags.get(flag) is True:
-                texts.extend(extra)
-        return tuple(t for text in texts for t in parse_terms(text))
+    def terms_for(self, flags: Mapping[str, Any]) -> str:
+        """FLOP terms of one case as text: ``terms`` plus those of every flag set in
+        ``flags`` ("k n d + n d^2" for a LightConv block); "" without terms."""
+        extra = [t for flag, ts in self.flag_terms.items() if flags.get(flag) is True
+                 for t in ts]
+        return " + ".join([*self.terms, *extra])
 
     def exponent(self, axis: str, **flags: Any) -> tuple[float, float]:
-        return exponent(self.terms_for(flags), axis)
-
-
-def check_colour(colour: str | None) -> str | None:
-    if colour is not None and not (isinstance(colour, str) and _COLOUR.fullmatch(colour)):
-        raise ValueError(f"colour must be a hex colour like '#1f77b4', got {colour!r}")
-    return colour
+        return exponent(parse_terms(self.terms_for(flags)), axis)

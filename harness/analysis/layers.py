@@ -10,14 +10,15 @@ have no theory: family "unknown", exponents nan, Table-1 cells "n/a".
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.theory import family_rank, parse_terms
+from harness.theory import THEORY_COLUMNS, family_rank, parse_terms
 
 UNKNOWN = "unknown"
 
@@ -46,65 +47,57 @@ class LayerInfo:
         return (self.family == UNKNOWN, family_rank(self.family), self.rank, self.name)
 
 
-@dataclass(frozen=True)
-class _Registered:
-    info: LayerInfo
-    theory: Any  # harness.theory.Theory
-
-
 @lru_cache(maxsize=1)
-def _registry() -> dict[str, _Registered] | None:
-    """The registry's layers, or None where they cannot be imported (no torch)."""
+def _registered() -> frozenset[str]:
+    """The registry's layers, or none where they cannot be imported (no torch)."""
     try:
         from harness import registry
 
-        entries = registry.entries()
+        return frozenset(registry.names())
     except ImportError:
-        return None
-    return {e.name: _Registered(
-        LayerInfo(e.name, e.family, e.theory.complexity, e.theory.seq_ops,
-                  e.theory.path_length, e.theory.path_class, e.label, e.colour, float(i)),
-        e.theory) for i, e in enumerate(entries)}
-
-
-def _registered(layer: str) -> _Registered | None:
-    known = _registry()
-    return None if known is None else known.get(layer)
+        return frozenset()
 
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _first(rows: pd.DataFrame, column: str) -> Any:
-    if column not in rows.columns:
-        return None
-    return next((v for v in rows[column].astype(object).tolist() if not _missing(v)), None)
+def theory_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s theory columns (harness.theory.THEORY_COLUMNS), filled from the registry for
+    rows written without them, as the measurement would have written them."""
+    out = pd.DataFrame({c: df[c].astype(object) if c in df.columns else None
+                        for c in THEORY_COLUMNS}, index=df.index, dtype=object)
+    lacking = np.flatnonzero(out["theory_complexity"].map(_missing).to_numpy(dtype=bool))
+    layers = df["layer"].astype(str).tolist()
+    if len(lacking) and any(layers[i] in _registered() for i in lacking):
+        from harness import registry
+
+        for i in lacking:
+            if layers[i] in _registered():
+                flags = {f: not _missing(df[f].iloc[i]) and bool(df[f].iloc[i])
+                         for f in ("causal", "block") if f in df.columns}
+                row = registry.theory_columns(layers[i], **flags)
+                out.iloc[i] = [row[c] for c in THEORY_COLUMNS]
+    return out
 
 
 def layer_infos(df: pd.DataFrame) -> dict[str, LayerInfo]:
-    """Every layer of ``df``: from its rows' theory columns, else the registry, else unknown."""
-    out: dict[str, LayerInfo] = {}
+    """Every layer of ``df`` with its family, theory and look ("unknown" where none)."""
     if "layer" not in df.columns:
-        return out
-    layers = df["layer"].astype(str)
-    for name in dict.fromkeys(layers.tolist()):
-        rows = df[layers == name]
-        complexity = _first(rows, "theory_complexity")
-        registered = _registered(name) if complexity is None else None
-        if registered is not None:
-            out[name] = registered.info
-        elif complexity is None:
-            out[name] = LayerInfo(name, family=str(_first(rows, "family") or UNKNOWN))
-        else:
-            rank = _first(rows, "layer_rank")
-            out[name] = LayerInfo(
-                name, str(_first(rows, "family") or UNKNOWN), str(complexity),
-                str(_first(rows, "theory_seq_ops") or UNKNOWN),
-                str(_first(rows, "theory_path_length") or UNKNOWN),
-                str(_first(rows, "theory_path_class") or UNKNOWN),
-                _first(rows, "layer_label"), _first(rows, "layer_colour"),
-                math.inf if rank is None else float(rank))
+        return {}
+    columns = theory_columns(df)
+    out: dict[str, LayerInfo] = {}
+    for name, rows in columns.groupby(df["layer"].astype(str).to_numpy(), sort=False):
+        first = {c: next((v for v in rows[c].tolist() if not _missing(v)), None)
+                 for c in THEORY_COLUMNS}
+        known = first["theory_complexity"] is not None
+        out[str(name)] = LayerInfo(
+            str(name), str(first["family"] or UNKNOWN),
+            *(str(first[c]) if known and first[c] is not None else UNKNOWN for c in (
+                "theory_complexity", "theory_seq_ops", "theory_path_length",
+                "theory_path_class")),
+            first["layer_label"], first["layer_colour"],
+            math.inf if first["layer_rank"] is None else float(first["layer_rank"]))
     return out
 
 
@@ -119,32 +112,12 @@ def family_of(infos: Mapping[str, LayerInfo], layer: Any) -> str:
     return info.family if info is not None else UNKNOWN
 
 
-def layer_order(infos: Mapping[str, LayerInfo], layers: Iterable[Any] | None = None
-                ) -> list[str]:
+def layer_order(infos: Mapping[str, LayerInfo]) -> list[str]:
     """Layers in report order: Table 1's families, the registry's order, then unknowns."""
-    names = {str(v) for v in (infos if layers is None else layers)}
-    return sorted(names, key=lambda n: infos[n].sort_key if n in infos else
-                  LayerInfo(n).sort_key)
+    return sorted(infos, key=lambda name: infos[name].sort_key)
 
 
 def row_terms(df: pd.DataFrame) -> list[tuple[dict[str, int], ...]]:
-    """Every row's FLOP terms (its ``theory_terms``, else the registry's for its layer and
-    flags); () where none is known."""
-    texts = (df["theory_terms"].astype(object).tolist() if "theory_terms" in df.columns
-             else [None] * len(df))
-    out = []
-    records = None
-    for i, (text, layer) in enumerate(zip(texts, df["layer"].astype(str), strict=True)):
-        if not _missing(text):
-            out.append(parse_terms(str(text)))
-            continue
-        registered = _registered(layer)
-        if registered is None:
-            out.append(())
-            continue
-        if records is None:
-            records = df.to_dict("records")
-        flags = {f: not _missing(records[i].get(f)) and bool(records[i].get(f))
-                 for f in registered.theory.flag_terms}
-        out.append(registered.theory.terms_for(flags))
-    return out
+    """Every row's FLOP terms (harness.theory.parse_terms); () where none is known."""
+    return [() if _missing(text) else parse_terms(str(text))
+            for text in theory_columns(df)["theory_terms"].tolist()]
