@@ -73,7 +73,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def case_row(planned: Any) -> dict[str, Any]:
-    """The identifying columns of a planned case."""
+    """The identifying columns of a planned case, and its layer's theory (harness.theory)."""
     case: LayerCase = planned.case
     return {
         "case_id": planned.case_id,
@@ -92,6 +92,7 @@ def case_row(planned: Any) -> dict[str, Any]:
         "device": planned.device,
         "mode": planned.mode,
         "seed": planned.seed,
+        **registry.theory_columns(planned.layer, causal=case.causal, block=case.block),
     }
 
 

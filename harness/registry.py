@@ -1,39 +1,51 @@
-"""One registry of layers: each entry carries its module builders and its analytic cost model.
+"""One registry of layers: each entry carries its module builders, its analytic cost model
+and its Table-1 theory (harness.theory), all declared in the layer's own module.
 
 A layer has one or more *variants* (fused vs unrolled RNN, grouped-conv vs unfold vs band
 LightConv, ...). Variants of one layer compute the same function and share parameter names
 and shapes, so ``other.load_state_dict(one.state_dict())`` gives both the same weights.
+
+Layers come from two places, loaded on first use (also in spawned worker processes):
+every module of the package ``harness.layers`` that defines ``LAYERS`` (a sequence of
+:class:`LayerEntry`), and every installed package that declares an entry point in the group
+``harness.layers`` naming such a module (docs/extending.md). A plugin that fails (import
+error, duplicate name, malformed definition) is left out with one line on stderr naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+import multiprocessing
+import pkgutil
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
-
-from torch import nn
+from importlib.metadata import entry_points
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 from harness.costs import Cost
 from harness.spec import LayerCase
+from harness.theory import FAMILIES, Theory, family_rank
+
+if TYPE_CHECKING:  # the registry itself needs no torch: only the builders do
+    from torch import nn
 
 #: Builder signature: ``build(case, depth)`` -> module mapping (B, n, d) -> (B, n, d).
 #: ``depth`` is the layer's index in a stack; only layers whose shape changes with depth
 #: (dilated convolutions: dilation k**depth) use it.
-Builder = Callable[[LayerCase, int], nn.Module]
+Builder = Callable[[LayerCase, int], "nn.Module"]
 CostModel = Callable[[LayerCase, str], Cost]
 Check = Callable[[LayerCase], "str | None"]
 
-FAMILIES = ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv")
 OPTIONAL_PARAMS = ("heads", "kernel", "window", "causal", "block")
+#: The entry-point group third-party packages declare their layer modules in.
+ENTRY_POINT_GROUP = "harness.layers"
 
-
-@dataclass(frozen=True)
-class Theory:
-    """The layer's row of Vaswani et al. 2017 Table 1 (or Wu et al. 2019), as text."""
-
-    complexity: str  # FLOPs per layer, e.g. "O(n^2 d)"
-    seq_ops: str  # e.g. "O(1)"
-    path_length: str  # e.g. "O(n/k)"
+__all__ = ["FAMILIES", "OPTIONAL_PARAMS", "Builder", "Check", "CostModel", "LayerEntry",
+           "Theory", "entries", "get", "names", "plugin_errors", "register",
+           "theory_columns"]
 
 
 def _no_check(case: LayerCase) -> str | None:
@@ -53,10 +65,20 @@ class LayerEntry:
     cost: CostModel  # cost(case, variant) -> Cost
     theory: Theory
     check: Check = field(default=_no_check)  # extra rules: reason the case cannot exist, or None
+    colour: str | None = None  # "#rrggbb" in every figure (None: one from seaborn's "dark")
+    label: str | None = None  # name in figure legends (None: the layer's name)
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"layer {self.name!r}: unknown family {self.family!r}")
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(f"layer name must be an identifier, got {self.name!r}")
+        if not (isinstance(self.family, str) and self.family.strip()):
+            raise ValueError(f"layer {self.name!r}: family must be non-empty text")
+        if not isinstance(self.theory, Theory):
+            raise ValueError(f"layer {self.name!r}: theory must be a harness.Theory")
+        if not callable(self.cost) or not callable(self.check):
+            raise ValueError(f"layer {self.name!r}: cost and check must be callables")
+        if self.colour is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", str(self.colour)):
+            raise ValueError(f"layer {self.name!r}: colour must be '#rrggbb', not {self.colour!r}")
         unknown = set(self.params) - set(OPTIONAL_PARAMS)
         if unknown:
             raise ValueError(f"layer {self.name!r}: unknown parameters {sorted(unknown)}")
@@ -65,6 +87,8 @@ class LayerEntry:
         for variant in (self.default_variant, self.reference_variant):
             if variant not in self.variants:
                 raise ValueError(f"layer {self.name!r}: no variant {variant!r}")
+        if not all(callable(b) for b in self.variants.values()):
+            raise ValueError(f"layer {self.name!r}: every variant must be a builder function")
         object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
         object.__setattr__(self, "params", frozenset(self.params))
         object.__setattr__(self, "required", frozenset(self.required))
@@ -112,17 +136,89 @@ class LayerEntry:
 
 
 _REGISTRY: dict[str, LayerEntry] = {}
+_PLUGIN_ERRORS: list[str] = []
+_loaded = False
 
 
 def register(entry: LayerEntry) -> LayerEntry:
-    if entry.name in _REGISTRY:
-        raise ValueError(f"layer {entry.name!r} registered twice")
-    _REGISTRY[entry.name] = entry
+    """Add a layer (a notebook's or a test's; layer modules list theirs in ``LAYERS``)."""
+    _load()
+    _add_all([entry])
     return entry
 
 
+def _layers_of(module: Any) -> list[LayerEntry]:
+    """A layer module's ``LAYERS`` (or the sequence an entry point names) as a list."""
+    found = getattr(module, "LAYERS", None) if isinstance(module, ModuleType) else module
+    if found is None:
+        raise ValueError(f"module {module.__name__} defines no LAYERS")
+    if not isinstance(found, Sequence) or isinstance(found, str):
+        raise ValueError(f"LAYERS must be a sequence of LayerEntry, got {type(found).__name__}")
+    return list(found)
+
+
+def _add_all(found: Sequence[LayerEntry]) -> None:
+    """Register every entry or none (a bad one anywhere leaves the registry as it was)."""
+    names = [getattr(entry, "name", None) for entry in found]
+    for entry, name in zip(found, names, strict=True):
+        if not isinstance(entry, LayerEntry):
+            raise ValueError(f"LAYERS holds a {type(entry).__name__}, not a LayerEntry")
+        if name in _REGISTRY or names.count(name) > 1:
+            raise ValueError(f"layer {name!r} registered twice")
+    _REGISTRY.update(zip(names, found, strict=True))
+
+
+def _builtin_modules() -> list[str]:
+    import harness.layers as package
+
+    return [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+            if not m.name.startswith("_")]
+
+
+def _plugin_failed(ep: Any, exc: BaseException) -> None:
+    dist = getattr(ep, "dist", None)
+    package = dist.name if dist is not None else ep.value.split(":")[0].split(".")[0]
+    text = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = (f"harness: layer plugin {package!r} (entry point {ep.name} = {ep.value}) "
+            f"not loaded: {reason}")
+    _PLUGIN_ERRORS.append(line)
+    if multiprocessing.parent_process() is None:  # workers: the parent has said it
+        print(line, file=sys.stderr)
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_REGISTRY)
+        try:
+            _add_all(_layers_of(ep.load()))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the harness
+            for name in set(_REGISTRY) - before:  # what it registered by itself on import
+                del _REGISTRY[name]
+            _plugin_failed(ep, exc)
+
+
 def _load() -> None:
-    import harness.layers  # noqa: F401  (registers every shipped layer on import)
+    """Register the built-in layers, then the plugins' (once per process; a failure to
+    import a built-in - torch missing - is raised, and the next call tries again)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first: a module may call register() while it is imported
+    try:
+        for name in _builtin_modules():  # helpers (common, pathlen) have no LAYERS
+            _add_all(list(getattr(importlib.import_module(name), "LAYERS", ())))
+    except BaseException:
+        _loaded = False
+        _REGISTRY.clear()
+        raise
+    _load_plugins()
+
+
+def plugin_errors() -> list[str]:
+    """One line per plugin that could not be loaded (also printed once on stderr)."""
+    _load()
+    return list(_PLUGIN_ERRORS)
 
 
 def get(name: str) -> LayerEntry:
@@ -139,6 +235,24 @@ def names() -> list[str]:
 
 
 def entries() -> list[LayerEntry]:
-    """Every layer, in the order of FAMILIES (Table 1 order), then registration order."""
+    """Every layer, in Table-1 family order (others after), then registration order."""
     _load()
-    return sorted(_REGISTRY.values(), key=lambda e: FAMILIES.index(e.family))
+    return sorted(_REGISTRY.values(), key=lambda e: family_rank(e.family))
+
+
+def theory_columns(name: str, **flags: bool) -> dict[str, Any]:
+    """The theory columns (harness.theory.THEORY_COLUMNS) of a results row of the layer,
+    for a case with these boolean parameters (``block=True``)."""
+    entry = get(name)
+    theory = entry.theory
+    return {
+        "family": entry.family,
+        "theory_complexity": theory.complexity,
+        "theory_terms": theory.terms_for(flags) or None,
+        "theory_seq_ops": theory.seq_ops,
+        "theory_path_length": theory.path_length,
+        "theory_path_class": theory.path_class,
+        "layer_label": entry.label,
+        "layer_colour": entry.colour,
+        "layer_rank": names().index(name),
+    }

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 from harness.analysis import (
-    THEORY,
     crossovers,
     efficiency,
     exponent_verdict,
@@ -23,14 +22,15 @@ from harness.analysis import (
     flop_reconciliation,
     growth_class,
     headlines,
+    layer_infos,
     memory_curve,
     memory_frontier,
     t_quantile,
     table1_measured,
-    theory_exponent,
     tidy,
 )
 from harness.results import PARAM_COLUMNS, to_long
+from harness.theory import THEORY_COLUMNS, Theory, exponent, growth_class_of, parse_terms
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,22 +199,88 @@ def test_growth_class_needs_two_sequence_lengths() -> None:
     assert growth_class(np.array([64.0, 128.0]), np.array([64.0, 128.0])) == "O(n)"
 
 
-# --------------------------------------------------------------------------- theory table
+# --------------------------------------------------------------------------- theory
 
 
-def test_theory_exponents_follow_the_terms() -> None:
-    assert theory_exponent("lstm", "seq_len") == (1.0, 1.0)
-    assert theory_exponent("lstm", "d_model") == (2.0, 2.0)
-    assert theory_exponent("attention", "seq_len") == (2.0, 1.0)  # n^2 d + n d^2
-    assert theory_exponent("attention", "d_model") == (2.0, 1.0)
-    assert theory_exponent("attention", "heads") == (0.0, 0.0)  # FLOPs independent of h
-    assert theory_exponent("conv_separable", "kernel") == (1.0, 0.0)
-    assert theory_exponent("dynamicconv", "heads") == (1.0, 0.0)
-    assert theory_exponent("lightconv", "d_model") == (1.0, 1.0)
-    assert theory_exponent("lightconv", "d_model", block=True) == (2.0, 1.0)
-    assert all(math.isnan(v) for v in theory_exponent("rnn", "heads"))
-    assert all(math.isnan(v) for v in theory_exponent("no_such_layer", "seq_len"))
-    assert THEORY["conv_dilated"].path_class == "O(log n)"
+def test_exponents_are_the_extreme_powers_of_the_terms() -> None:
+    terms = parse_terms("n^2 d + n d^2")
+    assert terms == ({"n": 2, "d": 1}, {"n": 1, "d": 2})
+    assert exponent(terms, "seq_len") == (2.0, 1.0)
+    assert exponent(terms, "heads") == (0.0, 0.0)  # FLOPs independent of h
+    assert exponent(terms, "batch") == (1.0, 1.0)
+    assert exponent(parse_terms("n d^2 + n d^2 h^-1"), "heads") == (0.0, -1.0)
+    assert all(math.isnan(v) for v in exponent((), "seq_len"))
+    assert all(math.isnan(v) for v in exponent(terms, "causal"))
+    assert [growth_class_of(t) for t in ("O(1)", "O(n/k)", "O(log_k n)", "O(n)")] == \
+        ["O(1)", "O(n)", "O(log n)", "O(n)"]
+    for bad in ("n^2 x", "n n", "n^", "n + + d"):
+        with pytest.raises(ValueError, match="term"):
+            parse_terms(bad)
+    with pytest.raises(ValueError, match="growth class"):
+        Theory("O(n)", "O(1)", "O(n^2)")
+
+
+def test_the_layers_theory_exponents_follow_their_terms() -> None:
+    pytest.importorskip("torch")
+    from harness import registry
+
+    def theory(name: str, axis: str, **flags: object) -> tuple[float, float]:
+        return registry.get(name).theory.exponent(axis, **flags)
+
+    assert theory("lstm", "seq_len") == (1.0, 1.0)
+    assert theory("lstm", "d_model") == (2.0, 2.0)
+    assert theory("attention", "seq_len") == (2.0, 1.0)  # n^2 d + n d^2
+    assert theory("attention", "d_model") == (2.0, 1.0)
+    assert theory("attention", "heads") == (0.0, 0.0)  # FLOPs independent of h
+    assert theory("conv_separable", "kernel") == (1.0, 0.0)
+    assert theory("dynamicconv", "heads") == (1.0, 0.0)
+    assert theory("lightconv", "d_model") == (1.0, 1.0)
+    assert theory("lightconv", "d_model", block=True) == (2.0, 1.0)
+    assert registry.get("conv_dilated").theory.path_class == "O(log n)"
+
+
+def _with_theory(rows: list[dict[str, object]], **theory: object) -> pd.DataFrame:
+    columns = dict(family="state-space", theory_complexity="O(n d)", theory_terms="n d",
+                   theory_seq_ops="O(1)", theory_path_length="O(1)", theory_path_class="O(1)",
+                   layer_label="Mamba-ish", layer_colour="#123456", layer_rank=11)
+    columns.update(theory)
+    assert set(columns) == set(THEORY_COLUMNS)
+    return frame([{**r, **columns} for r in rows])
+
+
+def test_theory_comes_from_the_rows_for_a_layer_the_registry_does_not_know() -> None:
+    rows = [case("mamba", "scan", n, 64, flops_analytic=float(8 * n * 64),
+                 flops_torch=float(8 * n * 64), time_ms_median=n / 100,
+                 seq_ops_measured=1.0, seq_ops_analytic=1.0,
+                 path_length_measured=1.0, path_length_analytic=1.0) for n in N_SWEEP]
+    df = _with_theory(rows)
+    (info,) = layer_infos(df).values()
+    assert (info.family, info.complexity, info.path_class, info.colour, info.label) == \
+        ("state-space", "O(n d)", "O(1)", "#123456", "Mamba-ish")
+    fits = fit_exponents(df, metrics=["flops_torch"])
+    assert (fits.loc[0, "theory_exponent"], fits.loc[0, "family"]) == (1.0, "state-space")
+    (row,) = table1_measured(df).to_dict("records")
+    assert (row["family"], row["complexity"], row["flops_n_verdict"]) == \
+        ("state-space", "O(n d)", "agrees")
+    assert (row["seq_ops_verdict"], row["path_class_verdict"]) == ("agrees", "agrees")
+    assert set(tidy(df)["family"]) == {"state-space"}
+    # the same rows without theory columns: an unknown layer, no theory
+    bare = frame(rows)
+    (row,) = table1_measured(bare).to_dict("records")
+    assert (row["family"], row["complexity"], row["seq_ops_verdict"]) == \
+        ("unknown", "unknown", "n/a")
+    assert math.isnan(fit_exponents(bare, metrics=["flops_torch"]).loc[0, "theory_exponent"])
+
+
+def test_rows_without_theory_columns_read_the_registry() -> None:
+    """Results written before the theory columns existed (the committed baseline)."""
+    pytest.importorskip("torch")
+    df = frame([case("lightconv", "conv1d", n, 64, heads=4, kernel=3, block=True,
+                     flops_analytic=float(n)) for n in (64, 128, 256)])
+    info = layer_infos(df)["lightconv"]
+    assert (info.family, info.complexity, info.colour) == ("lightconv", "O(k n d)", "#029e73")
+    fits = fit_exponents(df, metrics=["flops_analytic"], axes=["seq_len"])
+    assert fits.loc[0, "theory_exponent"] == 1.0
 
 
 # --------------------------------------------------------------------------- exponents
@@ -786,12 +852,17 @@ def test_analysis_imports_and_runs_without_torch() -> None:
         rows = [dict(layer="lstm", variant="fused", seq_len=n, d_model=64, status="ok",
                      time_ms_median=3 * n ** 1.5, flops_analytic=16.0 * n * 64 * 64)
                 for n in (64, 128, 256, 512)]
+        theory = dict(family="recurrent", theory_complexity="O(n d^2)", theory_terms="n d^2",
+                      theory_seq_ops="O(n)", theory_path_length="O(n)",
+                      theory_path_class="O(n)")
+        rows += [dict(row, layer="gru", **theory) for row in rows]
         fits = A.fit_exponents(pd.DataFrame(rows), metrics=["time_ms_median"])
         assert abs(fits.loc[0, "slope"] - 1.5) < 1e-12, fits
-        A.table1_measured(pd.DataFrame(rows))
+        table = A.table1_measured(pd.DataFrame(rows)).set_index("layer")
+        assert table.loc["gru", "complexity"] == "O(n d^2)"  # from its rows
+        assert table.loc["lstm", "complexity"] == "unknown"  # old rows, registry unusable
         A.headlines(pd.DataFrame(rows))
-        loaded = [m for m in sys.modules if m.startswith(("torch", "harness.registry",
-                                                          "harness.layers"))]
+        loaded = [m for m in sys.modules if m.startswith(("torch", "harness.layers."))]
         assert loaded == ["torch"], loaded  # only the blocking sentinel
         print("no-torch ok")
     """)
@@ -802,21 +873,7 @@ def test_analysis_imports_and_runs_without_torch() -> None:
     assert "no-torch ok" in done.stdout
 
 
-# --------------------------------------------------------------------------- theory vs registry
-
-
-def test_theory_table_matches_the_registry() -> None:
-    """The hardcoded copy (no torch at report time) says what the registry says."""
-    pytest.importorskip("torch")
-    from harness import registry
-    from harness.analysis.theory import LAYER_FAMILY
-
-    assert set(LAYER_FAMILY) == set(registry.names())
-    for entry in registry.entries():
-        theory = THEORY[entry.name]
-        assert theory.family == entry.family, entry.name
-        assert theory.seq_ops == entry.theory.seq_ops, entry.name
-        assert theory.path_length == entry.theory.path_length, entry.name
+# --------------------------------------------------------------------------- theory vs cost
 
 
 def _useful_slope(entry, axis: str, variant: str) -> float:
@@ -838,15 +895,14 @@ def test_theory_exponents_are_the_asymptotes_of_the_cost_models() -> None:
     pytest.importorskip("torch")
     from harness import registry
 
-    symbols = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "window": "r"}
     checked = 0
     for entry in registry.entries():
-        for axis, symbol in symbols.items():
-            if symbol not in THEORY[entry.name].axes:
+        for axis in ("seq_len", "d_model", "heads", "kernel", "window"):
+            if axis not in ("seq_len", "d_model", *entry.params):
                 continue
             for variant in entry.variants:
                 slope = _useful_slope(entry, axis, variant)
-                expected, _ = theory_exponent(entry.name, axis)
+                expected, _ = entry.theory.exponent(axis)
                 assert slope == pytest.approx(expected, abs=0.05), (entry.name, variant, axis)
                 checked += 1
     assert checked > 40

@@ -79,14 +79,16 @@ def test_registered_entries() -> None:
     assert dense.family == "self-attention"
     assert dense.params == {"heads", "causal"} and dense.required == {"heads"}
     assert list(dense.variants) == ["matmul"] and dense.reference_variant == "matmul"
-    assert dense.theory.complexity == "O(n^2 d)" and dense.theory.path_length == "O(1)"
+    assert dense.theory.complexity == "O(n^2 d) + O(n d^2) projections"
+    assert dense.theory.terms == ("n^2 d", "n d^2") and dense.theory.path_length == "O(1)"
     assert list(registry.get("attention_sdpa").variants) == ["sdpa"]
     local = registry.get("attention_local")
     assert local.params == {"heads", "window", "causal"}
     assert local.required == {"heads", "window"}
     assert set(local.variants) == {"unfold", "masked"}
     assert local.default_variant == local.reference_variant == "unfold"
-    assert local.theory.complexity == "O(r n d)" and local.theory.path_length == "O(n/r)"
+    assert local.theory.complexity == "O(r n d) + O(n d^2) projections"
+    assert local.theory.path_length == "O(n/r)" and local.theory.path_class == "O(n)"
 
 
 def test_invalid_cases_are_reported() -> None:

@@ -444,13 +444,18 @@ def test_unreliable_time_points_are_drawn_hollow_in_the_layer_colour(tmp_path):
 
 
 def test_layer_colours_are_fixed_and_distinct():
-    alone = layer_colours(["lstm"])
-    many = layer_colours(["dynamicconv", "attention", "lstm", "rnn", "gru", "conv",
-                          "conv_dilated", "conv_separable", "attention_sdpa",
-                          "attention_local", "lightconv"])
-    assert alone["lstm"] == many["lstm"]
+    def colours(*layers: str, **columns: object) -> dict[str, str]:
+        return layer_colours(pd.DataFrame({"layer": list(layers), **columns}))
+
+    alone = colours("lstm")
+    many = colours("dynamicconv", "attention", "lstm", "rnn", "gru", "conv", "conv_dilated",
+                   "conv_separable", "attention_sdpa", "attention_local", "lightconv")
+    assert alone["lstm"] == many["lstm"] == "#0173b2"  # seaborn colorblind's blue, as before
     assert len(set(many.values())) == 11
-    assert layer_colours(["zeta", "alpha"]).keys() == {"alpha", "zeta"}
+    assert colours("zeta", "alpha").keys() == {"alpha", "zeta"}
+    declared = colours("zeta", "alpha", theory_complexity=["O(n)", None],
+                       layer_colour=["#123456", None])
+    assert declared["zeta"] == "#123456" and declared["alpha"] != "#123456"
 
 
 # --------------------------------------------------------------------------- bad input and CLI

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from harness.results import read_results
+from harness.theory import THEORY_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,6 +83,11 @@ def test_run_writes_one_row_per_case_with_every_metric(tiny, tmp_path):
     lstm = df[df.layer == "lstm"].set_index("seq_len")
     assert list(lstm["seq_ops_measured"]) == [8.0, 12.0]  # O(n), measured
     assert (df.loc[df.layer != "lstm", "seq_ops_measured"] == 1).all()
+    # each row carries its layer's theory, so the report needs no registry (nor torch)
+    assert df[list(THEORY_COLUMNS[:-3])].notna().all().all()
+    assert dict(zip(df["layer"], df["family"], strict=True)) == {
+        "lstm": "recurrent", "conv": "convolution", "attention": "self-attention"}
+    assert set(df.loc[df.layer == "attention", "theory_terms"]) == {"n^2 d + n d^2"}
     samples = pd.read_parquet(out / "samples.parquet")
     assert set(samples["case_id"]) == set(df["case_id"])
     assert (out / "suite.yaml").read_text().startswith("name: tiny")
@@ -100,6 +106,7 @@ def test_hung_case_times_out_and_the_sweep_goes_on(tiny, tmp_path):
     df = read_results(out)
     by_layer = df.groupby("layer")["status"].agg(set).to_dict()
     assert by_layer == {"conv": {"timeout"}, "attention": {"ok"}}
+    assert set(df.loc[df.layer == "conv", "family"]) == {"convolution"}  # a row all the same
     assert df.loc[df.layer == "conv", "message"].str.contains("timed out after 20 s").all()
 
 

@@ -13,8 +13,9 @@ harness.results), so a report can be rebuilt on a machine without torch.
 * :func:`flop_reconciliation` - analytic vs fvcore vs torch FLOPs, executed vs useful.
 * :func:`efficiency`, :func:`memory_frontier`, :func:`memory_curve` - roofline, OOM edge.
 * :func:`headlines` - summary sentences generated from the numbers.
-* ``theory`` - the hardcoded theory table (``THEORY``, ``LAYER_FAMILY``,
-  ``theory_exponent``); ``stats`` - ``t_quantile``, ``fit_loglog``, ``growth_class``.
+* :func:`layer_infos` - each layer's family and theory, read from the rows (the
+  measurement writes them; harness.theory) or, for older files, the registry.
+* ``stats`` - ``t_quantile``, ``fit_loglog``, ``growth_class``.
 """
 
 from harness.analysis.crossovers import crossovers
@@ -23,27 +24,25 @@ from harness.analysis.exponents import fit_exponents
 from harness.analysis.flops import flop_reconciliation
 from harness.analysis.frame import tidy
 from harness.analysis.headlines import headlines
+from harness.analysis.layers import LayerInfo, layer_infos
 from harness.analysis.stats import fit_loglog, growth_class, t_quantile
 from harness.analysis.table1 import EXPONENT_TOL, exponent_verdict, table1_measured
-from harness.analysis.theory import LAYER_FAMILY, THEORY, family_of, theory_exponent
 
 __all__ = [
     "EXPONENT_TOL",
-    "LAYER_FAMILY",
-    "THEORY",
+    "LayerInfo",
     "crossovers",
     "efficiency",
     "exponent_verdict",
-    "family_of",
     "fit_exponents",
     "fit_loglog",
     "flop_reconciliation",
     "growth_class",
     "headlines",
+    "layer_infos",
     "memory_curve",
     "memory_frontier",
     "t_quantile",
     "table1_measured",
-    "theory_exponent",
     "tidy",
 ]

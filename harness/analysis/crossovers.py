@@ -38,7 +38,7 @@ from harness.analysis.frame import (
     timed,
     unreliable_mask,
 )
-from harness.analysis.theory import family_of
+from harness.analysis.layers import family_of, layer_infos
 
 LAYER_SPECIFIC = ("heads", "kernel", "window", "causal", "block")
 
@@ -112,6 +112,7 @@ def crossovers(
         if len(lx) >= 2:
             curves.append((key, lx, ly, int(left_out.sum())))
     wanted = None if pairs is None else [(str(a), str(b)) for a, b in pairs]
+    infos = layer_infos(df)
     rows: list[dict[str, Any]] = []
     for (ka, xa, ya, ua), (kb, xb, yb, ub) in itertools.permutations(curves, 2):
         la, lb = (str(ka["layer"]), str(ka["variant"])), (str(kb["layer"]), str(kb["variant"]))
@@ -132,7 +133,7 @@ def crossovers(
             name_a, name_b = f"{la[0]}/{la[1]}", f"{lb[0]}/{lb[1]}"
             rows.append({
                 "layer_a": la[0], "variant_a": la[1], "layer_b": lb[0], "variant_b": lb[1],
-                "family_a": family_of(la[0]), "family_b": family_of(lb[0]),
+                "family_a": family_of(infos, la[0]), "family_b": family_of(infos, lb[0]),
                 "metric": metric, "axis": axis, "crossover_at": at, "exact": exact,
                 "bracket_low": below, "bracket_high": above,
                 "cheaper_below": name_a if sign_below < 0 else name_b,

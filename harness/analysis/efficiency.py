@@ -24,7 +24,7 @@ from harness.analysis.frame import (
     restore_dtypes,
     unreliable_mask,
 )
-from harness.analysis.theory import family_of
+from harness.analysis.layers import families, family_of, layer_infos
 
 
 def efficiency(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     """
     require(df, ("status", "layer"), "efficiency")
     ok = df[ok_mask(df)]
-    out = pd.DataFrame({"family": ok["layer"].map(family_of)})
+    out = pd.DataFrame({"family": families(ok)})
     for column in params_in(df):
         out[column] = ok[column]
     time_ms = numeric(ok, "time_ms_median")
@@ -84,6 +84,7 @@ def memory_frontier(df: pd.DataFrame, axis: str = "seq_len") -> pd.DataFrame:
     require(df, ("status", "layer", axis), "memory_frontier")
     others = [p for p in params_in(df) if p != axis]
     rows: list[dict[str, Any]] = []
+    infos = layer_infos(df)
     for fixed, sub in groups(df, others):
         status = sub["status"].astype(object)
         x = numeric(sub, axis)
@@ -95,7 +96,7 @@ def memory_frontier(df: pd.DataFrame, axis: str = "seq_len") -> pd.DataFrame:
         at_largest = numeric(sub, "peak_mem_bytes")[status.eq("ok") & x.eq(largest_ok)]
         timeouts = x[status.eq("timeout")].dropna()
         rows.append({
-            "family": family_of(fixed["layer"]), **fixed, "fixed": describe(fixed),
+            "family": family_of(infos, fixed["layer"]), **fixed, "fixed": describe(fixed),
             "largest_ok": largest_ok, "smallest_oom": smallest_oom,
             "smallest_timeout": timeouts.min() if len(timeouts) else math.nan,
             "n_ok": len(ok_x), "n_oom": len(oom_x),
@@ -117,7 +118,7 @@ def memory_curve(df: pd.DataFrame, axis: str = "seq_len") -> pd.DataFrame:
     """
     require(df, ("status", "layer", "variant", axis), "memory_curve")
     ok = df[ok_mask(df)]
-    out = pd.DataFrame({"family": ok["layer"].map(family_of)})
+    out = pd.DataFrame({"family": families(ok)})
     for column in params_in(df):
         out[column] = ok[column]
     measured, analytic = numeric(ok, "peak_mem_bytes"), numeric(ok, "act_mem_analytic_bytes")

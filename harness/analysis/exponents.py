@@ -22,7 +22,8 @@ Rules (quoted by reports, so fixed here):
   (``act_mem_analytic_bytes`` for memory metrics, ``flops_analytic`` otherwise), so a
   measured slope can be judged against the model with its lower-order terms.
 * ``theory_exponent`` / ``theory_low``: the asymptotic and the lowest FLOP exponent of the
-  layer along the axis (harness.analysis.theory), for FLOP and time metrics; NaN for others.
+  case's FLOP terms along the axis (harness.theory.exponent; the terms come with the rows,
+  harness.analysis.layers), for FLOP and time metrics; NaN for others.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ from harness.analysis.frame import (
     timed,
     unreliable_mask,
 )
+from harness.analysis.layers import family_of, layer_infos, row_terms
 from harness.analysis.stats import fit_loglog, loglog_slope
-from harness.analysis.theory import family_of, theory_exponent
+from harness.theory import exponent
 
 DEFAULT_METRICS = ("flops_analytic", "flops_torch", "time_ms_median", "peak_mem_bytes")
 DEFAULT_AXES = ("seq_len", "d_model", "heads", "kernel")
@@ -145,6 +147,8 @@ def fit_exponents(
     values = {c: numeric(df, c).to_numpy()
               for c in {*metrics, *map(model_metric_of, metrics)}}
     rows: list[dict[str, Any]] = []
+    infos = layer_infos(df)
+    terms = row_terms(df)
     for axis in axes:
         if axis not in df.columns:
             continue
@@ -156,15 +160,15 @@ def fit_exponents(
                 continue  # not swept along this axis here
             good = pos[ok[pos] & np.isfinite(x_all[pos]) & (x_all[pos] > 0)]
             n_ok = int(ok[pos].sum())
-            block = bool(fixed.get("block") or False)
+            sweep_terms = next((terms[i] for i in pos if terms[i]), ())
             for metric in metrics:
                 if n_ok and not np.isfinite(values[metric][pos[ok[pos]]]).any():
                     continue  # not measured in this sweep
-                theory, low = (theory_exponent(str(fixed["layer"]), axis, block)
+                theory, low = (exponent(sweep_terms, axis)
                                if has_theory(metric) else (math.nan, math.nan))
                 model_col = model_metric_of(metric)
                 row: dict[str, Any] = {
-                    "family": family_of(fixed["layer"]),
+                    "family": family_of(infos, fixed["layer"]),
                     "layer": fixed["layer"], "variant": fixed["variant"],
                     "metric": metric, "axis": axis,
                     **{p: fixed.get(p) for p in params if p not in ("layer", "variant")},

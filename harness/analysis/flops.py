@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from harness.analysis.frame import numeric, params_in, require
-from harness.analysis.theory import family_of
+from harness.analysis.layers import families
 
 RTOL = 0.01
 COUNTERS = ("flops_fvcore", "flops_torch")
@@ -51,7 +51,7 @@ def flop_reconciliation(df: pd.DataFrame, *, rtol: float = RTOL) -> pd.DataFrame
     have = analytic.notna()
     sub = df[have]
     analytic = analytic[have]
-    out = pd.DataFrame({"family": sub["layer"].map(family_of)})
+    out = pd.DataFrame({"family": families(sub)})
     for column in (*params_in(df), "status"):
         out[column] = sub[column]
     out["flops_analytic"] = analytic

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.theory import family_of
+from harness.analysis.layers import family_of, layer_infos
 from harness.results import PARAM_COLUMNS, to_long
 from harness.values import missing, plain
 
@@ -168,5 +168,7 @@ def tidy(df: pd.DataFrame, metrics: Iterable[str] | None = None, *,
     require(df, ("status", "layer"), "tidy")
     frame = df[ok_mask(df)] if ok_only else df
     long = to_long(frame, metrics)
-    long.insert(long.columns.get_loc("layer"), "family", long["layer"].map(family_of))
+    infos = layer_infos(frame)
+    long.insert(long.columns.get_loc("layer"), "family",
+                long["layer"].map(lambda layer: family_of(infos, layer)))
     return long

@@ -6,7 +6,7 @@ Each cell is a verdict with a short reason:
   *agrees* when ``|slope - model_slope| <= max(EXPONENT_TOL, ci_half_width)`` (0.15) -
   ``model_slope`` being the exact analytic model over the same points, lower-order terms
   included - *and* the model's slope is possible under the theory, i.e. within the same
-  tolerance of ``[theory_low, theory_exponent]`` (see harness.analysis.theory). A variant
+  tolerance of ``[theory_low, theory_exponent]`` (see harness.theory.exponent). A variant
   that executes more than the math needs (band LightConv: n^2) therefore *disagrees* with
   the theory even though its counter matches its model; the reason says which. A fit
   flagged "too few points", "too few reliable points" or "interval too wide" is
@@ -48,8 +48,9 @@ from harness.analysis.frame import (
     require,
     unreliable_phrase,
 )
+from harness.analysis.layers import LayerInfo, layer_infos
 from harness.analysis.stats import growth_class
-from harness.analysis.theory import THEORY, family_of, growth_class_of
+from harness.theory import FAMILIES
 
 EXPONENT_TOL = 0.15
 CONTEXT = ("device", "dtype", "mode")
@@ -124,7 +125,7 @@ def _growth_cell(ns: np.ndarray, measured: np.ndarray, analytic: np.ndarray,
             "at_min": float(measured[lo]), "at_max": float(measured[hi])}
 
 
-def _structure(sub: pd.DataFrame, theory: Any) -> dict[str, Any]:
+def _structure(sub: pd.DataFrame, info: LayerInfo) -> dict[str, Any]:
     """Sequential-ops and path-length cells from the best-covered structural sweep."""
     keys = [p for p in STRUCTURE_PARAMS if p in sub.columns]
     best = None
@@ -139,7 +140,7 @@ def _structure(sub: pd.DataFrame, theory: Any) -> dict[str, Any]:
         return out
     _, fixed, grp = best
     ns = numeric(grp, "seq_len").to_numpy()
-    seq_theory = theory.seq_ops if theory else "unknown"
+    seq_theory = info.seq_ops
     seq = _growth_cell(ns, numeric(grp, "seq_ops_measured").to_numpy(),
                        numeric(grp, "seq_ops_analytic").to_numpy(), seq_theory)
     if seq["equal"] is not None:
@@ -150,13 +151,12 @@ def _structure(sub: pd.DataFrame, theory: Any) -> dict[str, Any]:
         "seq_ops_n_min": seq["n_min"], "seq_ops_at_n_min": seq["at_min"],
         "seq_ops_n_max": seq["n_max"], "seq_ops_at_n_max": seq["at_max"],
         "seq_ops_class": seq["class"], "seq_ops_theory": seq_theory,
-        "seq_ops_verdict": seq["verdict"] if theory else "n/a",
+        "seq_ops_verdict": seq["verdict"] if info.known else "n/a",
         "seq_ops_reason": seq["reason"],
     })
-    path_theory = theory.path_length if theory else "unknown"
+    path_theory = info.path_length
     path = _growth_cell(ns, numeric(grp, "path_length_measured").to_numpy(),
-                        numeric(grp, "path_length_analytic").to_numpy(),
-                        growth_class_of(path_theory) if theory else "unknown")
+                        numeric(grp, "path_length_analytic").to_numpy(), info.path_class)
     if path["equal"] is None:
         verdict, reason = ("n/a", "not measured") if math.isnan(path["n_min"]) else \
             ("n/a", "no analytic value")
@@ -169,7 +169,7 @@ def _structure(sub: pd.DataFrame, theory: Any) -> dict[str, Any]:
         "path_n_max": path["n_max"], "path_at_n_max": path["at_max"],
         "path_verdict": verdict, "path_reason": reason,
         "path_class": path["class"], "path_theory": path_theory,
-        "path_class_verdict": path["verdict"] if theory else "n/a",
+        "path_class_verdict": path["verdict"] if info.known else "n/a",
         "path_class_reason": path["reason"],
     })
     return out
@@ -237,10 +237,10 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
                          axes=("seq_len", "d_model")).to_dict("records")
     params = [p for p in params_in(df) if p not in ("layer", "variant")]
     rows = []
+    infos = layer_infos(df)
     for key, sub in groups(df, ["layer", "variant", *context]):
-        theory = THEORY.get(str(key["layer"]))
-        row: dict[str, Any] = {"family": family_of(key["layer"]), **key,
-                               "complexity": theory.complexity if theory else "unknown"}
+        info = infos[str(key["layer"])]
+        row: dict[str, Any] = {"family": info.family, **key, "complexity": info.complexity}
         source = _flops_source(fits, key)
         row["flops_source"] = source
         for axis, tag in (("seq_len", "n"), ("d_model", "d")):
@@ -253,7 +253,7 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
             if time_fit is None:
                 time_fit = best_fit(fits, metric="time_ms_median", axis=axis, **key)
             _exponent_cells(f"time_{tag}", time_fit, row, tol)
-        row.update(_structure(sub[ok_mask(sub)], theory))
+        row.update(_structure(sub[ok_mask(sub)], info))
         row["n_cases"] = len(sub)
         row["n_failed"] = int((~ok_mask(sub)).sum())
         row["note"] = "; ".join(_notes(row, sub))
@@ -261,8 +261,7 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    order = {f: i for i, f in enumerate(
-        ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv"))}
+    order = {f: i for i, f in enumerate(FAMILIES)}
     out["_order"] = out["family"].map(order).fillna(len(order))
     return out.sort_values(["_order", "layer", "variant"], kind="stable",
                            ignore_index=True).drop(columns="_order")

@@ -1,9 +1,5 @@
-"""The layer zoo. Importing this package registers every shipped layer."""
+"""The layer zoo: every module here that defines ``LAYERS`` is a built-in layer module.
 
-from harness.layers import (  # noqa: F401  (imported for registration)
-    attention,
-    conv,
-    dynamicconv,
-    lightconv,
-    recurrent,
-)
+The registry imports them on first use (harness.registry); adding a layer is a new module
+with its builders, cost model, theory and ``LAYERS``, plus its test module.
+"""

@@ -20,8 +20,9 @@ from torch import nn
 from harness.costs import Cost
 from harness.layers.common import pad_left, reach
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry, Theory, register
+from harness.registry import LayerEntry
 from harness.spec import LayerCase
+from harness.theory import Theory
 
 # --------------------------------------------------------------------------- modules
 
@@ -250,46 +251,52 @@ def _masked(case: LayerCase, depth: int) -> nn.Module:
     return MaskedLocalAttention(case.d_model, case.heads, case.window, case.causal)
 
 
-_DENSE_THEORY = Theory(complexity="O(n^2 d)", seq_ops="O(1)", path_length="O(1)")
+#: Table 1 gives O(n^2 d); the projections (n d^2) are part of the layer and win for d > n.
+_DENSE_THEORY = Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
+                       path_length="O(1)", terms=("n^2 d", "n d^2"))
 
-ATTENTION = register(LayerEntry(
-    name="attention",
-    family="self-attention",
-    summary="multi-head self-attention, explicit q k^T, softmax, @ v "
-            "(O(n^2 d) + O(n d^2) projections)",
-    params=frozenset({"heads", "causal"}),
-    required=frozenset({"heads"}),
-    variants={"matmul": _matmul},
-    default_variant="matmul",
-    reference_variant="matmul",
-    cost=attention_cost,
-    theory=_DENSE_THEORY,
-))
-
-ATTENTION_SDPA = register(LayerEntry(
-    name="attention_sdpa",
-    family="self-attention",
-    summary="multi-head self-attention via F.scaled_dot_product_attention "
-            "(O(n^2 d) + O(n d^2) projections)",
-    params=frozenset({"heads", "causal"}),
-    required=frozenset({"heads"}),
-    variants={"sdpa": _sdpa},
-    default_variant="sdpa",
-    reference_variant="sdpa",
-    cost=attention_cost,
-    theory=_DENSE_THEORY,
-))
-
-ATTENTION_LOCAL = register(LayerEntry(
-    name="attention_local",
-    family="self-attention",
-    summary="restricted self-attention over a window of r positions (Vaswani et al.'s r) "
-            "(O(r n d) + O(n d^2) projections)",
-    params=frozenset({"heads", "window", "causal"}),
-    required=frozenset({"heads", "window"}),
-    variants={"unfold": _unfold, "masked": _masked},
-    default_variant="unfold",
-    reference_variant="unfold",
-    cost=local_attention_cost,
-    theory=Theory(complexity="O(r n d)", seq_ops="O(1)", path_length="O(n/r)"),
-))
+LAYERS = [
+    LayerEntry(
+        name="attention",
+        family="self-attention",
+        summary="multi-head self-attention, explicit q k^T, softmax, @ v "
+                "(O(n^2 d) + O(n d^2) projections)",
+        params=frozenset({"heads", "causal"}),
+        required=frozenset({"heads"}),
+        variants={"matmul": _matmul},
+        default_variant="matmul",
+        reference_variant="matmul",
+        cost=attention_cost,
+        theory=_DENSE_THEORY,
+        colour="#de8f05",  # orange
+    ),
+    LayerEntry(
+        name="attention_sdpa",
+        family="self-attention",
+        summary="multi-head self-attention via F.scaled_dot_product_attention "
+                "(O(n^2 d) + O(n d^2) projections)",
+        params=frozenset({"heads", "causal"}),
+        required=frozenset({"heads"}),
+        variants={"sdpa": _sdpa},
+        default_variant="sdpa",
+        reference_variant="sdpa",
+        cost=attention_cost,
+        theory=_DENSE_THEORY,
+        colour="#d55e00",  # vermillion
+    ),
+    LayerEntry(
+        name="attention_local",
+        family="self-attention",
+        summary="restricted self-attention over a window of r positions (Vaswani et al.'s r) "
+                "(O(r n d) + O(n d^2) projections)",
+        params=frozenset({"heads", "window", "causal"}),
+        required=frozenset({"heads", "window"}),
+        variants={"unfold": _unfold, "masked": _masked},
+        default_variant="unfold",
+        reference_variant="unfold",
+        cost=local_attention_cost,
+        theory=Theory(complexity="O(r n d) + O(n d^2) projections", seq_ops="O(1)",
+                      path_length="O(n/r)", terms=("r n d", "n d^2")),
+        colour="#b3a423",  # palette yellow, darkened to read on white
+    ),
+]

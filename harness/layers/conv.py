@@ -26,8 +26,9 @@ from torch import Tensor, nn
 from harness.costs import Cost
 from harness.layers.common import pad_left, reach
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry, Theory, register
+from harness.registry import LayerEntry
 from harness.spec import LayerCase
+from harness.theory import Theory
 
 # --------------------------------------------------------------------------- helpers
 
@@ -279,7 +280,7 @@ def _separable_unfold(case: LayerCase, depth: int) -> nn.Module:
     return SeparableUnfold(case.d_model, case.kernel, case.causal)
 
 
-register(
+LAYERS = [
     LayerEntry(
         name="conv",
         family="convolution",
@@ -290,11 +291,10 @@ register(
         default_variant="conv1d",
         reference_variant="unfold",
         cost=conv_cost,
-        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)"),
-    )
-)
-
-register(
+        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)",
+                      terms=("k n d^2",)),
+        colour="#cc78bc",  # purple
+    ),
     LayerEntry(
         name="conv_dilated",
         family="convolution",
@@ -305,11 +305,10 @@ register(
         default_variant="conv1d",
         reference_variant="unfold",
         cost=dilated_cost,
-        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(log_k n)"),
-    )
-)
-
-register(
+        theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(log_k n)",
+                      terms=("k n d^2",)),
+        colour="#fbafe4",  # pink
+    ),
     LayerEntry(
         name="conv_separable",
         family="convolution",
@@ -320,6 +319,8 @@ register(
         default_variant="conv1d",
         reference_variant="unfold",
         cost=separable_cost,
-        theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)"),
-    )
-)
+        theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)",
+                      terms=("k n d", "n d^2")),
+        colour="#949494",  # grey
+    ),
+]

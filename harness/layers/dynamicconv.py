@@ -20,6 +20,7 @@ from torch import nn
 
 from harness.costs import Cost
 from harness.layers.lightconv import (
+    BLOCK_TERMS,
     ConvBlock,
     band_index,
     band_matmul,
@@ -30,8 +31,9 @@ from harness.layers.lightconv import (
     unfold_time,
 )
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry, Theory, register
+from harness.registry import LayerEntry
 from harness.spec import LayerCase
+from harness.theory import Theory
 
 
 class _DynamicConv(ConvBlock):
@@ -124,7 +126,7 @@ def _builder(cls: type[_DynamicConv]):
     return build
 
 
-DYNAMICCONV = register(LayerEntry(
+LAYERS = [LayerEntry(
     name="dynamicconv",
     family="dynamicconv",
     summary="DynamicConv (Wu et al. 2019): LightConv with a per-step kernel softmax(W x_t), "
@@ -135,5 +137,7 @@ DYNAMICCONV = register(LayerEntry(
     default_variant="unfold",
     reference_variant="unfold",
     cost=dynamicconv_cost,
-    theory=Theory(complexity="O(k n d + n d H k)", seq_ops="O(1)", path_length="O(n/k)"),
-))
+    theory=Theory(complexity="O(k n d + n d H k)", seq_ops="O(1)", path_length="O(n/k)",
+                  terms=("k n d", "n d h k"), flag_terms=BLOCK_TERMS),
+    colour="#ca9161",  # brown
+)]

@@ -22,8 +22,9 @@ from torch import nn
 from harness.costs import Cost
 from harness.layers.common import pad_left
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry, Theory, register
+from harness.registry import LayerEntry
 from harness.spec import LayerCase
+from harness.theory import Theory
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -220,7 +221,10 @@ def _builder(cls: type[_LightConv]):
     return build
 
 
-LIGHTCONV = register(LayerEntry(
+#: The block (Linear d->2d, GLU, conv, Linear d->d) adds n d^2 to either layer's FLOPs.
+BLOCK_TERMS = {"block": ("n d^2",)}
+
+LAYERS = [LayerEntry(
     name="lightconv",
     family="lightconv",
     summary="LightConv (Wu et al. 2019): depthwise conv, H softmax-normalised kernels shared "
@@ -235,5 +239,7 @@ LIGHTCONV = register(LayerEntry(
     default_variant="conv1d",
     reference_variant="unfold",
     cost=lightconv_cost,
-    theory=Theory(complexity="O(k n d)", seq_ops="O(1)", path_length="O(n/k)"),
-))
+    theory=Theory(complexity="O(k n d)", seq_ops="O(1)", path_length="O(n/k)",
+                  terms=("k n d",), flag_terms=BLOCK_TERMS),
+    colour="#029e73",  # green
+)]

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.costs import Cost
-from harness.registry import LayerEntry, Theory, register
+from harness.registry import LayerEntry
 from harness.spec import LayerCase
+from harness.theory import Theory
 
 #: Gates per cell: the row blocks of weight_ih_l0 / weight_hh_l0 (torch's layout).
 GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -221,9 +222,10 @@ _SUMMARIES = {
     "lstm": "LSTM (gates i, f, g, o), one layer, hidden = d",
     "gru": "GRU (gates r, z, n), one layer, hidden = d",
 }
+_COLOURS = {"rnn": "#56b4e9", "lstm": "#0173b2", "gru": "#000000"}  # sky blue, blue, black
 
 
-def _register(kind: str) -> LayerEntry:
+def _entry(kind: str) -> LayerEntry:
     def fused(case: LayerCase, depth: int) -> nn.Module:
         return build_fused(kind, case)
 
@@ -233,21 +235,20 @@ def _register(kind: str) -> LayerEntry:
     def cost(case: LayerCase, variant: str) -> Cost:
         return recurrent_cost(kind, case, variant)
 
-    return register(
-        LayerEntry(
-            name=kind,
-            family="recurrent",
-            summary=_SUMMARIES[kind],
-            params=frozenset(),
-            required=frozenset(),
-            variants={"fused": fused, "unrolled": unrolled},
-            default_variant="fused",
-            reference_variant="unrolled",
-            cost=cost,
-            theory=Theory(complexity="O(n d^2)", seq_ops="O(n)", path_length="O(n)"),
-        )
+    return LayerEntry(
+        name=kind,
+        family="recurrent",
+        summary=_SUMMARIES[kind],
+        params=frozenset(),
+        required=frozenset(),
+        variants={"fused": fused, "unrolled": unrolled},
+        default_variant="fused",
+        reference_variant="unrolled",
+        cost=cost,
+        theory=Theory(complexity="O(n d^2)", seq_ops="O(n)", path_length="O(n)",
+                      terms=("n d^2",)),
+        colour=_COLOURS[kind],
     )
 
 
-for _kind in GATES:
-    _register(_kind)
+LAYERS = [_entry(kind) for kind in GATES]

@@ -14,7 +14,6 @@ from harness.report import fmt
 from harness.report.figures import Look, make_look
 from harness.report.inputs import RunInfo
 from harness.report.model import Cell
-from harness.report.style import layer_order
 from harness.results import PARAM_COLUMNS
 
 
@@ -72,10 +71,9 @@ class Context:
         if frame.empty:
             return frame
         run_rank = {r.name: i for i, r in enumerate(self.runs)}
-        layer_rank = {n: i for i, n in enumerate(layer_order(frame["layer"].astype(str)))}
         keyed = frame.assign(
             _run=frame["run"].map(run_rank) if "run" in frame.columns else 0,
-            _layer=frame["layer"].astype(str).map(layer_rank),
+            _layer=frame["layer"].astype(str).map(self.look.rank),
         )
         cols = ["_run", "_layer", *[c for c in ("variant", *then) if c in frame.columns]]
         return keyed.sort_values(cols, kind="stable").drop(columns=["_run", "_layer"])

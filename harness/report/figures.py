@@ -30,17 +30,19 @@ from matplotlib.ticker import (
 from harness.analysis.crossovers import LAYER_SPECIFIC
 from harness.analysis.efficiency import efficiency
 from harness.analysis.frame import group_positions, numeric, ok_mask, timed, unreliable_mask
-from harness.analysis.theory import theory_exponent
+from harness.analysis.layers import row_terms
 from harness.report import fmt
 from harness.report.model import Plot
 from harness.report.style import (
     FIG_WIDTH,
     GUIDE_COLOUR,
     PANEL_HEIGHT,
+    layer_labels,
     layer_order,
     run_markers,
     variant_styles,
 )
+from harness.theory import exponent
 
 SHARED_ORDER = ("d_model", "seq_len", "batch", "dtype", "device", "mode", "seed", "heads",
                 "kernel", "window")
@@ -54,7 +56,7 @@ class Curve:
     layer: str
     variant: str
     extra: str  # layer-specific parameters that vary within this layer, as text
-    block: bool
+    terms: tuple  # the cases' FLOP terms (harness.theory): the theory's slope guides
     x: np.ndarray
     y: np.ndarray
     #: per point: only unreliable timings at this x (drawn hollow); None: all reliable
@@ -86,6 +88,14 @@ class Look:
     styles: dict[tuple[str, str], Any]
     markers: dict[str, str]
     legend_w: float = 2.0  # inches at the right of every figure for the legend
+    order: dict[str, int] = field(default_factory=dict)  # layer -> report rank
+    labels: dict[str, str] = field(default_factory=dict)  # layer -> legend name
+
+    def rank(self, layer: str) -> tuple[int, str]:
+        return self.order.get(layer, len(self.order)), layer
+
+    def label(self, layer: str, variant: str) -> str:
+        return f"{self.labels.get(layer, layer)} · {variant}"
 
     @property
     def many_runs(self) -> bool:
@@ -198,6 +208,7 @@ def curves(df: pd.DataFrame, axis: str, metric: str, *, min_points: int = 2
     slices = slice_keys(df, axis)
     specific = [p for p in LAYER_SPECIFIC if p in ok.columns and p != axis]
     x_all, y_all = numeric(ok, axis).to_numpy(), numeric(ok, metric).to_numpy()
+    terms = row_terms(ok)
     flagged = unreliable_mask(ok).to_numpy() & timed(metric)
     keys = ["run", "layer", "variant", *specific, *slices]
     varying_specific: dict[str, list[str]] = {}
@@ -215,8 +226,7 @@ def curves(df: pd.DataFrame, axis: str, metric: str, *, min_points: int = 2
             continue
         layer = str(values["layer"])
         extra = fmt.describe({p: values[p] for p in varying_specific.get(layer, [])})
-        curve = Curve(str(values["run"]), layer, str(values["variant"]), extra,
-                      bool(values.get("block") or False),
+        curve = Curve(str(values["run"]), layer, str(values["variant"]), extra, terms[pos[0]],
                       per_x.index.to_numpy(dtype=float), per_x.to_numpy(dtype=float),
                       hollow if hollow.any() else None)
         out.setdefault(tuple(values[s] for s in slices), []).append(curve)
@@ -232,13 +242,12 @@ def _slice_title(df: pd.DataFrame, axis: str, key: tuple) -> str:
     return fmt.describe(dict(zip(slice_keys(df, axis), key, strict=True)))
 
 
-def _order(items: list[Curve]) -> list[Curve]:
-    rank = {name: i for i, name in enumerate(layer_order(c.layer for c in items))}
-    return sorted(items, key=lambda c: (rank[c.layer], c.variant, c.extra, c.run))
+def _order(items: list[Curve], look: Look) -> list[Curve]:
+    return sorted(items, key=lambda c: (look.rank(c.layer), c.variant, c.extra, c.run))
 
 
 def _draw_curves(ax: Any, items: list[Curve], look: Look) -> None:
-    for c in _order(items):
+    for c in _order(items, look):
         colour, marker = look.colours[c.layer], look.markers[c.run]
         filled = None if c.hollow is None else np.flatnonzero(~c.hollow).tolist()
         ax.plot(c.x, c.y, color=colour, linestyle=look.styles[(c.layer, c.variant)],
@@ -248,7 +257,7 @@ def _draw_curves(ax: Any, items: list[Curve], look: Look) -> None:
                     marker=marker, markerfacecolor="none", markeredgecolor=colour,
                     label="_nolegend_")
     labelled = {(c.layer, c.variant) for c in items if c.extra}
-    for c in _order(items):
+    for c in _order(items, look):
         if (c.layer, c.variant) in labelled:
             ax.annotate(fmt.mpl(c.extra), (c.x[-1], c.y[-1]), xytext=(3, 0),
                         textcoords="offset points", fontsize=6.5, va="center",
@@ -258,7 +267,7 @@ def _draw_curves(ax: Any, items: list[Curve], look: Look) -> None:
 def _draw_guides(ax: Any, items: list[Curve], axis: str) -> None:
     """Theory slopes as dotted grey lines from the smallest measured point of the panel."""
     exps = sorted({e for c in items
-                   if not math.isnan(e := theory_exponent(c.layer, axis, c.block)[0])})
+                   if not math.isnan(e := exponent(c.terms, axis)[0])})
     if not exps:
         return
     x0 = min(float(c.x[0]) for c in items)
@@ -285,17 +294,16 @@ def _draw_guides(ax: Any, items: list[Curve], axis: str) -> None:
 def _legend(container: FigureBase, items: list[Curve], look: Look, guides: bool,
             extra: Sequence[Line2D] = (), points: bool = False) -> None:
     pairs = sorted({(c.layer, c.variant) for c in items})
-    rank = {name: i for i, name in enumerate(layer_order(c.layer for c in items))}
-    pairs.sort(key=lambda p: (rank[p[0]], p[1]))
+    pairs.sort(key=lambda p: (look.rank(p[0]), p[1]))
     if points:  # a scatter: a variant is a marker shape, as drawn
         handles = [Line2D([], [], color=look.colours[layer], linestyle="none",
                           marker=_point_marker(look, layer, variant),
-                          label=fmt.mpl(f"{layer} · {variant}")) for layer, variant in pairs]
+                          label=fmt.mpl(look.label(layer, variant))) for layer, variant in pairs]
     else:
         handles = [Line2D([], [], color=look.colours[layer],
                           linestyle=look.styles[(layer, variant)],
                           marker="o" if not look.many_runs else None,
-                          label=fmt.mpl(f"{layer} · {variant}")) for layer, variant in pairs]
+                          label=fmt.mpl(look.label(layer, variant))) for layer, variant in pairs]
     if look.many_runs and not points:
         runs = [r for r in look.markers if any(c.run == r for c in items)]
         handles += [Line2D([], [], color="#404040", linestyle="none", marker=look.markers[r],
@@ -421,7 +429,7 @@ def memory_plot(df: pd.DataFrame, look: Look) -> Plot | None:
                 _empty(ax, "no case ran")
             else:
                 _log_axes(ax, xs, "peak_mem_bytes")
-                for c in _order(model.get(key, [])):
+                for c in _order(model.get(key, []), look):
                     if any(m.layer == c.layer and m.variant == c.variant and m.run == c.run
                            for m in items):
                         ax.plot(c.x, c.y, color=look.colours[c.layer], linestyle=(0, (1, 1.5)),
@@ -532,7 +540,7 @@ def _roofline_panel(ax: Any, run: str, good: pd.DataFrame, look: Look) -> None:
     x = good["arithmetic_intensity"].to_numpy(dtype=float)
     y = good["flops_per_s"].to_numpy(dtype=float)
     shaky = good["time_unreliable"].to_numpy(dtype=bool)  # FLOP/s of an unreliable timing
-    for layer in layer_order(good["layer"].astype(str)):
+    for layer in sorted(good["layer"].astype(str).unique(), key=look.rank):
         for variant in sorted(good.loc[good["layer"].astype(str) == layer, "variant"]
                               .astype(str).unique()):
             pick = ((good["layer"].astype(str) == layer)
@@ -572,16 +580,18 @@ def _roofline_panel(ax: Any, run: str, good: pd.DataFrame, look: Look) -> None:
 def make_look(df: pd.DataFrame, runs: Sequence[str]) -> Look:
     from harness.report.style import layer_colours
 
+    order = {name: i for i, name in enumerate(layer_order(df))}
+    names = layer_labels(df)
     styles = variant_styles(zip(df["layer"].astype(str), df["variant"].astype(str),
                                 strict=True))
     markers = run_markers(runs)
-    labels = [f"{layer} · {variant}" for layer, variant in styles]
+    labels = [f"{names.get(layer, layer)} · {variant}" for layer, variant in styles]
     labels += ["analytic activation estimate", "layer · variant"]
     if len(markers) > 1:
         labels += [f"run: {r}" for r in markers]
     longest = max(len(label) for label in labels)
     legend_w = min(max(0.068 * longest + 0.55, 2.0), 3.6)
-    return Look(layer_colours(df["layer"].astype(str).unique()), styles, markers, legend_w)
+    return Look(layer_colours(df), styles, markers, legend_w, order, names)
 
 
 __all__ = ["Look", "curves", "flop_metric", "make_look", "memory_plot",

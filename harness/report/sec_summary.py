@@ -43,7 +43,7 @@ def _unique(df: pd.DataFrame, column: str) -> str:
 
 def _layers(df: pd.DataFrame) -> str:
     parts = []
-    for layer in layer_order(df["layer"].astype(str)):
+    for layer in layer_order(df):
         variants = sorted(df.loc[df["layer"].astype(str) == layer, "variant"]
                           .astype(str).unique())
         parts.append(f"{layer} ({', '.join(variants)})")

@@ -1,11 +1,10 @@
 """The one visual style of every report figure: rc parameters, layer colours, line styles.
 
-A layer keeps its colour in every figure of every report: the mapping below is fixed by
-layer name (families in related hues: recurrent blues, convolutions purples, attention
-oranges), drawn from seaborn's colour-blind-safe "colorblind" palette, extended with black
-and a darkened yellow for the 11th and a readable line on white. Layers the theory table
-does not know get colours from seaborn's "dark" palette in name order. Variants of a layer
-differ by line style, runs by marker.
+A layer keeps its colour in every figure of every report: the colour its definition
+declares (``LayerEntry.colour``, written into the results rows; the built-ins use seaborn's
+colour-blind-safe "colorblind" palette in related hues per family, plus black and a
+darkened yellow). Layers without one get colours from seaborn's "dark" palette in report
+order. Variants of a layer differ by line style, runs by marker.
 """
 
 from __future__ import annotations
@@ -14,23 +13,10 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from harness.analysis.theory import THEORY
+import pandas as pd
 
-#: layer -> index into seaborn's "colorblind" palette (or a hex colour of its own).
-_LAYER_SLOT: dict[str, int | str] = {
-    "rnn": 9,             # sky blue
-    "lstm": 0,            # blue
-    "gru": "#000000",     # black
-    "conv": 4,            # purple
-    "conv_dilated": 6,    # pink
-    "conv_separable": 7,  # grey
-    "attention": 1,       # orange
-    "attention_sdpa": 3,  # vermillion
-    "attention_local": "#b3a423",  # palette yellow, darkened to read on white
-    "lightconv": 2,       # green
-    "dynamicconv": 5,     # brown
-}
-_FAMILY_ORDER = ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv")
+from harness.analysis import layers as layer_info
+
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 GUIDE_COLOUR = "#7f7f7f"
@@ -40,42 +26,33 @@ FIG_WIDTH = 11.0
 PANEL_HEIGHT = 3.0
 
 
-def layer_order(layers: Iterable[Any]) -> list[str]:
-    """Layers in report order: Table 1's families and the registry's order, then unknowns."""
-    known = list(THEORY)
-    names = {str(v) for v in layers}
-    return [k for k in known if k in names] + sorted(names - set(known))
+def layer_order(df: pd.DataFrame) -> list[str]:
+    """The results' layers in report order: Table 1's families and the registry's order,
+    then layers without a known theory, by name."""
+    return layer_info.layer_order(layer_info.layer_infos(df))
 
 
-def family_rank(family: str) -> int:
-    return _FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER)
-
-
-@lru_cache(maxsize=1)
-def _palette() -> tuple[str, ...]:
+def layer_colours(df: pd.DataFrame) -> dict[str, str]:
+    """The colour of every layer of the results (declared, else seaborn "dark" in order)."""
     import seaborn as sns
 
-    return tuple(sns.color_palette("colorblind", 10).as_hex())
-
-
-def layer_colours(layers: Iterable[Any]) -> dict[str, str]:
-    """The fixed colour of every layer given (unknown layers: seaborn "dark", name order)."""
-    import seaborn as sns
-
-    palette = _palette()
+    infos = layer_info.layer_infos(df)
     out: dict[str, str] = {}
-    unknown = []
-    for name in layer_order(layers):
-        slot = _LAYER_SLOT.get(name)
-        if slot is None:
-            unknown.append(name)
+    undeclared = []
+    for name in layer_info.layer_order(infos):
+        if infos[name].colour:
+            out[name] = str(infos[name].colour)
         else:
-            out[name] = palette[slot] if isinstance(slot, int) else slot
-    if unknown:
-        extra = sns.color_palette("dark", max(len(unknown), 1)).as_hex()
-        for i, name in enumerate(unknown):
-            out[name] = extra[i % len(extra)]
+            undeclared.append(name)
+    if undeclared:
+        extra = sns.color_palette("dark", len(undeclared)).as_hex()
+        out.update(zip(undeclared, extra, strict=True))
     return out
+
+
+def layer_labels(df: pd.DataFrame) -> dict[str, str]:
+    """The name of every layer in figure legends (its declared label, else its name)."""
+    return {name: str(info.label or name) for name, info in layer_info.layer_infos(df).items()}
 
 
 def variant_styles(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
