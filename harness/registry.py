@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from torch import nn
 
+from harness import schema
 from harness.costs import Cost
 from harness.spec import LayerCase
 
@@ -24,7 +26,7 @@ CostModel = Callable[[LayerCase, str], Cost]
 Check = Callable[[LayerCase], "str | None"]
 
 FAMILIES = ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv")
-OPTIONAL_PARAMS = ("heads", "kernel", "window", "causal", "block")
+OPTIONAL_PARAMS = schema.axis_names(optional=True)
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,8 @@ class LayerEntry:
 
     def normalize(self, case: LayerCase) -> LayerCase:
         """The case with parameters that do not apply to this layer cleared (None/False)."""
-        changes: dict[str, object] = {}
-        for name in ("heads", "kernel", "window"):
-            if name not in self.params:
-                changes[name] = None
-        for name in ("causal", "block"):
-            if name not in self.params:
-                changes[name] = False
+        changes: dict[str, Any] = {a.name: False if a.kind == "flag" else None
+                                   for a in schema.AXES if a.optional and a.name not in self.params}
         return replace(case, **changes)
 
     def problem(self, case: LayerCase) -> str | None:

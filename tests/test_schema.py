@@ -3,11 +3,14 @@ with it (everything else is derived from it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from harness import schema
+from harness.spec import LayerCase
+from harness.suite import LayerSpec, PlannedCase, Suite, expand, parse_suite
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
@@ -44,3 +47,37 @@ def test_a_broken_declaration_fails_at_import(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(schema, "COLUMNS", (*schema.COLUMNS, schema.COLUMNS[0]))
     with pytest.raises(AssertionError, match="declared twice"):
         schema._check()
+
+
+def test_layer_case_has_a_field_per_size_and_flag() -> None:
+    assert tuple(f.name for f in dataclasses.fields(LayerCase)) == schema.LAYER_AXES
+
+
+def test_settings_are_fields_of_a_planned_case_and_a_suite() -> None:
+    settings = schema.axis_names("setting")
+    assert set(settings) <= {f.name for f in dataclasses.fields(PlannedCase)}
+    assert set(settings) <= set(Suite.model_fields)
+
+
+def test_flags_are_suite_and_per_layer_keys() -> None:
+    flags = schema.axis_names("flag")
+    assert [k for k in Suite.model_fields if k in flags] == list(flags)
+    assert [k for k in LayerSpec.model_fields if k in flags] == list(flags)
+    assert all(Suite.model_fields[f].default == (False,) for f in flags)
+
+
+def test_sweep_keys_are_the_sizes_and_the_required_ones_are_required() -> None:
+    suite = parse_suite({"name": "s", "layers": ["lstm"],
+                         "sweep": {"seq_len": [8], "d_model": 4, "heads": 2, "kernel": 3,
+                                   "window": 5, "batch": 2}}, check_device=False)
+    assert tuple(suite.sweep.given()) == schema.axis_names("size")
+    required = {name for name, f in type(suite.sweep).model_fields.items() if f.is_required()}
+    assert required == {a.name for a in schema.AXES if a.required}
+
+
+def test_case_parameters_come_in_column_order() -> None:
+    suite = parse_suite({"name": "s", "device": "cpu", "layers": ["attention"],
+                         "sweep": {"seq_len": [8], "d_model": [4], "heads": [2]}})
+    (planned,) = expand(suite)
+    assert tuple(planned.params()) == schema.CASE_COLUMNS
+    assert planned.params()["heads"] == 2 and planned.params()["kernel"] is None
