@@ -18,9 +18,9 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -28,6 +28,9 @@ import pyarrow.parquet as pq
 
 from harness import schema
 from harness.errors import HarnessInputError
+
+if TYPE_CHECKING:
+    from harness.suite.plan import PlannedCase
 
 SCHEMA_VERSION = 1
 _META_KEY = b"harness.schema_version"
@@ -42,6 +45,45 @@ ID_COLUMNS = tuple(c for c in schema.column_names("identity") if c != "schema_ve
 REQUIRED_COLUMNS = ("schema_version", *ID_COLUMNS, *PARAM_COLUMNS)
 
 
+class Row(Mapping[str, Any]):
+    """A results row while its case is measured: the planned case (frozen, typed) and the
+    columns measured so far. Reads like a mapping of every column it has; the case's own
+    columns (``case_id``, ``label``, the parameters) are read-only, and setting a column
+    :mod:`harness.schema` does not declare is an error. :meth:`RunDirectory.write_case`
+    turns it into a dict."""
+
+    def __init__(self, case: PlannedCase, values: Mapping[str, object] | None = None) -> None:
+        self.case = case
+        self._own: dict[str, object] = {"case_id": case.case_id, "label": case.label,
+                                        **case.params()}
+        self._values: dict[str, object] = {}
+        self.update(values or {})
+
+    def __getitem__(self, name: str) -> Any:
+        return self._own[name] if name in self._own else self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._own, *self._values])
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._values)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        if name in self._own:
+            raise KeyError(f"{name!r} is a parameter of the case, not a measurement")
+        if name not in _WRITABLE:
+            raise KeyError(f"{name!r} is not a results column (declare it in harness.schema)")
+        self._values[name] = value
+
+    def update(self, values: Mapping[str, object] | None = None, /, **more: object) -> None:
+        for name, value in {**(values or {}), **more}.items():
+            self[name] = value
+
+    def __repr__(self) -> str:
+        return f"Row({self.case.label!r}, {self._values!r})"
+
+
+_WRITABLE = frozenset(schema.column_names()) - {"schema_version"}
 _ARROW = {c.name: {"Int64": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
                    "str": pa.string()}[c.dtype] for c in schema.COLUMNS}
 
@@ -110,7 +152,8 @@ class RunDirectory:
             ) from None
 
     def write_case(self, row: Mapping[str, object], samples_s: Iterable[float] = ()) -> None:
-        """Persist one finished case atomically (its row and raw samples)."""
+        """Persist one finished case atomically (its row, a :class:`Row` or a mapping of
+        columns, and its raw samples)."""
         row = normalize_row(row)
         samples = [float(s) for s in samples_s]
         frame = pd.DataFrame([row])

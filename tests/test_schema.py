@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import schema
+from harness.results import Row
 from harness.spec import LayerCase
 from harness.suite import LayerSpec, PlannedCase, Suite, expand, parse_suite
 
@@ -81,3 +82,40 @@ def test_case_parameters_come_in_column_order() -> None:
     (planned,) = expand(suite)
     assert tuple(planned.params()) == schema.CASE_COLUMNS
     assert planned.params()["heads"] == 2 and planned.params()["kernel"] is None
+
+
+def test_a_row_reads_its_case_as_columns() -> None:
+    suite = parse_suite({"name": "s", "device": "cpu", "layers": ["attention"],
+                         "sweep": {"seq_len": [8], "d_model": [4], "heads": [2]}})
+    (planned,) = expand(suite)
+    row = Row(planned)
+    assert list(row) == ["case_id", "label", *schema.CASE_COLUMNS]
+    assert row["heads"] == 2 and row["kernel"] is None and row["device"] == "cpu"
+
+
+def test_a_row_refuses_undeclared_columns_and_keeps_its_case() -> None:
+    suite = parse_suite({"name": "s", "device": "cpu", "layers": ["lstm"],
+                         "sweep": {"seq_len": [8], "d_model": [4]}})
+    (planned,) = expand(suite)
+    row = Row(planned, {"status": "ok"})
+    row.update(time_ms_median=1.5)
+    assert row.get("time_ms_median") == 1.5 and "flops_torch" not in row
+    with pytest.raises(KeyError, match=r"declare it in harness\.schema"):
+        row["time_ms_medain"] = 1.0
+    with pytest.raises(KeyError, match="parameter of the case"):
+        row.update(seq_len=16)
+    assert row["seq_len"] == 8
+
+
+def test_rows_only_ever_get_declared_columns() -> None:
+    """What the measuring code writes into a row is declared: the environment record (with a
+    GPU via a stand-in NVML), the timing statistics and the peak record."""
+    from harness.measure.env import NVML_KEYS, environment
+    from harness.measure.timing import TimingResult
+    from harness.peak import peak
+
+    declared = set(schema.column_names())
+    assert set(environment("cpu")) <= declared
+    assert set(NVML_KEYS) <= declared
+    assert set(TimingResult.from_samples([1e-3, 2e-3]).as_row()) <= declared
+    assert set(peak("cuda", "float16", "NVIDIA H200")) <= declared
