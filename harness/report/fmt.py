@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import schema
+
 _SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _BINARY = ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
 
@@ -30,12 +32,8 @@ METRIC_SHORT = {
     "time_ms_median": "time", "flops_analytic": "FLOPs", "flops_torch": "FLOPs (torch)",
     "flops_fvcore": "FLOPs (fvcore)", "peak_mem_bytes": "memory",
 }
-AXIS_LABEL = {
-    "seq_len": "sequence length n", "d_model": "model width d", "heads": "heads h",
-    "kernel": "kernel width k", "window": "window r", "batch": "batch size",
-}
-AXIS_SYMBOL = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "window": "r",
-               "batch": "b"}
+AXIS_LABEL = {a.name: a.label for a in schema.AXES if a.kind == "size"}
+AXIS_SYMBOL = {a.name: a.symbol for a in schema.AXES if a.kind == "size"}
 VERDICT_MARK = {"agrees": "✓ agrees", "disagrees": "✗ disagrees",
                 "inconclusive": "? inconclusive", "n/a": "– n/a"}
 
