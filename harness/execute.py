@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +22,9 @@ from harness import registry
 from harness.measure.contention import ContentionRule, wait_counter
 from harness.measure.telemetry import TELEMETRY_COLUMNS, CaseTelemetry, telemetry_note
 from harness.measure.timing import Samples, TimingResult
+from harness.results import Row
 from harness.spec import LayerCase
+from harness.suite.plan import PlannedCase
 
 _DTYPES = {
     "float32": torch.float32,
@@ -72,28 +74,12 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def case_row(planned: Any) -> dict[str, Any]:
-    """The identifying columns of a planned case, and its layer's theory (harness.theory)."""
-    case: LayerCase = planned.case
-    return {
-        "case_id": planned.case_id,
-        "label": planned.label,
-        "layer": planned.layer,
-        "variant": planned.variant,
-        "seq_len": case.seq_len,
-        "d_model": case.d_model,
-        "heads": case.heads,
-        "kernel": case.kernel,
-        "window": case.window,
-        "causal": case.causal,
-        "block": case.block,
-        "batch": case.batch,
-        "dtype": planned.dtype,
-        "device": planned.device,
-        "mode": planned.mode,
-        "seed": planned.seed,
-        **registry.theory_columns(planned.layer, causal=case.causal, block=case.block),
-    }
+def case_row(planned: PlannedCase) -> Row:
+    """A new results row for a planned case: its identity and parameters, and its layer's
+    theory (harness.theory) so that reports need no layer code; nothing measured."""
+    case = planned.case
+    return Row(planned, registry.theory_columns(planned.layer, causal=case.causal,
+                                                block=case.block))
 
 
 def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
@@ -143,11 +129,7 @@ def _structure(layer: str, case: LayerCase) -> dict[str, Any]:
 
 def _structure_key(case: LayerCase) -> LayerCase:
     """Structure does not depend on width or batch: measure on a narrow instance."""
-    heads = case.heads or 1
-    return LayerCase(
-        seq_len=case.seq_len, d_model=2 * heads, heads=case.heads, kernel=case.kernel,
-        window=case.window, causal=case.causal, block=case.block, batch=1,
-    )
+    return replace(case, d_model=2 * (case.heads or 1), batch=1)
 
 
 @contextlib.contextmanager
@@ -164,7 +146,7 @@ def _threads(count: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _prepared(planned: Any, settings: ExecSettings) -> tuple[Callable[[], None], int, Any]:
+def _prepared(planned: PlannedCase, settings: ExecSettings) -> tuple[Callable[[], None], int, Any]:
     """The case's timed call, its working set (bytes) and its device, built from the seed."""
     from harness.measure.timing import working_set_bytes
 
@@ -189,7 +171,7 @@ def _time_round(call: Callable[[], None], working_set: int, device: Any,
     )
 
 
-def retime(planned: Any, settings: ExecSettings) -> Samples:
+def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
     """One more round of a measured case: rebuilt from its seed, warmed up, timed.
 
     Raises on failure (the runner keeps the rounds it has and says why in the note).
@@ -199,7 +181,7 @@ def retime(planned: Any, settings: ExecSettings) -> Samples:
         return _time_round(call, working_set, device, settings)
 
 
-def apply_timing(row: dict[str, Any], rounds: list[Samples], settings: ExecSettings
+def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
                  ) -> TimingResult:
     """Put the statistics of a case's rounds so far into its row, with the metrics derived
     from the median (FLOP/s, tokens/s)."""
@@ -216,11 +198,12 @@ def apply_timing(row: dict[str, Any], rounds: list[Samples], settings: ExecSetti
     if median_s > 0:
         if isinstance(flops, (int, float)):
             row["flops_per_s"] = flops / median_s
-        row["tokens_per_s"] = row["batch"] * row["seq_len"] / median_s
+        size = row.case.case
+        row["tokens_per_s"] = size.batch * size.seq_len / median_s
     return result
 
 
-def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[Samples]]:
+def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:
     """Measure one case (timing: its first round); never raises for a failure of the case.
 
     Returns the row and the case's timing rounds (empty when it was not timed).
@@ -229,7 +212,7 @@ def execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[
         return _execute(planned, settings)
 
 
-def _execute(planned: Any, settings: ExecSettings) -> tuple[dict[str, Any], list[Samples]]:
+def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:
     from harness.measure.memory import measure_peak_memory
 
     row = case_row(planned)

@@ -25,6 +25,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
+from harness import schema
 from harness.costs import Cost
 from harness.spec import LayerCase
 from harness.theory import FAMILIES, Theory, family_rank
@@ -39,7 +40,7 @@ Builder = Callable[[LayerCase, int], "nn.Module"]
 CostModel = Callable[[LayerCase, str], Cost]
 Check = Callable[[LayerCase], "str | None"]
 
-OPTIONAL_PARAMS = ("heads", "kernel", "window", "causal", "block")
+OPTIONAL_PARAMS = schema.axis_names(optional=True)
 #: The entry-point group third-party packages declare their layer modules in.
 ENTRY_POINT_GROUP = "harness.layers"
 
@@ -95,13 +96,8 @@ class LayerEntry:
 
     def normalize(self, case: LayerCase) -> LayerCase:
         """The case with parameters that do not apply to this layer cleared (None/False)."""
-        changes: dict[str, object] = {}
-        for name in ("heads", "kernel", "window"):
-            if name not in self.params:
-                changes[name] = None
-        for name in ("causal", "block"):
-            if name not in self.params:
-                changes[name] = False
+        changes: dict[str, Any] = {a.name: False if a.kind == "flag" else None
+                                   for a in schema.AXES if a.optional and a.name not in self.params}
         return replace(case, **changes)
 
     def problem(self, case: LayerCase) -> str | None:

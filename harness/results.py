@@ -14,47 +14,78 @@ them. Readers validate the schema version and refuse files they cannot understan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import schema
 from harness.errors import HarnessInputError
 from harness.values import missing
+
+if TYPE_CHECKING:
+    from harness.suite.plan import PlannedCase
 
 SCHEMA_VERSION = 1
 _META_KEY = b"harness.schema_version"
 
 STATUSES = ("ok", "oom", "timeout", "error", "skipped")
 
-#: Parameters of a case: the public column names (DESIGN.md "Results").
-PARAM_COLUMNS = (
-    "layer", "variant", "seq_len", "d_model", "heads", "kernel", "window", "causal",
-    "block", "batch", "dtype", "device", "mode", "seed",
-)
+#: Parameters of a case: the public column names (DESIGN.md "Results"; harness.schema).
+PARAM_COLUMNS = schema.CASE_COLUMNS
 #: Metric columns, units in the names. A metric that was not measured is missing (NaN/None).
-METRIC_COLUMNS = (
-    "time_ms_median", "time_ms_iqr", "time_ms_min", "time_ms_mean", "time_cv",
-    "time_samples", "time_calls_per_sample", "time_unreliable", "time_note", "time_timer",
-    "time_rounds", "time_rounds_clean", "time_disturbed_frac", "time_sampled_s", "time_wall_s",
-    "peak_mem_bytes", "mem_baseline_bytes", "mem_method", "param_count", "param_bytes",
-    "act_mem_analytic_bytes",
-    "flops_analytic", "flops_useful_analytic", "flops_other_analytic", "flops_fvcore",
-    "flops_torch", "flops_forward_analytic", "flops_uncounted", "flops_note",
-    "path_length_analytic", "path_length_measured", "seq_ops_analytic", "seq_ops_measured",
-    "graph_depth", "structure_note",
-    "flops_per_s", "tokens_per_s", "arithmetic_intensity",
-)
-ID_COLUMNS = ("case_index", "case_id", "label", "status", "message")
+METRIC_COLUMNS = schema.column_names("time", "memory", "flops", "structure", "derived")
+ID_COLUMNS = tuple(c for c in schema.column_names("identity") if c != "schema_version")
 REQUIRED_COLUMNS = ("schema_version", *ID_COLUMNS, *PARAM_COLUMNS)
 
-_INT_PARAMS = ("seq_len", "d_model", "heads", "kernel", "window", "batch", "seed")
-#: Integer metrics that may be missing (a failed case, an unobservable counter).
-_INT_METRICS = ("time_rounds", "time_rounds_clean")
+
+class Row(Mapping[str, Any]):
+    """A results row while its case is measured: the planned case (frozen, typed) and the
+    columns measured so far. Reads like a mapping of every column it has; the case's own
+    columns (``case_id``, ``label``, the parameters) are read-only, and setting a column
+    :mod:`harness.schema` does not declare is an error. :meth:`RunDirectory.write_case`
+    turns it into a dict."""
+
+    def __init__(self, case: PlannedCase, values: Mapping[str, object] | None = None) -> None:
+        self.case = case
+        self._own: dict[str, object] = {"case_id": case.case_id, "label": case.label,
+                                        **case.params()}
+        self._values: dict[str, object] = {}
+        self.update(values or {})
+
+    def __getitem__(self, name: str) -> Any:
+        return self._own[name] if name in self._own else self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._own, *self._values])
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._values)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        if name in self._own:
+            raise KeyError(f"{name!r} is a parameter of the case, not a measurement")
+        if name not in _WRITABLE:
+            raise KeyError(f"{name!r} is not a results column (declare it in harness.schema)")
+        self._values[name] = value
+
+    def update(self, values: Mapping[str, object] | None = None, /, **more: object) -> None:
+        for name, value in {**(values or {}), **more}.items():
+            self[name] = value
+
+    def __repr__(self) -> str:
+        return f"Row({self.case.label!r}, {self._values!r})"
+
+
+_WRITABLE = frozenset(schema.column_names()) - {"schema_version"}
+_ARROW = {c.name: {"Int64": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+                   "str": pa.string()}[c.dtype] for c in schema.COLUMNS}
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
@@ -65,22 +96,31 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
 
 def _table(df: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(df, preserve_index=False)
+    for i, name in enumerate(table.column_names):  # all missing: typed as declared, not null
+        if pa.types.is_null(table.schema.field(i).type) and name in _ARROW:
+            table = table.set_column(i, name, table.column(i).cast(_ARROW[name]))
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = str(SCHEMA_VERSION).encode()
     return table.replace_schema_metadata(meta)
 
 
-def normalize_row(row: dict[str, object]) -> dict[str, object]:
-    """A row with every public column present (missing metrics as None), schema stamped."""
+def normalize_row(row: Mapping[str, object]) -> dict[str, object]:
+    """A row with every public column present (missing metrics as None), schema stamped,
+    in the column order of :mod:`harness.schema`."""
     out: dict[str, object] = {"schema_version": SCHEMA_VERSION}
-    for name in (*ID_COLUMNS, *PARAM_COLUMNS, *METRIC_COLUMNS):
-        out[name] = row.get(name)
+    for name in _ORDER:
+        if name in _ALWAYS or name in row:
+            out[name] = row.get(name)
     for name, value in row.items():
         if name not in out and name != "samples_s":
             out[name] = value
     if out["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {out['status']!r}")
     return out
+
+
+_ORDER = tuple(c for c in schema.column_names() if c != "schema_version")
+_ALWAYS = frozenset((*ID_COLUMNS, *PARAM_COLUMNS, *METRIC_COLUMNS))
 
 
 class RunDirectory:
@@ -111,8 +151,9 @@ class RunDirectory:
                 "choose another with --out"
             ) from None
 
-    def write_case(self, row: dict[str, object], samples_s: Iterable[float] = ()) -> None:
-        """Persist one finished case atomically (its row and raw samples)."""
+    def write_case(self, row: Mapping[str, object], samples_s: Iterable[float] = ()) -> None:
+        """Persist one finished case atomically (its row, a :class:`Row` or a mapping of
+        columns, and its raw samples)."""
         row = normalize_row(row)
         samples = [float(s) for s in samples_s]
         frame = pd.DataFrame([row])
@@ -164,18 +205,29 @@ class RunDirectory:
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
-    """Stable dtypes across parts: nullable ints for integer axes, floats for metrics."""
-    for name in (*_INT_PARAMS, *_INT_METRICS):
-        if name in df:
-            df[name] = pd.array(
-                [None if missing(v) else int(v) for v in df[name]], dtype="Int64"
-            )
-    for name in ("causal", "block", "time_unreliable"):
-        if name in df:
-            df[name] = pd.array(
-                [None if missing(v) else bool(v) for v in df[name]], dtype="boolean"
-            )
+    """Stable dtypes across parts, as :mod:`harness.schema` declares them: nullable Int64
+    and boolean, float64, and text (None where missing)."""
+    for column in schema.COLUMNS:
+        # a value of another type keeps its column as written: a merge is never lost to it
+        if column.name in df:
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                df[column.name] = _COERCE[column.dtype](df[column.name])
     return df
+
+
+def _as(make: Callable[[Any], object], dtype: str) -> Callable[[pd.Series], object]:
+    def coerce(values: pd.Series) -> object:
+        return pd.array([None if missing(v) else make(v) for v in values], dtype=dtype)
+
+    return coerce
+
+
+_COERCE: dict[str, Callable[[pd.Series], object]] = {
+    "Int64": _as(int, "Int64"),
+    "bool": _as(bool, "boolean"),
+    "float": _as(float, "float64"),
+    "str": lambda values: values.astype(object).where(values.notna(), None),
+}
 
 
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:

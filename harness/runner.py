@@ -23,13 +23,14 @@ import multiprocessing as mp
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.execute import ExecSettings, apply_timing, case_row, execute, one_line, retime
 from harness.measure.timing import Samples, TimingResult
-from harness.results import RunDirectory
+from harness.results import Row, RunDirectory
+from harness.suite.plan import PlannedCase
 
 #: Statuses that a resumed run does not measure again (deterministic outcomes).
 FINAL_STATUSES = frozenset({"ok", "skipped", "oom"})
@@ -121,11 +122,12 @@ class Worker:
             raise WorkerDied(f"worker sent {greeting!r} instead of 'ready'")
         self._ready = True
 
-    def run(self, planned: Any, settings: ExecSettings, timeout_s: float) -> tuple[dict, list]:
+    def run(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float
+            ) -> tuple[Row, list[Samples]]:
         """The case's first round and everything else: (row, rounds)."""
         return self._ask(("case", planned, settings), timeout_s)
 
-    def round(self, planned: Any, settings: ExecSettings, timeout_s: float) -> Samples:
+    def round(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float) -> Samples:
         """One more timing round of a case; raises RoundFailed with the worker's reason."""
         status, value = self._ask(("round", planned, settings), timeout_s)
         if status != "ok":
@@ -161,10 +163,11 @@ class Worker:
 class InlineWorker:
     """Runs cases in this process: no timeout enforcement (for tests and debugging)."""
 
-    def run(self, planned: Any, settings: ExecSettings, timeout_s: float) -> tuple[dict, list]:
+    def run(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float
+            ) -> tuple[Row, list[Samples]]:
         return execute(planned, settings)
 
-    def round(self, planned: Any, settings: ExecSettings, timeout_s: float) -> Samples:
+    def round(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float) -> Samples:
         try:
             return retime(planned, settings)
         except Exception as exc:  # noqa: BLE001 - as the worker process reports it
@@ -187,16 +190,16 @@ class RunOutcome:
 
 #: ``progress(done, total, row)``: ``done`` of ``total`` steps (a case's round is a step; the
 #: total grows when a disturbed case is retried), ``row`` the case's row as it now stands.
-Progress = Callable[[int, int, dict[str, Any]], None]
+Progress = Callable[[int, int, Mapping[str, Any]], None]
 
 
 @dataclass
 class _Timed:
     """A case being timed in rounds: its row so far, its rounds, its settings."""
 
-    planned: Any
+    planned: PlannedCase
     settings: ExecSettings
-    row: dict[str, Any]
+    row: Row
     rounds: list[Samples]
     problems: list[str]
 
@@ -204,7 +207,7 @@ class _Timed:
         return self.row.get("time_rounds_clean") == 0
 
 
-def _reusable(earlier: dict[str, Any] | None, fingerprint: str, rounds: int) -> bool:
+def _reusable(earlier: Mapping[str, Any] | None, fingerprint: str, rounds: int) -> bool:
     """An earlier row a resumed run keeps: final status, same environment, all its rounds."""
     if earlier is None or earlier.get("status") not in FINAL_STATUSES:
         return False
@@ -218,9 +221,9 @@ def _reusable(earlier: dict[str, Any] | None, fingerprint: str, rounds: int) -> 
 
 
 def run_cases(
-    plan: Sequence[Any],
+    plan: Sequence[PlannedCase],
     run_dir: RunDirectory,
-    settings_for: Callable[[Any], ExecSettings],
+    settings_for: Callable[[PlannedCase], ExecSettings],
     *,
     timeout_s: float,
     resume: bool = False,
@@ -241,7 +244,7 @@ def run_cases(
     timed: list[_Timed] = []
     steps = [0, sum(settings_for(p).rounds for p in plan)]  # done, total
 
-    def step(row: dict[str, Any], count: int = 1) -> None:
+    def step(row: Mapping[str, Any], count: int = 1) -> None:
         steps[0] += count
         if progress:
             progress(steps[0], steps[1], row)
@@ -346,7 +349,7 @@ def _kept(item: _Timed) -> tuple[float, ...]:
 def plain_progress(stream: Any = sys.stderr) -> Progress:
     """One line per step, for CI logs: the case, its status, its median so far, its note."""
 
-    def report(done: int, total: int, row: dict[str, Any]) -> None:
+    def report(done: int, total: int, row: Mapping[str, Any]) -> None:
         median = row.get("time_ms_median")
         timing = f" {median:.3f} ms" if isinstance(median, float) else ""
         rounds = row.get("time_rounds")

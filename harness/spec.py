@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness import schema
+
 
 def _positive_int(name: str, value: object, *, optional: bool = False) -> None:
     if value is None and optional:
@@ -17,6 +19,9 @@ def _positive_int(name: str, value: object, *, optional: bool = False) -> None:
 @dataclass(frozen=True)
 class LayerCase:
     """Sizes of one layer instance, independent of device, dtype and timing.
+
+    One field per size and flag of :mod:`harness.schema` (``schema.LAYER_AXES``, checked by
+    a test); the schema says what each means and which are optional.
 
     Parameters that do not apply to a layer (``heads`` for an RNN) are ``None``.
     ``window`` is the number of positions a restricted attention sees (r in Vaswani et al.);
@@ -34,14 +39,11 @@ class LayerCase:
     batch: int = 1
 
     def __post_init__(self) -> None:
-        _positive_int("seq_len", self.seq_len)
-        _positive_int("d_model", self.d_model)
-        _positive_int("batch", self.batch)
-        for name in ("heads", "kernel", "window"):
-            _positive_int(name, getattr(self, name), optional=True)
-        for name in ("causal", "block"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for axis in schema.AXES:
+            if axis.kind == "size":
+                _positive_int(axis.name, getattr(self, axis.name), optional=axis.optional)
+            elif axis.kind == "flag" and not isinstance(getattr(self, axis.name), bool):
+                raise TypeError(f"{axis.name} must be a bool, got {getattr(self, axis.name)!r}")
 
     @property
     def n(self) -> int:

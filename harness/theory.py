@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from harness import schema
+
 #: Built-in families in Table-1 order; a third-party layer may name another (sorted after).
 FAMILIES = ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv")
 
@@ -33,9 +35,7 @@ AXIS_SYMBOL = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "win
 SYMBOLS = frozenset(AXIS_SYMBOL.values())
 
 #: Columns the measurement writes into every results row (``registry.theory_columns``).
-THEORY_COLUMNS = ("family", "theory_complexity", "theory_terms", "theory_seq_ops",
-                  "theory_path_length", "theory_path_class", "layer_label", "layer_colour",
-                  "layer_rank")
+THEORY_COLUMNS = schema.column_names("theory")
 
 Term = Mapping[str, int]  # symbol -> power, e.g. {"n": 2, "d": 1}
 

@@ -20,6 +20,7 @@ from harness.measure.contention import (
     wait_counter,
 )
 from harness.measure.timing import Samples, TimingConfig, TimingResult, collect_samples
+from harness.spec import LayerCase
 
 RULE = ContentionRule(sample_wait=0.05, round_disturbed=0.25)
 
@@ -154,11 +155,18 @@ def test_no_counter_where_schedstat_is_missing(tmp_path: Path):
 # ---- the runner's rounds, with execute/retime replaced by scripted fakes -------------------
 
 
+_SIZES = LayerCase(seq_len=4, d_model=2)
+
+
 @dataclass(frozen=True)
 class FakeCase:
     case_id: str
     label: str
     skip_reason: str | None = None
+    case: LayerCase = _SIZES
+
+    def params(self) -> dict[str, Any]:
+        return {"layer": "fake", "seq_len": self.case.seq_len, "batch": self.case.batch}
 
 
 def _settings(rounds: int, retries: int) -> Any:
@@ -180,10 +188,12 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, loaded: set[str]):
 
     def execute(planned: Any, settings: Any):
         order.append(("case", planned.case_id))
-        row = {"case_id": planned.case_id, "label": planned.label, "status": "ok",
-               "batch": 1, "seq_len": 4, "flops_analytic": 100}
-        rounds = [samples_for(planned.case_id)]
         from harness.execute import apply_timing
+        from harness.results import Row
+
+        row = Row(planned)  # a fake layer has no registry entry, hence no theory
+        row.update(status="ok", flops_analytic=100)
+        rounds = [samples_for(planned.case_id)]
 
         apply_timing(row, rounds, settings)
         return row, rounds

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from harness import schema
 from harness.errors import HarnessInputError
 from harness.results import (
     SCHEMA_VERSION,
@@ -141,3 +142,24 @@ def test_missing_and_plain_cell_values():
         assert not missing(value)
     assert type(plain(np.int64(3))) is int and type(plain(np.float32(0.5))) is float
     assert plain(np.bool_(True)) is True and plain("x") == "x"
+
+
+def test_merged_dtypes_are_the_schemas_whatever_each_part_held(tmp_path):
+    """A column's dtype does not depend on which cases failed or what a part happened to hold:
+    an int metric missing in one row stays an integer, an all-missing column is still typed."""
+    run = RunDirectory(tmp_path)
+    run.create()
+    run.write_case(_row(0, time_rounds=3, peak_mem_bytes=1024, time_unreliable=False,
+                        gpu_power_w_before=None, time_note=None))
+    run.write_case(_row(1, status="error", message="boom", time_ms_median=None,
+                        flops_analytic=None))
+    run.merge()
+    back = read_results(run.path)
+    expected = {"Int64": {"Int64"}, "bool": {"boolean"}, "float": {"float64"},
+                "str": {"str", "object"}}  # pandas 3 reads text as "str", pandas 2 as object
+    for name in back.columns:
+        assert str(back[name].dtype) in expected[schema.column(name).dtype], name
+    assert back["flops_analytic"].tolist() == [1000, pd.NA]
+    arrow = pq.read_schema(run.results_file)
+    assert str(arrow.field("gpu_power_w_before").type) == "double"
+    assert str(arrow.field("time_note").type) == "string"

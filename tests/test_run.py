@@ -158,14 +158,14 @@ def test_sigkill_mid_sweep_then_resume_measures_every_case_exactly_once(tiny, tm
     assert 2 <= len(kept) < 6
     # a case is finished once all its rounds are in; one killed between rounds is measured
     # again (its earlier rounds' raw samples are not kept)
-    complete = sum(int(pd.read_parquet(out / "parts" / name)["time_rounds"].iloc[0]) == 3
+    complete = sum(int(pd.read_parquet(out / "parts" / name)["time_rounds"].iloc[0]) >= 3
                    for name in kept)
     resumed = harness("run", str(tiny), "--out", str(out), "--resume",
                       env=slowed({"attention": 20}))
     assert resumed.returncode == 0, resumed.stderr
     df = read_results(out)
     assert len(df) == 6 and df["case_id"].is_unique and set(df["status"]) == {"ok"}
-    assert (df["time_rounds"] == 3).all()
+    assert (df["time_rounds"] >= 3).all()  # 3 rounds, more where contention forced retries
     assert f"{complete} reused" in resumed.stdout
     assert kept <= {p.name for p in (out / "parts").glob("*.parquet")}
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import schema
 from harness.analysis.frame import (
     describe,
     group_positions,
@@ -40,7 +41,7 @@ from harness.analysis.frame import (
 )
 from harness.analysis.layers import family_of, layer_infos
 
-LAYER_SPECIFIC = ("heads", "kernel", "window", "causal", "block")
+LAYER_SPECIFIC = schema.axis_names(optional=True)
 
 
 def _curve(sub: pd.DataFrame, axis: str, metric: str) -> tuple[np.ndarray, np.ndarray]:

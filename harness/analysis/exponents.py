@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import schema
 from harness.analysis.frame import (
     describe,
     group_positions,
@@ -52,11 +53,11 @@ from harness.analysis.stats import fit_loglog, loglog_slope
 from harness.theory import exponent
 
 DEFAULT_METRICS = ("flops_analytic", "flops_torch", "time_ms_median", "peak_mem_bytes")
-DEFAULT_AXES = ("seq_len", "d_model", "heads", "kernel")
+DEFAULT_AXES = tuple(a.name for a in schema.AXES if a.fitted)
 MIN_POINTS = 3
 MIN_TAIL = 4
 MAX_CI_HALF_WIDTH = 0.25
-_SIZE_ORDER = ("d_model", "seq_len", "heads", "kernel", "window", "batch")
+_SIZE_ORDER = schema.SIZE_PRIORITY
 
 #: metric -> the analytic column its ``model_slope`` is computed from (default flops_analytic)
 MODEL_METRIC = {"peak_mem_bytes": "act_mem_analytic_bytes",

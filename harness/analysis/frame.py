@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import schema
 from harness.analysis.layers import family_of, layer_infos
 from harness.results import PARAM_COLUMNS, to_long
 from harness.values import missing, plain
@@ -44,8 +45,7 @@ def ok_mask(df: pd.DataFrame) -> pd.Series:
 
 #: Metrics read off the clock or derived from it: ``time_unreliable`` applies to these only
 #: (FLOPs, memory and path length are not disturbed by a busy machine).
-TIMED_METRICS = frozenset({"time_ms_median", "time_ms_iqr", "time_ms_min", "time_ms_mean",
-                           "time_cv", "flops_per_s", "tokens_per_s"})
+TIMED_METRICS = frozenset(c.name for c in schema.COLUMNS if c.timed)
 
 
 def timed(metric: str) -> bool:

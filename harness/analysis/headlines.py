@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
+from harness import schema
 from harness.analysis.crossovers import crossovers
 from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import flop_reconciliation
@@ -21,7 +22,7 @@ from harness.analysis.table1 import table1_measured
 from harness.values import missing, plain
 
 _METRIC_WORDS = {"flops_analytic": "FLOPs", "time_ms_median": "time"}
-_CONTEXT = ("dtype", "device", "mode", "seed")
+_CONTEXT = (*schema.axis_names("setting"), "seed")
 _FLAG_WORDS = {"interval too wide": "95% interval wider than ±0.25",
                "too few reliable points": "fewer than 3 sequence lengths with reliable "
                                           "timing once unreliable timings are left out",

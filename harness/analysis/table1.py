@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import schema
 from harness.analysis.exponents import best_fit, fit_exponents
 from harness.analysis.frame import (
     describe,
@@ -53,8 +54,8 @@ from harness.analysis.stats import growth_class
 from harness.theory import FAMILIES
 
 EXPONENT_TOL = 0.15
-CONTEXT = ("device", "dtype", "mode")
-STRUCTURE_PARAMS = ("heads", "kernel", "window", "causal", "block")
+CONTEXT = schema.axis_names("setting")
+STRUCTURE_PARAMS = schema.axis_names(optional=True)
 
 
 def unreliable_count(fit: Mapping[str, Any]) -> int:

@@ -39,16 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from harness import schema
 from harness.errors import HarnessInputError
 from harness.values import missing as _missing
 from harness.values import plain as _plain
 
 #: The parameters that identify a case across files and formats.
-IDENTITY = (
-    "layer", "variant", "seq_len", "d_model", "heads", "kernel", "window", "causal", "block",
-    "batch", "mode",
-)
-_INT_KEYS = ("seq_len", "d_model", "heads", "kernel", "window", "batch")
+IDENTITY = schema.IDENTITY
+_INT_KEYS = schema.axis_names("size")
+_FLAGS = schema.axis_names("flag")
 FLOP_SOURCES = ("flops_analytic", "flops_fvcore", "flops_torch")
 
 Key = tuple[tuple[str, Any], ...]
@@ -175,14 +174,14 @@ class RunRecord:
 
 def _clean(name: str, value: Any) -> Any:
     if _missing(value):
-        return False if name in ("causal", "block") else None  # flags default to off
+        return False if name in _FLAGS else None  # flags default to off
     if name in _INT_KEYS:
         return int(value)
-    if name in ("causal", "block"):
+    if name in _FLAGS:
         return bool(value)
     if hasattr(value, "item"):
         value = value.item()
-    return str(value) if name in ("layer", "variant", "mode") else value
+    return str(value) if schema.column(name).dtype == "str" else value
 
 
 def identity(params: Mapping[str, Any]) -> Key:

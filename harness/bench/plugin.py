@@ -34,23 +34,23 @@ Registered as a ``pytest11`` entry point, so any project that installs the harne
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness import schema
 from harness.values import plain
 
 if TYPE_CHECKING:  # importing harness.measure imports torch: only where measuring needs it
     from harness.measure.contention import ContentionRule, WaitCounter
 
 #: Parametrized argument names (= results columns); ``--benchmark-group-by=param:NAME``.
-CASE_PARAMS = (
-    "layer", "variant", "seq_len", "d_model", "heads", "kernel", "window", "causal", "block",
-    "batch", "dtype", "device", "mode",
-)
+CASE_PARAMS = ("layer", "variant", *schema.axis_names())
 DEFAULT_SUITE = "suites/quick.yaml"
 #: Options that ask for benchmarks to run (pytest-benchmark's option destinations).
 RUN_OPTIONS = (
@@ -61,14 +61,7 @@ SKIP_REASON = (
     "harness suite benchmark: run with `pytest --benchmark-only` (or --benchmark-enable)"
 )
 #: Metric columns copied from the metric pass into ``extra_info``.
-INFO_METRICS = (
-    "flops_analytic", "flops_fvcore", "flops_torch", "flops_uncounted", "flops_note",
-    "flops_useful_analytic", "peak_mem_bytes", "mem_method", "param_count", "param_bytes",
-    "act_mem_analytic_bytes", "path_length_analytic", "path_length_measured",
-    "seq_ops_analytic", "seq_ops_measured", "structure_note",
-    "env_device_name", "env_torch_version", "env_torch_threads", "env_git_commit",
-    "env_harness_version",
-)
+INFO_METRICS = tuple(c.name for c in schema.COLUMNS if c.info)
 
 
 @dataclass(frozen=True)
@@ -254,21 +247,19 @@ def pytest_benchmark_group_stats(config: pytest.Config, benchmarks: list[Any], g
     return sorted(groups.items(), key=lambda item: item[0] or "")
 
 
-@pytest.fixture
-def harness_case(
-    request: pytest.FixtureRequest, layer: str, variant: str, seq_len: int, d_model: int,
-    heads: int | None, kernel: int | None, window: int | None, causal: bool, block: bool,
-    batch: int, dtype: str, device: str, mode: str, harness_pass: int,
-    harness_wait_counter: WaitCounter | None,
-) -> SuiteCase:
+def _harness_case(request: pytest.FixtureRequest, harness_pass: int,
+                  harness_wait_counter: WaitCounter | None, **params: Any) -> SuiteCase:
     """The suite case this test is parametrized with (see :func:`benchmark_case`)."""
-    plan = load_plan(request.config)
-    case = plan.lookup({
-        "layer": layer, "variant": variant, "seq_len": seq_len, "d_model": d_model,
-        "heads": heads, "kernel": kernel, "window": window, "causal": causal, "block": block,
-        "batch": batch, "dtype": dtype, "device": device, "mode": mode,
-    })
+    case = load_plan(request.config).lookup(params)
     return replace(case, pass_index=harness_pass, wait=harness_wait_counter)
+
+
+# pytest passes a fixture the arguments its signature names: the parametrized CASE_PARAMS
+_harness_case.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    for name in ("request", "harness_pass", "harness_wait_counter", *CASE_PARAMS)
+])
+harness_case = pytest.fixture(_harness_case, name="harness_case")
 
 
 @pytest.fixture(scope="session")
@@ -307,7 +298,7 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isinf(value) else value
 
 
-def case_info(case: SuiteCase, row: dict[str, Any]) -> dict[str, Any]:
+def case_info(case: SuiteCase, row: Mapping[str, Any]) -> dict[str, Any]:
     """``extra_info`` of a suite benchmark: the case's parameters and its non-time metrics."""
     planned = case.planned
     info: dict[str, Any] = {"harness": 1, "suite": case.suite, "label": planned.label,
@@ -416,7 +407,7 @@ def contention_info(waited: float | None, measured: float | None,
 
 
 _ENV: dict[str, dict[str, Any]] = {}
-_ROWS: dict[str, dict[str, Any]] = {}
+_ROWS: dict[str, Mapping[str, Any]] = {}
 
 
 def _env(device: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from harness import schema
 from harness.measure.env import handle, nvml_errors, query
 from harness.measure.system import (
     PROC_STAT,
@@ -32,25 +33,7 @@ from harness.measure.system import (
 )
 
 #: Every column :meth:`CaseTelemetry.stop` returns, in order (None when unknown).
-TELEMETRY_COLUMNS = (
-    "env_loadavg_before",
-    "env_loadavg_after",
-    "env_cpu_mhz_before",
-    "env_cpu_mhz_after",
-    "cpu_others_busy",
-    "gpu_sm_clock_mhz_before",
-    "gpu_sm_clock_mhz_after",
-    "gpu_mem_clock_mhz_before",
-    "gpu_mem_clock_mhz_after",
-    "gpu_temperature_c_before",
-    "gpu_temperature_c_after",
-    "gpu_power_w_before",
-    "gpu_power_w_after",
-    "gpu_throttle_reasons",
-    "gpu_other_processes",
-    "gpu_energy_j",
-    "energy_j_per_call",
-)
+TELEMETRY_COLUMNS = schema.column_names("telemetry")
 
 #: Active reasons that do not make :func:`telemetry_note` distrust a time: a card under a
 #: heavy kernel routinely runs at its power cap, which is its steady state, not a disturbance

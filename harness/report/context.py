@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import schema
 from harness.analysis.frame import ok_mask
 from harness.report import fmt
 from harness.report.figures import Look, make_look
@@ -57,7 +58,7 @@ class Context:
         drop = set(self.constant)
         if layer is not None:
             rows = self.df[self.df["layer"].astype(str) == str(layer)]
-            drop |= {p for p in ("heads", "kernel", "window", "causal", "block")
+            drop |= {p for p in schema.axis_names(optional=True)
                      if p in rows.columns
                      and len({fmt.plain(v) for v in rows[p].astype(object).tolist()}) <= 1}
         return fmt.shorten(fmt.text(description), drop)

@@ -27,6 +27,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from harness import schema
 from harness.analysis.crossovers import LAYER_SPECIFIC
 from harness.analysis.efficiency import efficiency
 from harness.analysis.frame import group_positions, numeric, ok_mask, timed, unreliable_mask
@@ -44,8 +45,8 @@ from harness.report.style import (
 )
 from harness.theory import exponent
 
-SHARED_ORDER = ("d_model", "seq_len", "batch", "dtype", "device", "mode", "seed", "heads",
-                "kernel", "window")
+#: Parameters a figure is faceted by when they vary (the layer-specific ones never are).
+SHARED_ORDER = (*schema.SIZE_PRIORITY, *schema.axis_names("setting"), "seed")
 MAX_SLICES = 4
 FLOP_METRICS = ("flops_analytic", "flops_torch", "flops_fvcore")
 

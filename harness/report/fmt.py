@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from harness import schema
 from harness.values import missing, plain
 
 _SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -29,12 +30,8 @@ METRIC_SHORT = {
     "time_ms_median": "time", "flops_analytic": "FLOPs", "flops_torch": "FLOPs (torch)",
     "flops_fvcore": "FLOPs (fvcore)", "peak_mem_bytes": "memory",
 }
-AXIS_LABEL = {
-    "seq_len": "sequence length n", "d_model": "model width d", "heads": "heads h",
-    "kernel": "kernel width k", "window": "window r", "batch": "batch size",
-}
-AXIS_SYMBOL = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "window": "r",
-               "batch": "b"}
+AXIS_LABEL = {a.name: a.label for a in schema.AXES if a.kind == "size"}
+AXIS_SYMBOL = {a.name: a.symbol for a in schema.AXES if a.kind == "size"}
 VERDICT_MARK = {"agrees": "✓ agrees", "disagrees": "✗ disagrees",
                 "inconclusive": "? inconclusive", "n/a": "– n/a"}
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import schema
 from harness.analysis.frame import numeric, ok_mask, time_notes, unreliable_mask
 from harness.analysis.headlines import headlines
 from harness.report import fmt
@@ -25,8 +26,8 @@ _CAUSES = {
     "spread": ("had samples spread too widely", "with samples spread too widely"),
     "": ("had timings flagged unreliable with no reason recorded", "with no reason recorded"),
 }
-_SWEEP = ("seq_len", "d_model", "heads", "kernel", "window", "batch", "dtype", "device",
-          "mode", "causal", "block", "seed")
+_SWEEP = (*schema.axis_names("size"), *schema.axis_names("setting"), *schema.axis_names("flag"),
+          "seed")
 
 
 def status_counts(df: pd.DataFrame) -> str:
@@ -245,8 +246,8 @@ def cases(ctx: Context) -> Section:
     if df.empty:
         blocks.append(Paragraph("No cases."))
         return Section("cases", "Per-case results", blocks)
-    extra = [c for c in ("dtype", "device", "mode", "batch", "causal", "block", "seed")
-             if c in df.columns and c not in ctx.constant]
+    extra = [c for c in (*schema.axis_names("setting"), "batch", *schema.axis_names("flag"),
+                         "seed") if c in df.columns and c not in ctx.constant]
     order = df.assign(_run=df["run"].map({r.name: i for i, r in enumerate(ctx.runs)}),
                       _idx=pd.to_numeric(df["case_index"], errors="coerce"))
     order = order.sort_values(["_run", "_idx"], kind="stable")

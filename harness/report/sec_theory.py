@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import schema
 from harness.analysis.crossovers import crossovers as find_crossovers
 from harness.analysis.exponents import (
     MAX_CI_HALF_WIDTH,
@@ -21,7 +22,7 @@ from harness.report.context import Context
 from harness.report.figures import flop_metric, scaling_plots
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Subheading, Table
 
-AXES = ("seq_len", "d_model", "heads", "kernel", "window", "batch")
+AXES = schema.axis_names("size")
 MAX_CROSSOVERS = 150
 _WORST = {"disagrees": 3, "inconclusive": 2, "agrees": 1, "n/a": 0}
 

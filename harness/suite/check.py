@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import registry
+from harness import registry, schema
 from harness.errors import HarnessInputError
 from harness.suite.messages import Loc, display_loc, locate, show
 from harness.suite.model import FLAGS, OPTIONAL_AXES, Suite, did_you_mean
@@ -52,7 +52,7 @@ def _check_layers(suite: Suite, fail: Any) -> None:
                         f"(one of {', '.join(choices)}, or 'all'){hint}",
                     )
         takes = [p for p in (*OPTIONAL_AXES, *FLAGS) if p in entry.params]
-        takes_text = ", ".join(["seq_len", "d_model", "batch", *takes])
+        takes_text = ", ".join([*schema.axis_names("size", optional=False), *takes])
         for axis, values in spec.sweep.given().items():
             if axis in OPTIONAL_AXES and axis not in entry.params:
                 fail(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,18 +24,21 @@ from pydantic import (
     PrivateAttr,
     Strict,
     StrictBool,
+    create_model,
     model_validator,
 )
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
-MODES = ("forward", "train")
+from harness import schema
+
+DTYPES = schema.axis("dtype").choices
+MODES = schema.axis("mode").choices
 VARIANT_CHOICES = ("default", "all")
-#: Integer sweep axes, in the fixed order ``expand`` crosses them (seq_len innermost).
-AXES = ("batch", "d_model", "heads", "kernel", "window", "seq_len")
+#: Integer sweep axes (``sweep`` keys), in the fixed order ``expand`` crosses them.
+AXES = tuple(a for a in schema.PLAN_ORDER if schema.axis(a).kind == "size")
 #: Axes that only some layers take (``LayerEntry.params`` says which).
-OPTIONAL_AXES = ("heads", "kernel", "window")
+OPTIONAL_AXES = schema.axis_names("size", optional=True)
 #: Boolean settings that only some layers take.
-FLAGS = ("causal", "block")
+FLAGS = schema.axis_names("flag")
 
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -139,25 +142,36 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LayerSweep(_Frozen):
-    """Sweep axes; in a layer override every axis is optional and replaces the suite's."""
+class SweepAxes(_Frozen):
+    """A ``sweep`` mapping: one field per size axis of :mod:`harness.schema` (column order)."""
 
-    seq_len: Axis | None = None  # n
-    d_model: Axis | None = None  # d
-    heads: Axis | None = None  # h / H
-    kernel: Axis | None = None  # k
-    window: Axis | None = None  # r (restricted attention)
-    batch: Axis | None = None
+    if TYPE_CHECKING:  # the fields are made from the schema: an axis's values, or None
+
+        def __getattr__(self, axis: str) -> tuple[int, ...] | None: ...
 
     def given(self) -> dict[str, tuple[int, ...]]:
-        return {axis: getattr(self, axis) for axis in AXES if getattr(self, axis) is not None}
+        """The axes given, in column order."""
+        return {axis: getattr(self, axis) for axis in _SIZES if getattr(self, axis) is not None}
 
 
-class Sweep(LayerSweep):
-    """The suite's sweep: n and d are required, every other axis optional."""
+_SIZES = schema.axis_names("size")
+_SETTINGS = schema.axis_names("setting")
 
-    seq_len: Axis
-    d_model: Axis
+if TYPE_CHECKING:  # for type checkers: the models below, made from the schema
+    LayerSweep = SweepAxes
+    Sweep = SweepAxes
+else:
+    LayerSweep = create_model(
+        "LayerSweep", __base__=SweepAxes, __module__=__name__,
+        __doc__="Sweep axes; in a layer override every axis is optional and replaces the "
+        "suite's.",
+        **{axis: (Axis | None, None) for axis in _SIZES},
+    )
+    Sweep = create_model(
+        "Sweep", __base__=LayerSweep, __module__=__name__,
+        __doc__="The suite's sweep: the required axes (n, d) must be given.",
+        **{a.name: (Axis, ...) for a in schema.AXES if a.required},
+    )
 
 
 class Measure(_Frozen):
@@ -208,7 +222,7 @@ class LayerSpec(_Frozen):
         return value
 
     def is_bare(self) -> bool:
-        return self.variants is None and self.causal is None and self.block is None and not (
+        return self.variants is None and all(getattr(self, f) is None for f in FLAGS) and not (
             self.sweep.given()
         )
 
@@ -252,7 +266,7 @@ class Suite(_Frozen):
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
-        for key in ("device", "dtype", "mode"):
+        for key in _SETTINGS:
             out[key] = _scalar_or_list(getattr(self, key))
         if self.sweep.batch is None:
             out["batch"] = _scalar_or_list(self.batches())
@@ -261,7 +275,7 @@ class Suite(_Frozen):
             out[key] = _scalar_or_list(getattr(self, key))
         out["variants"] = self.variants
         out["layers"] = [_layer_dict(spec) for spec in self.layers]
-        out["sweep"] = {axis: list(values) for axis, values in _ordered(self.sweep.given())}
+        out["sweep"] = {axis: list(values) for axis, values in self.sweep.given().items()}
         out["measure"] = self.measure.model_dump(mode="json")
         return out
 
@@ -275,11 +289,6 @@ def _scalar_or_list(values: tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else list(values)
 
 
-def _ordered(given: dict[str, tuple[int, ...]]) -> list[tuple[str, tuple[int, ...]]]:
-    order = ("seq_len", "d_model", "heads", "kernel", "window", "batch")
-    return [(axis, given[axis]) for axis in order if axis in given]
-
-
 def _layer_dict(spec: LayerSpec) -> Any:
     if spec.is_bare():
         return spec.name
@@ -290,5 +299,5 @@ def _layer_dict(spec: LayerSpec) -> Any:
         if getattr(spec, key) is not None:
             out[key] = _scalar_or_list(getattr(spec, key))
     if spec.sweep.given():
-        out["sweep"] = {axis: list(values) for axis, values in _ordered(spec.sweep.given())}
+        out["sweep"] = {axis: list(values) for axis, values in spec.sweep.given().items()}
     return out

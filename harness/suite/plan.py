@@ -1,8 +1,9 @@
 """Expanding a suite into planned cases, and the ``harness validate`` summary of a plan.
 
 Crossing order is fixed so plans (and result files) are reproducible: layers as written, then
-variant, device, dtype, mode, causal, block, batch, d_model, heads, kernel, window, and
-``seq_len`` innermost (a sweep over n runs as one stretch, smallest n first as written).
+variant, then the axes in ``harness.schema.PLAN_ORDER`` (device, dtype, mode, causal, block,
+batch, d_model, heads, kernel, window, and ``seq_len`` innermost: a sweep over n runs as one
+stretch, smallest n first as written).
 Axes a layer does not take are not crossed for it: they stay None (flags False), so an RNN in
 a suite sweeping four head counts gets one case per (n, d), not four identical ones.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness import registry
+from harness import registry, schema
 from harness.registry import LayerEntry
 from harness.spec import LayerCase
 from harness.suite.check import resolve_device
@@ -48,23 +49,8 @@ class PlannedCase:
 
     def params(self) -> dict[str, Any]:
         """The case's parameters as flat columns (results-dataframe names)."""
-        c = self.case
-        return {
-            "layer": self.layer,
-            "variant": self.variant,
-            "seq_len": c.seq_len,
-            "d_model": c.d_model,
-            "heads": c.heads,
-            "kernel": c.kernel,
-            "window": c.window,
-            "causal": c.causal,
-            "block": c.block,
-            "batch": c.batch,
-            "dtype": self.dtype,
-            "device": self.device,
-            "mode": self.mode,
-            "seed": self.seed,
-        }
+        return {name: getattr(self.case if name in schema.LAYER_AXES else self, name)
+                for name in schema.CASE_COLUMNS}
 
     @property
     def case_id(self) -> str:
@@ -82,7 +68,12 @@ def _variants(spec: LayerSpec, suite: Suite, entry: LayerEntry) -> tuple[str, ..
     return tuple(dict.fromkeys(chosen))
 
 
-def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry) -> tuple[Any, ...]:
+def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
+          devices: tuple[str, ...]) -> tuple[Any, ...]:
+    if axis == "device":
+        return devices
+    if schema.axis(axis).kind == "setting":
+        return tuple(dict.fromkeys(getattr(suite, axis)))
     if axis in OPTIONAL_AXES and axis not in entry.params:
         return (None,)
     if axis in FLAGS:
@@ -100,29 +91,16 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
     entry = registry.get(spec.name)
     grid = itertools.product(
         _variants(spec, suite, entry),
-        devices,
-        tuple(dict.fromkeys(suite.dtype)),
-        tuple(dict.fromkeys(suite.mode)),
-        _axis("causal", spec, suite, entry),
-        _axis("block", spec, suite, entry),
-        _axis("batch", spec, suite, entry),
-        _axis("d_model", spec, suite, entry),
-        _axis("heads", spec, suite, entry),
-        _axis("kernel", spec, suite, entry),
-        _axis("window", spec, suite, entry),
-        _axis("seq_len", spec, suite, entry),
+        *(_axis(axis, spec, suite, entry, devices) for axis in schema.PLAN_ORDER),
     )
     out = []
-    for variant, device, dtype, mode, causal, block, batch, d, h, k, r, n in grid:
-        case = LayerCase(
-            seq_len=n, d_model=d, heads=h, kernel=k, window=r, causal=causal, block=block,
-            batch=batch,
-        )
-        case = entry.normalize(case)
+    for variant, *values in grid:
+        point = dict(zip(schema.PLAN_ORDER, values, strict=True))
+        case = entry.normalize(LayerCase(**{a: point.pop(a) for a in schema.LAYER_AXES}))
         out.append(
             PlannedCase(
-                layer=spec.name, variant=variant, case=case, dtype=dtype, device=device,
-                mode=mode, seed=suite.seed, skip_reason=entry.problem(case),
+                layer=spec.name, variant=variant, case=case, **point, seed=suite.seed,
+                skip_reason=entry.problem(case),
             )
         )
     return out
@@ -138,7 +116,7 @@ def expand(suite: Suite) -> list[PlannedCase]:
     planned: list[PlannedCase] = []
     for spec in suite.layers:
         for item in _layer_cases(spec, suite, devices):
-            key = (item.layer, item.variant, item.case, item.dtype, item.device, item.mode)
+            key = tuple(item.params().values())
             if key not in seen:
                 seen.add(key)
                 planned.append(item)
@@ -146,31 +124,28 @@ def expand(suite: Suite) -> list[PlannedCase]:
 
 
 def _labelled(planned: list[PlannedCase]) -> list[PlannedCase]:
+    """Each case named by its layer (and variant, where the layer has several), then its
+    axes: a required size always, an optional one where the layer takes it, a flag when set,
+    and a size every layer takes (batch) or a setting only where the plan varies it."""
     variants: dict[str, set[str]] = {}
     for item in planned:
         variants.setdefault(item.layer, set()).add(item.variant)
-
-    def varies(get: Any) -> bool:
-        return len({get(item) for item in planned}) > 1
-
-    show_batch = varies(lambda p: p.case.batch)
-    show_dtype = varies(lambda p: p.dtype)
-    show_device = varies(lambda p: p.device)
-    show_mode = varies(lambda p: p.mode)
+    params = [item.params() for item in planned]
+    varying = {a.name for a in schema.AXES if len({p[a.name] for p in params}) > 1}
     out = []
-    for item in planned:
-        c = item.case
+    for item, values in zip(planned, params, strict=True):
         parts = [item.layer]
         if len(variants[item.layer]) > 1:
             parts.append(item.variant)
-        parts += [f"n{c.seq_len}", f"d{c.d_model}"]
-        parts += [f"{tag}{v}" for tag, v in (("h", c.heads), ("k", c.kernel), ("r", c.window))
-                  if v is not None]
-        parts += [flag for flag in FLAGS if getattr(c, flag)]
-        if show_batch:
-            parts.append(f"b{c.batch}")
-        parts += [v for v, shown in ((item.dtype, show_dtype), (item.device, show_device),
-                                     (item.mode, show_mode)) if shown]
+        for a in schema.AXES:
+            value = values[a.name]
+            if a.kind == "flag" and value:
+                parts.append(a.name)
+            elif a.kind == "setting" and a.name in varying:
+                parts.append(str(value))
+            elif a.kind == "size" and value is not None and (
+                    a.required or a.optional or a.name in varying):
+                parts.append(f"{a.symbol}{value}")
         out.append(replace(item, label="-".join(parts)))
     return out
 
