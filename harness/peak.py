@@ -32,7 +32,7 @@ def table_peak(device_name: str, dtype: str) -> tuple[float, float] | None:
     return None
 
 
-def _best_seconds(fn: Callable[[], None], sync: Callable[[], None], reps: int) -> float:
+def _best_seconds(fn: Callable[[], object], sync: Callable[[], None], reps: int) -> float:
     fn()
     sync()
     best = float("inf")

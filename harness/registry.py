@@ -161,7 +161,7 @@ def _add_all(found: Sequence[LayerEntry]) -> None:
             raise ValueError(f"LAYERS holds a {type(entry).__name__}, not a LayerEntry")
         if name in _REGISTRY or names.count(name) > 1:
             raise ValueError(f"layer {name!r} registered twice")
-    _REGISTRY.update(zip(names, found, strict=True))
+    _REGISTRY.update({entry.name: entry for entry in found})
 
 
 def _builtin_modules() -> list[str]:

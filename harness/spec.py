@@ -53,6 +53,26 @@ class LayerCase:
     def d(self) -> int:
         return self.d_model
 
+    # The optional sizes as ints, for the layers that require them (the registry checks a
+    # case against ``LayerEntry.required`` before any builder or cost model sees it).
+    @property
+    def h(self) -> int:
+        return self._given("heads", self.heads)
+
+    @property
+    def k(self) -> int:
+        return self._given("kernel", self.kernel)
+
+    @property
+    def r(self) -> int:
+        return self._given("window", self.window)
+
+    @staticmethod
+    def _given(name: str, value: int | None) -> int:
+        if value is None:
+            raise ValueError(f"this layer needs {name} (got None)")
+        return value
+
     def require(self, *names: str) -> None:
         """Raise ValueError naming every required parameter that is missing."""
         missing = [name for name in names if getattr(self, name) is None]

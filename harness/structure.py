@@ -414,7 +414,7 @@ def step_graph(
     """
     if not is_recurrent(module):
         raise TypeError(f"{type(module).__name__} has no initial_state/step interface")
-    net = _prepared(module, dtype)
+    net: Any = _prepared(module, dtype)  # has initial_state/step (checked above)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, n, d, generator=gen, dtype=dtype)  # (1, n, d)
     from_input = torch.zeros(n, dtype=torch.bool)

@@ -65,7 +65,8 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     ridge = peak / peak_bw.where(peak_bw > 0)
     out["ridge_intensity"] = ridge
     known = intensity.notna() & ridge.notna()
-    out["bound"] = np.where(known, np.where(intensity >= ridge, "compute", "memory"), None)
+    side = pd.Series(np.where(intensity >= ridge, "compute", "memory"), index=out.index)
+    out["bound"] = side.where(known, None)
     out["time_unreliable"] = unreliable_mask(ok)
     return out.reset_index(drop=True)
 

@@ -91,13 +91,15 @@ def layer_infos(df: pd.DataFrame) -> dict[str, LayerInfo]:
         first = {c: next((v for v in rows[c].tolist() if not _missing(v)), None)
                  for c in THEORY_COLUMNS}
         known = first["theory_complexity"] is not None
+        text = {c: str(first[c]) if known and first[c] is not None else UNKNOWN
+                for c in THEORY_COLUMNS}
+
         out[str(name)] = LayerInfo(
-            str(name), str(first["family"] or UNKNOWN),
-            *(str(first[c]) if known and first[c] is not None else UNKNOWN for c in (
-                "theory_complexity", "theory_seq_ops", "theory_path_length",
-                "theory_path_class")),
-            first["layer_label"], first["layer_colour"],
-            math.inf if first["layer_rank"] is None else float(first["layer_rank"]))
+            name=str(name), family=str(first["family"] or UNKNOWN),
+            complexity=text["theory_complexity"], seq_ops=text["theory_seq_ops"],
+            path_length=text["theory_path_length"], path_class=text["theory_path_class"],
+            label=first["layer_label"], colour=first["layer_colour"],
+            rank=math.inf if first["layer_rank"] is None else float(first["layer_rank"]))
     return out
 
 

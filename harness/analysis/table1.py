@@ -60,7 +60,7 @@ STRUCTURE_PARAMS = schema.axis_names(optional=True)
 
 def unreliable_count(fit: Mapping[str, Any]) -> int:
     """Timings a fit left out as unreliable (0 for fits made before the column existed)."""
-    count = fit.get("excluded_unreliable")
+    count: Any = fit.get("excluded_unreliable")
     return 0 if missing(count) else int(count)
 
 
@@ -181,7 +181,7 @@ def _notes(row: dict[str, Any], sub: pd.DataFrame) -> list[str]:
     for axis in ("n", "d"):
         f_v, t_v = row.get(f"flops_{axis}_verdict"), row.get(f"time_{axis}_verdict")
         t_s, m_s = row.get(f"time_{axis}_exp"), row.get(f"time_{axis}_model")
-        if f_v == "agrees" and t_v == "disagrees":
+        if f_v == "agrees" and t_v == "disagrees" and t_s is not None and m_s is not None:
             trend = "slower" if t_s < m_s else "faster"
             hint = ("fixed per-call overhead or an unsaturated device at small sizes?"
                     if trend == "slower" else "memory traffic or cache effects?")

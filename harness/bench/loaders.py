@@ -366,8 +366,7 @@ def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
         q3=None if half is None else median * ms + half,
         stddev=mean * ms * cv if mean is not None and cv is not None else None,
         count=int(_number(row.get("time_samples")) or 0),
-        min=None if _positive(row.get("time_ms_min")) is None
-        else _positive(row.get("time_ms_min")) * ms,
+        min=None if (fastest := _positive(row.get("time_ms_min"))) is None else fastest * ms,
         **_reliability(row),
     )
 
@@ -440,14 +439,13 @@ def load_benchmark_json(path: Path) -> RunRecord:
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise _not_benchmark(path, "no top-level 'benchmarks' list")
     records = [_bench_record(path, i, bench) for i, bench in enumerate(doc["benchmarks"])]
-    machine_info = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
-    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
+    machine_info = _mapping(doc.get("machine_info"))
+    cpu = _mapping(machine_info.get("cpu"))
     machine = {
         "env_hostname": machine_info.get("node"),
         "env_cpu_model": cpu.get("brand_raw"),
     }
-    infos = [b.get("extra_info") for b in doc["benchmarks"] if isinstance(b, dict)]
-    infos = [i for i in infos if isinstance(i, dict)]
+    infos = [_mapping(b.get("extra_info")) for b in doc["benchmarks"] if isinstance(b, dict)]
     for key in ("env_torch_version", "env_torch_threads", "env_device_name"):
         values = {i.get(key) for i in infos if i.get(key) is not None}
         if len(values) == 1:
@@ -457,12 +455,17 @@ def load_benchmark_json(path: Path) -> RunRecord:
               and b["options"].get("timer")}
     if len(timers) == 1:  # pytest-benchmark names the function: perf_counter, process_time
         machine["timer"] = timers.pop()
-    commit = doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {}
+    commit = _mapping(doc.get("commit_info"))
     if commit.get("id"):
         machine["env_git_commit"] = commit.get("id")
     return RunRecord(path=path, kind="pytest-benchmark",
                      recorded_at=_parse_time(doc.get("datetime")), cases=group_passes(records),
                      machine={k: v for k, v in machine.items() if v is not None})
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` where it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
@@ -473,7 +476,7 @@ def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
     if missing or not isinstance(bench.get("name"), str):
         what = ", ".join(missing) if missing else "name"
         raise _not_benchmark(path, f"benchmarks[{index}] lacks {what}")
-    info = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
+    info = _mapping(bench.get("extra_info"))
     if info.get("harness") and info.get("layer"):
         key = identity(info)
         label = str(info.get("label") or bench["name"])

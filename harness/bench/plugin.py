@@ -106,9 +106,9 @@ def plugin_cli_args() -> list[str]:
     from importlib import metadata
 
     try:
-        eps = metadata.entry_points(group="pytest11")
+        eps = list(metadata.entry_points(group="pytest11"))
     except Exception:  # noqa: BLE001 - broken metadata: load the plugin by name
-        eps = ()
+        eps = []
     if any(ep.value.split(":")[0] == __name__ for ep in eps):
         return []
     return ["-p", __name__]
@@ -365,7 +365,9 @@ def watched(benchmark: Any, call: Any, wait: WaitCounter | None) -> dict[str, An
     """
     before = wait() if wait is not None else None
     benchmark(call)
-    waited = None if before is None else max(wait() - before, 0.0)  # an exited thread: < 0
+    waited = None  # an exited thread takes its share along: clamp at 0
+    if wait is not None and before is not None:
+        waited = max(wait() - before, 0.0)
     info = contention_info(waited, measured_seconds(benchmark))
     benchmark.extra_info.update(info)
     return info

@@ -41,7 +41,7 @@ class Step:
         return math.exp(self.after - self.before) - 1.0
 
 
-def noise_scale(y: Sequence[float], min_sigma: float = 0.01) -> float:
+def noise_scale(y: Sequence[float] | np.ndarray, min_sigma: float = 0.01) -> float:
     """Robust noise scale of a series from its first differences (see module docstring)."""
     values = np.asarray(y, dtype=float)
     if values.size < 3:
@@ -50,7 +50,8 @@ def noise_scale(y: Sequence[float], min_sigma: float = 0.01) -> float:
     return max(float(1.4826 * np.median(diffs) / math.sqrt(2.0)), min_sigma)
 
 
-def default_penalty(y: Sequence[float], gamma: float = 2.0, min_sigma: float = 0.01) -> float:
+def default_penalty(y: Sequence[float] | np.ndarray, gamma: float = 2.0,
+                    min_sigma: float = 0.01) -> float:
     n = max(len(y), 2)
     return gamma * math.log(n) * noise_scale(y, min_sigma)
 
@@ -59,8 +60,8 @@ def segment_cost(values: np.ndarray) -> float:
     return float(np.abs(values - np.median(values)).sum())
 
 
-def fit_segments(y: Sequence[float], penalty: float | None = None, min_size: int = 2
-                 ) -> list[int]:
+def fit_segments(y: Sequence[float] | np.ndarray, penalty: float | None = None,
+                 min_size: int = 2) -> list[int]:
     """Start indices of the optimal segments (always begins with 0)."""
     values = np.asarray(y, dtype=float)
     n = values.size

@@ -36,7 +36,7 @@ def device_timer(timer: Timer, device: object) -> Timer:
     """
     import torch
 
-    dev = torch.device(device)  # type: ignore[arg-type]
+    dev = torch.device(str(device))
     if dev.type != "cuda":
         return timer
     key = (timer, str(dev))

@@ -165,7 +165,7 @@ def _cost(case: LayerCase, keys_per_query: int, useful_pairs: int, train_core_ha
     Core matmuls (q k^T and p v) execute 4 * B * n * keys_per_query * d FLOPs.
     ``train_core_halves`` is 2 x (forward + backward) / forward for the core (integer maths).
     """
-    b, n, d, h = case.batch, case.n, case.d, case.heads
+    b, n, d, h = case.batch, case.n, case.d, case.h
     proj = _projection_flops(case)
     core = 4 * b * n * keys_per_query * d
     scores = b * h * n * keys_per_query
@@ -200,7 +200,7 @@ def attention_cost(case: LayerCase, variant: str) -> Cost:
     variant, scores and probabilities (2 B h n^2); SDPA's fused kernels keep only a
     per-row log-sum-exp (B h n) instead of the score matrix.
     """
-    b, n, d, h = case.batch, case.n, case.d, case.heads
+    b, n, d, h = case.batch, case.n, case.d, case.h
     pairs = n * (n + 1) // 2 if case.causal else n * n
     if variant == "matmul":
         return _cost(case, n, b * pairs, 6, 5 * b * n * d + 2 * b * h * n * n, 1)
@@ -221,7 +221,7 @@ def local_attention_cost(case: LayerCase, variant: str) -> Cost:
     (2 B h n r, or 2 B h n^2 masked), plus for unfold the windowed K and V that the bmms
     need contiguous (2 B n r d).
     """
-    b, n, d, h, r = case.batch, case.n, case.d, case.heads, case.window
+    b, n, d, h, r = case.batch, case.n, case.d, case.h, case.r
     pairs = b * window_pairs(n, r, case.causal)
     path = stacked_path_length(n, r, case.causal)
     if variant == "unfold":
@@ -236,19 +236,19 @@ def local_attention_cost(case: LayerCase, variant: str) -> Cost:
 
 
 def _matmul(case: LayerCase, depth: int) -> nn.Module:
-    return MatmulAttention(case.d_model, case.heads, case.causal)
+    return MatmulAttention(case.d_model, case.h, case.causal)
 
 
 def _sdpa(case: LayerCase, depth: int) -> nn.Module:
-    return SdpaAttention(case.d_model, case.heads, case.causal)
+    return SdpaAttention(case.d_model, case.h, case.causal)
 
 
 def _unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldLocalAttention(case.d_model, case.heads, case.window, case.causal)
+    return UnfoldLocalAttention(case.d_model, case.h, case.r, case.causal)
 
 
 def _masked(case: LayerCase, depth: int) -> nn.Module:
-    return MaskedLocalAttention(case.d_model, case.heads, case.window, case.causal)
+    return MaskedLocalAttention(case.d_model, case.h, case.r, case.causal)
 
 
 #: Table 1 gives O(n^2 d); the projections (n d^2) are part of the layer and win for d > n.

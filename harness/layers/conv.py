@@ -193,7 +193,7 @@ def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
     variant also materialises the window buffer B*n*d*k. ``dilation`` is that of the layer
     at depth 0 (1) unless given.
     """
-    b, n, d, k = case.batch, case.seq_len, case.d_model, case.kernel
+    b, n, d, k = case.batch, case.seq_len, case.d_model, case.k
     flops = 2 * b * n * d * d * k
     span = (k - 1) * dilation
     activations = b * d * (n + span) + b * n * d
@@ -214,7 +214,7 @@ def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
 def dilated_cost(case: LayerCase, variant: str) -> Cost:
     """As :func:`conv_cost` (the FLOPs do not depend on the dilation; activations are those
     of the first layer, dilation 1), with the dilated stack's path length."""
-    path = dilated_path_length(case.seq_len, case.kernel, case.causal)
+    path = dilated_path_length(case.seq_len, case.k, case.causal)
     return replace(conv_cost(case, variant), path_length=path)
 
 
@@ -226,7 +226,7 @@ def separable_cost(case: LayerCase, variant: str) -> Cost:
     analytic model keeps what is executed. The unfold variant materialises the window
     buffer (B*n*d*k, einsum copies it into its bmm layout) instead of the padded copy.
     """
-    b, n, d, k = case.batch, case.seq_len, case.d_model, case.kernel
+    b, n, d, k = case.batch, case.seq_len, case.d_model, case.k
     flops = 2 * b * n * (d * k + d * d)
     if variant == "unfold":
         activations = b * d * (n + k - 1) + b * n * d * k + 3 * b * n * d
@@ -251,33 +251,33 @@ _REQUIRED = frozenset({"kernel"})
 
 
 def _conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return Conv1dTime(case.d_model, case.kernel, case.causal)
+    return Conv1dTime(case.d_model, case.k, case.causal)
 
 
 def _unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldConvTime(case.d_model, case.kernel, case.causal)
+    return UnfoldConvTime(case.d_model, case.k, case.causal)
 
 
 def _dilation(case: LayerCase, depth: int) -> int:
     if depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
-    return case.kernel**depth
+    return case.k**depth
 
 
 def _dilated_conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return Conv1dTime(case.d_model, case.kernel, case.causal, _dilation(case, depth))
+    return Conv1dTime(case.d_model, case.k, case.causal, _dilation(case, depth))
 
 
 def _dilated_unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldConvTime(case.d_model, case.kernel, case.causal, _dilation(case, depth))
+    return UnfoldConvTime(case.d_model, case.k, case.causal, _dilation(case, depth))
 
 
 def _separable_conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return SeparableConv1d(case.d_model, case.kernel, case.causal)
+    return SeparableConv1d(case.d_model, case.k, case.causal)
 
 
 def _separable_unfold(case: LayerCase, depth: int) -> nn.Module:
-    return SeparableUnfold(case.d_model, case.kernel, case.causal)
+    return SeparableUnfold(case.d_model, case.k, case.causal)
 
 
 LAYERS = [

@@ -94,7 +94,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     gathered and masked bands (2 B H n^2) and input copy and output (2 B n d) for "band";
     plus the block's 4 B n d.
     """
-    b, n, d, h, k = case.batch, case.n, case.d, case.heads, case.kernel
+    b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
     conv = 2 * b * n * d * k
     kernel_act = 2 * b * n * h * k
@@ -121,7 +121,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
 
 def _builder(cls: type[_DynamicConv]):
     def build(case: LayerCase, depth: int) -> nn.Module:
-        return cls(case.d_model, case.heads, case.kernel, case.causal, case.block)
+        return cls(case.d_model, case.h, case.k, case.causal, case.block)
 
     return build
 

@@ -187,7 +187,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     unfolded copy the bmm needs (B n d k) for "unfold", or the band (B H n^2) and a permuted
     input copy (B n d) for "band"; the block's 4 B n d.
     """
-    b, n, d, h, k = case.batch, case.n, case.d, case.heads, case.kernel
+    b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     conv = 2 * b * n * d * k
     padded_io = b * (n + k - 1) * d + b * n * d
     if variant == "conv1d":
@@ -216,7 +216,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
 
 def _builder(cls: type[_LightConv]):
     def build(case: LayerCase, depth: int) -> nn.Module:
-        return cls(case.d_model, case.heads, case.kernel, case.causal, case.block)
+        return cls(case.d_model, case.h, case.k, case.causal, case.block)
 
     return build
 

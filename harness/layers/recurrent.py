@@ -17,6 +17,7 @@ Gate order and formulas follow torch exactly (LSTM: i, f, g, o; GRU: r, z, n wit
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -54,19 +55,23 @@ class _FusedMixin:
         return out
 
 
-class FusedRNN(_FusedMixin, nn.RNN):
+# The mixin narrows torch's forward (input, hx) -> (output, h_n) to x -> output on purpose,
+# keeping the parameter names of nn.RNN/LSTM/GRU (the unrolled variants share them).
+class FusedRNN(_FusedMixin, nn.RNN):  # type: ignore[misc]
     pass
 
 
-class FusedLSTM(_FusedMixin, nn.LSTM):
+class FusedLSTM(_FusedMixin, nn.LSTM):  # type: ignore[misc]
     pass
 
 
-class FusedGRU(_FusedMixin, nn.GRU):
+class FusedGRU(_FusedMixin, nn.GRU):  # type: ignore[misc]
     pass
 
 
-_FUSED: dict[str, type[nn.RNNBase]] = {"rnn": FusedRNN, "lstm": FusedLSTM, "gru": FusedGRU}
+_FUSED: dict[str, Callable[..., nn.Module]] = {
+    "rnn": FusedRNN, "lstm": FusedLSTM, "gru": FusedGRU,
+}
 
 
 def build_fused(kind: str, case: LayerCase) -> nn.Module:

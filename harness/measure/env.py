@@ -157,9 +157,10 @@ def nvml_record(dev: torch.device, nvml: Any = None) -> dict[str, object]:
     record: dict[str, object] = dict.fromkeys(NVML_KEYS)
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return record
+        nvml = pynvml
     errors = nvml_errors(nvml)
     try:
         nvml.nvmlInit()

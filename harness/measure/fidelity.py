@@ -12,6 +12,7 @@ not a test: it asserts nothing about this machine's speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from collections.abc import Callable, Iterator
@@ -84,7 +85,7 @@ def registry_modules(batch: int = 4, n: int = 128, d: int = 256) -> Iterator[tup
         except Exception as exc:  # noqa: BLE001
             print(f"({entry.name}: not built: {exc})", file=sys.stderr)
             continue
-        yield f"{entry.name}/{entry.default_variant}", (lambda m=module: m(x))
+        yield f"{entry.name}/{entry.default_variant}", functools.partial(module, x)
 
 
 def compare(name: str, call: Call, *, budget_s: float, rounds: int) -> Comparison:

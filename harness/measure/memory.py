@@ -174,7 +174,10 @@ def _profiler_peak(fn: Callable[[], object]) -> int:
     finally:
         with _quiet_stderr():
             prof.stop()
-    tree = prof.profiler.kineto_results.experimental_event_tree()
+    results = prof.profiler.kineto_results if prof.profiler is not None else None
+    if results is None:
+        raise RuntimeError("the profiler recorded no events")
+    tree = results.experimental_event_tree()
     events = [
         node
         for node in _walk(tree)

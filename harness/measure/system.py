@@ -156,9 +156,10 @@ def cpu_load(
     if not per_cpu:
         return None
     allowed = len(cpus)
-    busy = sum(per_cpu.values())
+    total_busy = sum(per_cpu.values())
     return CpuLoad(
-        allowed=allowed, busy=busy, free=max(1, allowed - round(busy)), per_cpu=per_cpu
+        allowed=allowed, busy=total_busy, free=max(1, allowed - round(total_busy)),
+        per_cpu=per_cpu,
     )
 
 
@@ -220,9 +221,9 @@ def cpu_mhz(
     chosen = sorted(affinity() if cpus is None else cpus)
     khz = []
     for cpu in chosen:
-        value = _finite(_read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq"))
-        if value is not None:
-            khz.append(value)
+        freq = _finite(_read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq"))
+        if freq is not None:
+            khz.append(freq)
     if khz:
         return sum(khz) / len(khz) / 1000
     try:
@@ -343,9 +344,10 @@ def gpu_state(device: str = "cuda", *, nvml: Any = None, own_pid: int | None = N
 
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return None
+        nvml = pynvml
     errors = nvml_errors(nvml)
     try:
         nvml.nvmlInit()

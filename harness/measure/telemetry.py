@@ -202,9 +202,10 @@ class CaseTelemetry:
         nvml = self._nvml_module
         if nvml is None:
             try:
-                import pynvml as nvml
+                import pynvml
             except ImportError:
                 return
+            nvml = pynvml
         errors = nvml_errors(nvml)
         try:
             nvml.nvmlInit()

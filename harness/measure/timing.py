@@ -582,7 +582,7 @@ def round_on_device(
     import torch
 
     clock = cpu_clock(cpu_timer)  # an unknown name is an error on every device
-    dev = torch.device(device)
+    dev = torch.device(str(device))
     if dev.type == "cuda":
         return cuda_round(
             fn, config=config, device=dev, working_set_bytes=working_set, flush_l2=flush_l2,

@@ -43,12 +43,18 @@ from harness.report.style import (
     run_markers,
     variant_styles,
 )
-from harness.theory import exponent
+from harness.theory import Term, exponent
 
 #: Parameters a figure is faceted by when they vary (the layer-specific ones never are).
 SHARED_ORDER = (*schema.SIZE_PRIORITY, *schema.axis_names("setting"), "seed")
 MAX_SLICES = 4
 FLOP_METRICS = ("flops_analytic", "flops_torch", "flops_fvcore")
+
+
+def _inches(container: FigureBase) -> tuple[float, float]:
+    """Width and height of a Figure or SubFigure (FigureBase's stub lacks bbox and dpi)."""
+    box: Any = container
+    return box.bbox.width / box.dpi, box.bbox.height / box.dpi
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class Curve:
     layer: str
     variant: str
     extra: str  # layer-specific parameters that vary within this layer, as text
-    terms: tuple  # the cases' FLOP terms (harness.theory): the theory's slope guides
+    terms: Sequence[Term]  # the cases' FLOP terms (harness.theory): the theory's slope guides
     x: np.ndarray
     y: np.ndarray
     #: per point: only unreliable timings at this x (drawn hollow); None: all reliable
@@ -137,8 +143,7 @@ def panels(container: FigureBase, nrows: int, ncols: int, look: Look, *, top: fl
     FacetGrid: it makes its own pyplot figure, while a Plot draws into the Figure or PDF-page
     SubFigure it is given, and the facets of one figure differ in y unit and log base.
     """
-    w_in = container.bbox.width / container.dpi
-    h_in = container.bbox.height / container.dpi
+    w_in, h_in = _inches(container)
     usable_w = max(w_in - left - look.legend_w - 0.1, 1.0)
     usable_h = max(h_in - top - bottom, 0.8)
     axis_w = max((usable_w - (ncols - 1) * gap_x) / ncols, 0.5)
@@ -313,8 +318,7 @@ def _legend(container: FigureBase, items: list[Curve], look: Look, guides: bool,
         handles.append(Line2D([], [], color=GUIDE_COLOUR, linestyle=(0, (1, 2)),
                               label="theory slope"))
     handles += list(extra)
-    w_in = container.bbox.width / container.dpi
-    h_in = container.bbox.height / container.dpi
+    w_in, h_in = _inches(container)
     container.legend(handles=handles, loc="upper left", frameon=False, title="layer · variant",
                      bbox_to_anchor=(1 - look.legend_w / w_in, 1 - 0.25 / h_in))
 
@@ -495,7 +499,7 @@ def roofline_plot(df: pd.DataFrame, look: Look) -> Plot | None:
             found.append((run, good))
     if not found:
         return None
-    items = [Curve(run, str(r.layer), str(r.variant), "", False, np.array([1.0]),
+    items = [Curve(run, str(r.layer), str(r.variant), "", (), np.array([1.0]),
                    np.array([1.0])) for run, good in found for r in good.itertuples()]
     hollow = any(bool(good["time_unreliable"].any()) for _, good in found)
 

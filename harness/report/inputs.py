@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 
@@ -22,7 +22,7 @@ from harness.results import REQUIRED_COLUMNS, read_results
 
 _STAMP = re.compile(r"\d{8}T\d{6}Z")
 
-Source = str | os.PathLike | pd.DataFrame
+Source: TypeAlias = "str | os.PathLike[str] | pd.DataFrame"
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,15 @@ def load_runs(sources: Source | Sequence[Source]) -> tuple[pd.DataFrame, list[Ru
     results columns (a programming error, not user input).
     """
     if isinstance(sources, (str, os.PathLike, pd.DataFrame)) or hasattr(sources, "results_file"):
-        sources = [sources]  # type: ignore[list-item]
-    sources = list(sources)  # type: ignore[arg-type]
+        sources = [sources]
+    sources = list(sources)
     if not sources:
         raise HarnessInputError("no results given; pass one or more results files")
-    frames, runs, taken = [], [], set()
-    for index, source in enumerate(sources):
+    frames: list[pd.DataFrame] = []
+    runs: list[RunInfo] = []
+    taken: set[str] = set()
+    for index, given in enumerate(sources):
+        source: Any = given
         if hasattr(source, "results_file"):  # a RunDirectory
             source = source.path
         if isinstance(source, pd.DataFrame):

@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
@@ -254,7 +255,7 @@ class Pager:
         for _, body, caption in group:
             ratios += [body, len(caption) * SMALL_SIZE * 1.25 + 12]
         ratios.append(max(H - sum(ratios), 1.0))
-        subs = page.subfigures(len(ratios), 1, height_ratios=ratios)
+        subs: Any = page.subfigures(len(ratios), 1, height_ratios=ratios)
         for k, (plot, _, caption) in enumerate(group):
             target = subs[1 + 2 * k]
             natural_w = plot.size[0] * 72

@@ -186,7 +186,8 @@ def environment(ctx: Context) -> Section:
     if not env_cols:
         blocks.append(Paragraph("These results carry no environment columns (env_*)."))
         return Section("environment", "Environment", blocks)
-    recorded, absent = [], []
+    recorded: list[Any] = []
+    absent: list[str] = []
     for column in env_cols:
         values = [v for v in ctx.df[column].tolist() if not fmt.missing(v)]
         (recorded if values else absent).append(column)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pandas as pd
@@ -124,7 +125,9 @@ def table1(ctx: Context) -> Section:
     dropped = [c[1] for c in _CELLS if c not in cells]
     columns = [*ctx.lead_columns(), "family", "layer", "variant", "theory (FLOPs)",
                "FLOPs from", *[c[1] for c in cells], "sequential ops", "max path length"]
-    rows, reasons, unsure = [], [], {}
+    rows: list[Any] = []
+    reasons: list[Any] = []
+    unsure: dict[str, Any] = {}
     for _, row in t1.iterrows():
         name = f"{row['layer']} · {row['variant']}" + (f" ({row['run']})" if ctx.many else "")
         out = [*ctx.lead(row), Cell(fmt.text(row["family"])), Cell(fmt.text(row["layer"])),
@@ -262,7 +265,7 @@ def crossovers(ctx: Context) -> Section:
         for metric in metrics:
             if metric not in ctx.df.columns:
                 continue
-            found.append(ctx.per_run(lambda d, m=metric, a=axis: find_crossovers(d, m, a)))
+            found.append(ctx.per_run(functools.partial(find_crossovers, metric=metric, axis=axis)))
     found = [f for f in found if not f.empty]
     if not found:
         blocks.append(Paragraph("No two curves cross within the measured range."))

@@ -70,7 +70,7 @@ def run_markers(runs: Iterable[str]) -> dict[str, str]:
 
 
 @lru_cache(maxsize=1)
-def rc() -> dict[str, Any]:
+def rc() -> Any:  # matplotlib rcParams (its stub types the keys as literals)
     """rc parameters for every figure: seaborn's whitegrid/paper look, fixed fonts, no dates."""
     import seaborn as sns
 

@@ -101,7 +101,7 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _first(errors: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _first(errors: Sequence[Any]) -> dict[str, Any]:  # pydantic's ErrorDetails dicts
     for error in errors:
         if error["type"] in ("extra_forbidden", "invalid_key"):
             return error
