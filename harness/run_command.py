@@ -1,6 +1,6 @@
 """``harness run``: choose the output folder, record the environment, sweep, summarise.
 
-Kept apart from the runner (which only measures and persists) and from the CLI parser.
+Kept apart from the sweep (harness.sweep: measures and persists) and from the CLI parser.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _first_device(plan: list[Any]) -> str:
 
 
 def exec_settings(suite: Any) -> Any:
-    from harness.execute import ExecSettings
+    from harness.measure_case import ExecSettings
 
     m = suite.measure
     return ExecSettings(
@@ -139,7 +139,7 @@ def round_config(m: Any) -> Any:
 @lru_cache(maxsize=16)
 def _environment(device: str, dtype: str) -> dict[str, Any]:
     from harness.measure.env import environment
-    from harness.peak import peak
+    from harness.measure.peak_rates import peak
 
     env = environment(device)
     env.update(peak(device, dtype, str(env.get("env_device_name") or "")))
@@ -148,7 +148,7 @@ def _environment(device: str, dtype: str) -> dict[str, Any]:
 
 def _progress():
     """A tqdm bar on a terminal (steps are case rounds), plain lines in a log."""
-    from harness.runner import plain_progress
+    from harness.sweep import plain_progress
 
     if not sys.stderr.isatty():
         return plain_progress(sys.stderr), lambda: None
@@ -195,7 +195,7 @@ def summary_table(df: Any, limit: int = 60) -> str:
 
 
 def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
-    from harness.runner import run_cases
+    from harness.sweep import run_cases
 
     run_dir = choose_run_dir(suite.name, args.out, resume=args.resume, force=args.force)
     run_dir.create()

@@ -1,4 +1,4 @@
-"""Test helpers shared by the layer tests (kept apart from harness.structure on purpose:
+"""Test helpers shared by the layer tests (kept apart from harness.measure.structure on purpose:
 an independent probe of the same path-length fact)."""
 
 from __future__ import annotations

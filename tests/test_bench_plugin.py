@@ -21,9 +21,9 @@ import torch
 
 # Collection imports these; importing them here keeps pytester's in-process sessions (which
 # unload what they import) from importing them afresh each time.
-import harness.execute
 import harness.layers
 import harness.measure.env
+import harness.measure_case
 import harness.run_command
 import harness.suite  # noqa: F401
 from harness.bench.compare import INCONCLUSIVE, UNCHANGED, compare_runs, contended

@@ -170,7 +170,7 @@ class FakeCase:
 
 
 def _settings(rounds: int, retries: int) -> Any:
-    from harness.execute import ExecSettings
+    from harness.measure_case import ExecSettings
 
     return ExecSettings(timing=TimingConfig(), rounds=rounds, retries=retries,
                         env={"env_hostname": "fake"})
@@ -178,7 +178,7 @@ def _settings(rounds: int, retries: int) -> Any:
 
 def _fake_measurements(monkeypatch: pytest.MonkeyPatch, loaded: set[str]):
     """execute/retime fakes: cases in ``loaded`` have every sample disturbed."""
-    import harness.runner as runner
+    import harness.sweep as sweep
 
     order: list[tuple[str, str]] = []
 
@@ -188,7 +188,7 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, loaded: set[str]):
 
     def execute(planned: Any, settings: Any):
         order.append(("case", planned.case_id))
-        from harness.execute import apply_timing
+        from harness.measure_case import apply_timing
         from harness.results import Row
 
         row = Row(planned)  # a fake layer has no registry entry, hence no theory
@@ -202,14 +202,14 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, loaded: set[str]):
         order.append(("round", planned.case_id))
         return samples_for(planned.case_id)
 
-    monkeypatch.setattr(runner, "execute", execute)
-    monkeypatch.setattr(runner, "retime", retime)
+    monkeypatch.setattr(sweep, "execute", execute)
+    monkeypatch.setattr(sweep, "retime", retime)
     return order
 
 
 def test_rounds_interleave_across_the_sweep_and_retries_come_last(monkeypatch, tmp_path):
     from harness.results import RunDirectory
-    from harness.runner import run_cases
+    from harness.sweep import run_cases
 
     order = _fake_measurements(monkeypatch, loaded={"b"})
     plan = [FakeCase("a", "A"), FakeCase("b", "B"), FakeCase("c", "C")]
@@ -235,20 +235,20 @@ def test_rounds_interleave_across_the_sweep_and_retries_come_last(monkeypatch, t
 
 def test_a_retry_that_finds_a_quiet_moment_clears_the_flag(monkeypatch, tmp_path):
     from harness.results import RunDirectory
-    from harness.runner import run_cases
+    from harness.sweep import run_cases
 
     loaded = {"a"}
     order = _fake_measurements(monkeypatch, loaded=loaded)
-    import harness.runner as runner
+    import harness.sweep as sweep
 
-    real_retime = runner.retime
+    real_retime = sweep.retime
 
     def retime(planned: Any, settings: Any) -> Samples:
         if sum(1 for kind, _ in order if kind == "round") >= 1:
             loaded.clear()  # the other process has finished by round 2
         return real_retime(planned, settings)
 
-    monkeypatch.setattr(runner, "retime", retime)
+    monkeypatch.setattr(sweep, "retime", retime)
     run_dir = RunDirectory(tmp_path / "run")
     run_dir.create()
     outcome = run_cases([FakeCase("a", "A")], run_dir, lambda p: _settings(2, 2),
@@ -262,7 +262,7 @@ def test_a_retry_that_finds_a_quiet_moment_clears_the_flag(monkeypatch, tmp_path
 
 def test_resume_measures_again_a_case_that_lacks_rounds(monkeypatch, tmp_path):
     from harness.results import RunDirectory
-    from harness.runner import env_fingerprint, run_cases
+    from harness.sweep import env_fingerprint, run_cases
 
     order = _fake_measurements(monkeypatch, loaded=set())
     run_dir = RunDirectory(tmp_path / "run")

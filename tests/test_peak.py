@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import harness.peak as peak_mod
+import harness.measure.peak_rates as peak_mod
 
 
 def test_datasheet_lookup_prefers_the_specific_name():

@@ -153,8 +153,8 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     from harness.measure.env import environment
     from harness.run_command import exec_settings
-    from harness.runner import run_cases
     from harness.suite import expand, load_suite
+    from harness.sweep import run_cases
 
     root = tmp_path_factory.mktemp("real")
     (root / "tiny.yaml").write_text(TINY)

@@ -225,7 +225,7 @@ def test_process_time_timer_is_recorded(tiny, tmp_path):
 
 
 def test_resume_does_not_mix_clocks():
-    from harness.runner import env_fingerprint
+    from harness.sweep import env_fingerprint
 
     env = {"env_cpu_model": "x", "env_torch_version": "2.13.0", "env_torch_threads": 1}
     assert env_fingerprint(env) == env_fingerprint(env, "perf_counter")  # old runs resume

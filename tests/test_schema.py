@@ -111,8 +111,8 @@ def test_rows_only_ever_get_declared_columns() -> None:
     """What the measuring code writes into a row is declared: the environment record (with a
     GPU via a stand-in NVML), the timing statistics and the peak record."""
     from harness.measure.env import NVML_KEYS, environment
+    from harness.measure.peak_rates import peak
     from harness.measure.timing import TimingResult
-    from harness.peak import peak
 
     declared = set(schema.column_names())
     assert set(environment("cpu")) <= declared

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import registry
-from harness import structure as S
 from harness.layers.common import pad_left
+from harness.measure import structure as S
 from harness.spec import LayerCase
 
 D = 4  # channels of the stand-ins

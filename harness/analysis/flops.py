@@ -1,6 +1,6 @@
 """FLOP reconciliation: the analytic model against both counters, case by case.
 
-The results record FLOPs in one convention (2 per multiply-add; the runner has already
+The results record FLOPs in one convention (2 per multiply-add; the sweep has already
 converted fvcore's 1 per multiply-add). A counter ratio outside ``1 +- rtol`` (1%) is
 flagged; a ratio of 0.5 gets a hint that a 1-per-multiply-add count slipped through, and a
 ratio of 0 that the counter skipped the op (the rows' ``flops_uncounted`` lists such ops).

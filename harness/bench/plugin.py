@@ -69,7 +69,7 @@ class SuiteCase:
     """One planned case with what it takes to measure it (the ``harness_case`` fixture)."""
 
     planned: Any  # harness.suite.PlannedCase
-    settings: Any  # harness.execute.ExecSettings for the metric pass (one timed call only)
+    settings: Any  # harness.measure_case.ExecSettings for the metric pass (one timed call only)
     suite: str  # the suite's name
     pass_index: int = 0  # which pass of --harness-passes this is
     passes: int = 1
@@ -320,7 +320,7 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
     import torch
 
     from harness import registry
-    from harness.execute import _DTYPES, execute, make_call
+    from harness.measure_case import _DTYPES, execute, make_call
 
     planned = case.planned
     if planned.skip_reason:
@@ -432,8 +432,8 @@ def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any
     }
     if not flops:
         return info
-    from harness.execute import one_line
     from harness.flops import count_fvcore, count_torch
+    from harness.measure_case import one_line
 
     notes = []
     try:
@@ -468,8 +468,8 @@ def benchmark_module(benchmark: Any, module: Any, x: Any, *, mode: str = "forwar
     ``harness_wait_counter`` fixture); None leaves contention unobserved.
     """
     from harness.bench.timers import use_device_timer
-    from harness.execute import make_call
     from harness.measure.memory import measure_peak_memory
+    from harness.measure_case import make_call
 
     info = module_info(module, x, mode=mode, flops=flops)
     call = make_call(module, x, mode)

@@ -1,7 +1,8 @@
-"""Measurement primitives: wall time, peak memory and the environment record.
+"""Measurement primitives: wall time, peak memory, structure (path length, sequential ops),
+the device's peak rates and the environment record.
 
 Measurement returns data (frozen results with ``as_row()`` columns) and never renders or
-plots; the runner turns them into result rows.
+plots; harness.measure_case turns them into result rows.
 """
 
 from harness.measure.env import environment, git_state, nvml_record

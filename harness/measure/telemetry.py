@@ -73,7 +73,7 @@ class CaseTelemetry:
     ``nvml`` is the ``pynvml`` module or a stand-in (default: imported, if installed).
     ``read(path) -> text`` reads /proc and /sys files (raises OSError when absent).
     ``pids`` are the processes counted as this measurement's own on the GPU (default: this
-    one and its parent, the runner that spawned this worker); ``cpus``, ``ticks_per_s`` and
+    one and its parent, the sweep that spawned this worker); ``cpus``, ``ticks_per_s`` and
     ``cuda_context`` exist for tests.
     NVML is initialised in :meth:`start` and shut down in :meth:`stop` (or :meth:`close`).
     """

@@ -573,7 +573,7 @@ def round_on_device(
     cpu_timer: str = "perf_counter",
     wait: WaitCounter | None = None,
 ) -> Samples:
-    """The runner's entry point, one round: ``cpu_timer`` on CPU, CUDA events (+ L2 flush)
+    """The sweep's entry point, one round: ``cpu_timer`` on CPU, CUDA events (+ L2 flush)
     on CUDA.
 
     ``cpu_timer`` (a key of :data:`CPU_CLOCKS`) applies to CPU devices only: on CUDA the

@@ -175,9 +175,10 @@ else:
 
 
 class Measure(_Frozen):
-    """How each case is measured; the runner reads these, the suite layer only validates them.
+    """How each case is measured; the sweep reads these, the suite layer only validates them.
 
-    Defaults match ``harness.measure.timing.TimingConfig`` and ``harness.execute.ExecSettings``.
+    Defaults match ``harness.measure.timing.TimingConfig`` and
+    ``harness.measure_case.ExecSettings``.
     """
 
     time_budget_s: PositiveFloat = 1.0  # sampled time per case, warm-up excluded

@@ -15,8 +15,9 @@ import torch
 from harness_linear_attention import LAYERS, feature_map
 from harness_linear_attention.layer import EPS
 
-from harness import LayerCase, registry, structure
+from harness import LayerCase, registry
 from harness.flops import count_layer
+from harness.measure import structure
 
 CASE = LayerCase(seq_len=12, d_model=16, heads=4, batch=2)
 CASES = [replace(CASE, causal=causal, **extra) for causal in (False, True)

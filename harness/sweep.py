@@ -1,4 +1,4 @@
-"""The sweep runner: every planned case ends as exactly one row, whatever happens.
+"""The sweep: every planned case ends as exactly one row, whatever happens.
 
 Cases run one at a time in a worker process, so a hung case can be stopped (the worker
 is killed at the per-case timeout and a fresh one started) and a crash of one case (the
@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.execute import ExecSettings, apply_timing, case_row, execute, one_line, retime
 from harness.measure.timing import Samples, TimingResult
+from harness.measure_case import ExecSettings, apply_timing, case_row, execute, one_line, retime
 from harness.results import Row, RunDirectory
 from harness.suite.plan import PlannedCase
 
@@ -66,7 +66,7 @@ def _worker_main(conn: Any) -> None:
         if kind == "round":
             try:
                 result: Any = ("ok", retime(planned, settings))
-            except BaseException as exc:  # noqa: BLE001 - the runner keeps earlier rounds
+            except BaseException as exc:  # noqa: BLE001 - the sweep keeps earlier rounds
                 result = ("error", one_line(exc))
             conn.send(result)
             continue

@@ -48,7 +48,7 @@ class ExecSettings:
     cpu_timer: str = "perf_counter"
     #: torch intra-op threads for the case (None: leave the process's setting alone)
     threads: int | None = None
-    #: rounds of timing per case (``timing`` is one round's budget); the runner interleaves them
+    #: rounds of timing per case (``timing`` is one round's budget); the sweep interleaves them
     rounds: int = 1
     #: extra rounds at the end of the sweep for a case disturbed in every round
     retries: int = 0
@@ -117,7 +117,7 @@ def _flop_counts(layer: str, variant: str, case: LayerCase, mode: str) -> dict[s
 
 @lru_cache(maxsize=256)
 def _structure(layer: str, case: LayerCase) -> dict[str, Any]:
-    from harness.structure import measure_path_length, measure_seq_ops
+    from harness.measure.structure import measure_path_length, measure_seq_ops
 
     seq = measure_seq_ops(layer, case)
     return {
@@ -174,7 +174,7 @@ def _time_round(call: Callable[[], None], working_set: int, device: Any,
 def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
     """One more round of a measured case: rebuilt from its seed, warmed up, timed.
 
-    Raises on failure (the runner keeps the rounds it has and says why in the note).
+    Raises on failure (the sweep keeps the rounds it has and says why in the note).
     """
     with _threads(settings.threads):
         call, working_set, device = _prepared(planned, settings)
