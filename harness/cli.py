@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 from harness import __version__
+from harness.errors import HarnessInputError, run_parser
 
 EXIT_OK = 0
-EXIT_BROKEN_PIPE = 141  # stdout closed by the reader
 
 _EPILOG = """\
 examples:
@@ -91,7 +90,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from harness import doctor
-    from harness.errors import HarnessInputError
 
     try:
         device = doctor.parse_device(args.device)
@@ -225,29 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_parser(build_parser(), argv)
-
-
-def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse, run the chosen command, and turn bad input and a closed pipe into exit codes."""
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_OK
-    from harness.errors import HarnessInputError
-
-    try:
-        code = int(args.func(args))
-        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
-        return code
-    except HarnessInputError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:
-        # the reader went away (`harness compare ... | head`): no traceback, and no second
-        # error when Python flushes stdout at exit; 141 is what a shell reports for SIGPIPE
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

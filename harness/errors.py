@@ -1,15 +1,22 @@
-"""The one exception type for bad user input.
+"""The one exception type for bad user input, and the one place that turns it into an exit.
 
 Anything a user can get wrong (a suite file, a CLI flag, an override, a results path) raises
-``HarnessInputError``; the CLI prints ``str(error)`` - always a single line saying what is
-wrong, where, and how to fix it - and exits with ``EXIT_CODE``. Bugs in the harness itself
-stay ordinary exceptions, so they keep their tracebacks.
+``HarnessInputError``; :func:`run_parser` (the CLI and every ``python -m`` entry) prints
+``str(error)`` - always a single line saying what is wrong, where, and how to fix it - and
+exits with ``EXIT_CODE``. Bugs in the harness itself stay ordinary exceptions, so they keep
+their tracebacks.
 """
 
 from __future__ import annotations
 
-#: The process exit status for bad input (DESIGN.md "Errors and faults").
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+#: The process exit status for bad input.
 EXIT_CODE = 2
+EXIT_BROKEN_PIPE = 141  # stdout closed by the reader
 
 
 class HarnessInputError(Exception):
@@ -25,3 +32,24 @@ class HarnessInputError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, run the chosen command, and turn bad input and a closed pipe into exit codes."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return code
+    except HarnessInputError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        # the reader went away (`harness compare ... | head`): no traceback, and no second
+        # error when Python flushes stdout at exit; 141 is what a shell reports for SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -2,8 +2,8 @@
 
 The main CLI adds them with :func:`add_compare_parser` / :func:`add_history_parser`; each
 sets ``func`` to a function of the parsed arguments returning the exit code (bad input
-raises :class:`harness.errors.HarnessInputError`, which the CLI turns into one line and
-exit 2). ``python -m harness.bench compare ...`` runs them without the main CLI.
+raises :class:`harness.errors.HarnessInputError`, which ``run_parser`` turns into one line
+and exit 2). ``python -m harness.bench compare ...`` runs them without the main CLI.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, run_parser
 
 _COMPARE_EPILOG = """\
 examples:
@@ -168,6 +168,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m harness.bench compare|history ...`` (the same as the main CLI's)."""
-    from harness.cli import run_parser
-
     return run_parser(build_parser(), argv)

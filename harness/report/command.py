@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, run_parser
 
 FORMATS = ("html", "pdf")
 REPORTS_ROOT = Path("reports")
@@ -153,12 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (``python -m harness.report.command``), same as ``harness report``."""
     parser = argparse.ArgumentParser(prog="harness")
     add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except HarnessInputError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
-        return 2
+    return run_parser(parser, argv)
 
 
 if __name__ == "__main__":
