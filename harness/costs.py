@@ -1,6 +1,6 @@
 """Analytic cost of one layer instance, and the conventions behind every number.
 
-FLOP convention (DESIGN.md): one multiply-add = 2 FLOPs. ``flops`` counts only the
+FLOP convention (docs/metrics.md, "FLOPs"): one multiply-add = 2 FLOPs. ``flops`` counts only the
 multiply-adds of matmuls, convolutions and their batched forms - exactly what fvcore
 (times 2) and ``torch.utils.flop_counter`` count - so the three sources are comparable.
 Everything else a layer does (bias additions, softmax, activations, gating, masking) is

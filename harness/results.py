@@ -15,7 +15,6 @@ them. Readers validate the schema version and refuse files they cannot understan
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -37,7 +36,7 @@ _META_KEY = b"harness.schema_version"
 
 STATUSES = ("ok", "oom", "timeout", "error", "skipped")
 
-#: Parameters of a case: the public column names (DESIGN.md "Results"; harness.schema).
+#: Parameters of a case: the public column names (harness.schema).
 PARAM_COLUMNS = schema.CASE_COLUMNS
 #: Metric columns, units in the names. A metric that was not measured is missing (NaN/None).
 METRIC_COLUMNS = schema.column_names("time", "memory", "flops", "structure", "derived")
@@ -283,8 +282,3 @@ def to_long(df: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFr
     ids = [c for c in (*ID_COLUMNS, *PARAM_COLUMNS) if c in df.columns]
     long = df.melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
     return long.dropna(subset=["value"]).reset_index(drop=True)
-
-
-def dumps_json(value: object) -> str:
-    """JSON for list-like cell values (uncounted ops) kept as strings in Parquet."""
-    return json.dumps(value, sort_keys=True)

@@ -76,7 +76,7 @@ class Column:
     info: bool = False
 
 
-#: Every axis, in results-column order (DESIGN.md "Results").
+#: Every axis, in results-column order.
 AXES: tuple[Axis, ...] = (
     Axis("seq_len", int, "positions", "sequence length n: positions per sequence", "size",
          required=True, symbol="n", label="sequence length n", fitted=True),

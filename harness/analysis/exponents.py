@@ -218,9 +218,3 @@ def best_fit(fits: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
                 *(size(f.get(c)) for c in _SIZE_ORDER))
 
     return max(chosen, key=rank)  # max keeps the first of equals
-
-
-def select_fit(fits: pd.DataFrame, **where: Any) -> pd.Series | None:
-    """:func:`best_fit` over a fit_exponents dataframe; the chosen row, or None."""
-    found = best_fit(fits.to_dict("records"), **where)
-    return None if found is None else pd.Series(found)

@@ -85,11 +85,6 @@ def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
         return math.nan
 
 
-#: Growth classes :func:`growth_class` returns.
-GROWTH_CLASSES = ("O(1)", "O(log n)", "O(n)", "superlinear", "decreasing", "unbounded",
-                  "mixed finite/inf", "unknown")
-
-
 def growth_class(n: np.ndarray, values: np.ndarray) -> str:
     """How ``values`` grow with ``n``, as a Table-1 class.
 

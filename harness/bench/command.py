@@ -21,7 +21,7 @@ _COMPARE_EPILOG = """\
 examples:
   harness compare results/quick/base results/quick/pr            # two `harness run` folders
   harness compare base.json pr.json --format markdown > verdict.md   # pytest-benchmark JSON
-  harness compare results/baselines/quick.json results/pr --threshold 0.15
+  harness compare results/baselines/table1-cpu results/pr --threshold 0.15
 
 exit status: 0 no regression, 1 at least one regression, 2 bad input.
 """

@@ -1,7 +1,8 @@
 """Measured structural metrics: maximum path length and sequential operations.
 
 Both are *measured* on real modules built by the registry (the layer's reference variant),
-so they can be set beside the analytic values of the cost models (DESIGN.md, "Metrics").
+so they can be set beside the analytic values of the cost models (docs/metrics.md, "Maximum
+path length" and "Sequential operations").
 
 Maximum path length (Vaswani et al. 2017, sec. 4)
     Parallel layers: the single-layer dependency matrix ``D`` (``D[t, s]``: output t depends

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 
 from matplotlib.figure import FigureBase
 
-#: Cell tones: how a verdict or a failed row is shown (colour plus the word in the cell).
-TONES = ("agrees", "disagrees", "inconclusive", "n/a", "failed", "header")
-
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell; ``text`` may hold newlines (line breaks), ``tone`` colours it."""
+    """One table cell; ``text`` may hold newlines (line breaks), ``tone`` colours it: agrees,
+    disagrees, inconclusive, n/a, failed or header."""
 
     text: str
     tone: str | None = None

@@ -1,4 +1,4 @@
-"""Typed, frozen models of a suite file (DESIGN.md "Suites").
+"""Typed, frozen models of a suite file (README.md, "Suites").
 
 Pydantic checks shapes and types here; rules that need the layer registry or the machine
 (layer and variant names, axes a layer does not take, CUDA availability) live in
