@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from harness.analysis import (
     crossovers,
@@ -31,8 +32,6 @@ from harness.analysis import (
 )
 from harness.results import PARAM_COLUMNS, to_long
 from harness.theory import THEORY_COLUMNS, Theory, exponent, growth_class_of, parse_terms
-
-REPO = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- synthetic data
 

@@ -21,6 +21,8 @@ import torch
 
 # Collection imports these; importing them here keeps pytester's in-process sessions (which
 # unload what they import) from importing them afresh each time.
+from conftest import REPO
+
 import harness.layers
 import harness.measure.env
 import harness.measure_case
@@ -39,7 +41,6 @@ from harness.measure.contention import ContentionRule
 
 pytest_plugins = ["pytester"]
 
-REPO = Path(__file__).resolve().parents[1]
 
 SUITE = """\
 name: tiny

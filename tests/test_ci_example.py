@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from harness.bench.compare import MIN_RUNS
 from harness.bench.verdict_check import FIXED_MALLOC, build_parser
 
-REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "bench.yml"
 README = REPO / "README.md"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONTENDED
 
 from harness.bench.command import main
 from harness.bench.compare import (
@@ -31,9 +32,6 @@ from harness.bench.render import markdown, table
 from harness.bench.stats import bootstrap_ratio, summary_ratio, z_value
 from harness.errors import HarnessInputError
 from harness.results import RunDirectory
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -481,7 +479,6 @@ def test_significance_is_tested_against_the_threshold_not_against_no_change():
 
 # --- contended time: inconclusive, never a verdict -------------------------------------------
 
-CONTENDED = "contended: threads waited for a CPU in 64% of samples in all 3 rounds"
 CONTENDED_ROW = {"time_unreliable": True, "time_note": CONTENDED}
 
 

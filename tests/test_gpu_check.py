@@ -17,21 +17,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from harness import registry
 from harness.results import RunDirectory
 from harness.suite import expand, load_suite
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gpu-check.sh"
-SUITE = ROOT / "suites" / "gpu-check.yaml"
+SCRIPT = REPO / "scripts" / "gpu-check.sh"
+SUITE = REPO / "suites" / "gpu-check.yaml"
 H200_BYTES = 139 * 2**30
 EVERY_LAYER = (
     "rnn", "lstm", "gru", "conv", "conv_dilated", "conv_separable", "attention",
     "attention_sdpa", "attention_local", "lightconv", "dynamicconv",
 )
 
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(REPO / "scripts"))
 from gpu_check_summary import summarize  # noqa: E402
 
 

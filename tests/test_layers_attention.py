@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import build_double, count_flops, random_input
 from probes import dependency_depth
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from harness import registry
 from harness.layers.attention import window_pairs
@@ -26,27 +26,8 @@ def _case(n: int = 11, d: int = 12, heads: int = 3, window: int | None = 3,
                      batch=batch)
 
 
-def _build(name: str, variant: str, case: LayerCase, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return registry.get(name).build(case, variant).double().eval()
-
-
-def _x(case: LayerCase, seed: int = 1) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(case.batch, case.n, case.d, generator=gen, dtype=torch.float64)
-
-
 def _without_window(case: LayerCase) -> LayerCase:
     return dataclasses.replace(case, window=None)
-
-
-def _counted(module: nn.Module, x: torch.Tensor, train: bool) -> int:
-    x = x.clone().requires_grad_(True)
-    with FlopCounterMode(display=False) as counter:
-        y = module(x)
-        if train:
-            y.sum().backward()
-    return counter.get_total_flops()
 
 
 def _reference(module: nn.Module, x: torch.Tensor, window: int | None, causal: bool
@@ -107,19 +88,20 @@ def test_invalid_cases_are_reported() -> None:
 @pytest.mark.parametrize("causal", [False, True])
 def test_shape(name: str, variant: str, causal: bool) -> None:
     case = _case(causal=causal)
-    assert _build(name, variant, case)(_x(case)).shape == (case.batch, case.n, case.d)
+    y = build_double(name, variant, case)(random_input(case))
+    assert y.shape == (case.batch, case.n, case.d)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_dense_variants_and_wide_window_agree(causal: bool) -> None:
     n = 11
     case = _case(n=n, window=2 * n, causal=causal)
-    x = _x(case)
-    ref = _build("attention", "matmul", case)
+    x = random_input(case)
+    ref = build_double("attention", "matmul", case)
     expected = ref(x)
     assert torch.allclose(expected, _reference(ref, x, None, causal), atol=1e-12)
     for name, variant in [("attention_sdpa", "sdpa"), *LOCAL]:
-        other = _build(name, variant, case, seed=5)
+        other = build_double(name, variant, case, seed=5)
         other.load_state_dict(ref.state_dict())
         assert torch.allclose(other(x), expected, atol=1e-12), (name, variant)
 
@@ -128,15 +110,15 @@ def test_dense_variants_and_wide_window_agree(causal: bool) -> None:
 @pytest.mark.parametrize("window", [1, 2, 3, 4, 5, 7])
 def test_local_variants_match_definition(window: int, causal: bool) -> None:
     case = _case(window=window, causal=causal)
-    x = _x(case)
-    unfold = _build("attention_local", "unfold", case)
-    masked = _build("attention_local", "masked", case, seed=5)
+    x = random_input(case)
+    unfold = build_double("attention_local", "unfold", case)
+    masked = build_double("attention_local", "masked", case, seed=5)
     masked.load_state_dict(unfold.state_dict())
     y = unfold(x)
     assert torch.allclose(y, masked(x), atol=1e-12)
     assert torch.allclose(y, _reference(unfold, x, window, causal), atol=1e-12)
     if window < case.n:  # a real restriction changes the result
-        dense = _build("attention", "matmul", _without_window(case))
+        dense = build_double("attention", "matmul", _without_window(case))
         dense.load_state_dict(unfold.state_dict())
         assert not torch.allclose(y, dense(x), atol=1e-6)
 
@@ -144,8 +126,8 @@ def test_local_variants_match_definition(window: int, causal: bool) -> None:
 @pytest.mark.parametrize(("name", "variant"), ALL)
 def test_causal_outputs_ignore_the_future(name: str, variant: str) -> None:
     case = _case(causal=True)
-    module = _build(name, variant, case)
-    x = _x(case)
+    module = build_double(name, variant, case)
+    x = random_input(case)
     t = 5
     x2 = x.clone()
     x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:])
@@ -163,8 +145,8 @@ def test_causal_outputs_ignore_the_future(name: str, variant: str) -> None:
 def test_local_output_ignores_inputs_outside_its_window(
         variant: str, window: int, causal: bool, lo: int, hi: int) -> None:
     case = _case(window=window, causal=causal)
-    module = _build("attention_local", variant, case)
-    x = _x(case)
+    module = build_double("attention_local", variant, case)
+    x = random_input(case)
     t = 5
     outside = [s for s in range(case.n) if not lo <= s <= hi]
     x_out = x.clone()
@@ -183,7 +165,7 @@ def test_local_output_ignores_inputs_outside_its_window(
 @pytest.mark.parametrize("causal", [False, True])
 def test_params_match_module(name: str, variant: str, causal: bool) -> None:
     case = _case(n=13, d=24, heads=3, window=5, causal=causal)
-    module = _build(name, variant, case)
+    module = build_double(name, variant, case)
     count = sum(p.numel() for p in module.parameters())
     assert registry.get(name).cost_of(case, variant).params == count == 4 * 24 * 24 + 4 * 24
 
@@ -227,11 +209,11 @@ def test_wide_window_useful_flops_equal_dense(n: int, causal: bool) -> None:
 @pytest.mark.parametrize("window", [1, 5])
 def test_flops_match_flop_counter(name: str, variant: str, causal: bool, window: int) -> None:
     case = _case(n=13, d=24, heads=3, window=window, causal=causal, batch=2)
-    module = _build(name, variant, case)
+    module = build_double(name, variant, case)
     cost = registry.get(name).cost_of(case, variant)
-    x = _x(case)
-    assert _counted(module, x, train=False) == cost.flops
-    assert _counted(module, x, train=True) == cost.train_flops
+    x = random_input(case)
+    assert count_flops(module, x, train=False) == cost.flops
+    assert count_flops(module, x, train=True) == cost.train_flops
 
 
 def test_sdpa_cost_uses_flash_backward_convention() -> None:
@@ -254,8 +236,8 @@ def test_sdpa_flops_match_counter_on_cuda(causal: bool) -> None:
     module = registry.get("attention_sdpa").build(case).cuda().half()
     x = torch.randn(case.batch, case.n, case.d, device="cuda", dtype=torch.half)
     cost = registry.get("attention_sdpa").cost_of(case)
-    assert _counted(module, x, train=False) == cost.flops
-    assert _counted(module, x, train=True) == cost.train_flops
+    assert count_flops(module, x, train=False) == cost.flops
+    assert count_flops(module, x, train=True) == cost.train_flops
 
 
 # --------------------------------------------------------------------------- path length

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
+from conftest import count_flops
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from harness import registry
 from harness.layers.common import pad_left
@@ -36,14 +36,6 @@ def _cases() -> list[tuple[str, str, int, bool, int]]:
 
 def _build(name, variant, case, depth=0, dtype=torch.float64) -> nn.Module:
     return registry.get(name).build(case, variant, depth).to(dtype)
-
-
-def _counted(module: nn.Module, x: torch.Tensor, train: bool = False) -> int:
-    with FlopCounterMode(display=False) as counter:
-        y = module(x)
-        if train:
-            y.sum().backward()
-    return counter.get_total_flops()
 
 
 def _dependence(module: nn.Module, n: int, d: int) -> torch.Tensor:
@@ -254,8 +246,8 @@ def test_flop_counter_agrees(name: str, variant: str, depth: int, causal: bool) 
     case = LayerCase(seq_len=5, d_model=3, kernel=3, causal=causal, batch=2)
     m = _build(name, variant, case, depth, torch.float32)
     x = torch.randn(2, 5, 3)
-    assert _counted(m, x) == HAND[name]["flops"]
-    train = _counted(m, x.clone().requires_grad_(True), train=True)
+    assert count_flops(m, x) == HAND[name]["flops"]
+    train = count_flops(m, x.clone().requires_grad_(True), train=True)
     if (name, variant) == ("conv_separable", "conv1d"):
         # torch 2.13's conv backward formula ignores groups: the depthwise weight gradient
         # (2*B*n*d*k = 180 executed) is counted as 2*B*n*d*d*k = 540.

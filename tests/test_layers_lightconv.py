@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import build_double, count_flops, random_input
 from probes import dependency_depth
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from harness import registry
 from harness.spec import LayerCase
@@ -22,25 +22,6 @@ def _case(n: int = 11, d: int = 12, heads: int = 3, kernel: int = 3, causal: boo
           block: bool = False, batch: int = 2) -> LayerCase:
     return LayerCase(seq_len=n, d_model=d, heads=heads, kernel=kernel, causal=causal,
                      block=block, batch=batch)
-
-
-def _build(name: str, variant: str, case: LayerCase, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return registry.get(name).build(case, variant).double().eval()
-
-
-def _x(case: LayerCase, seed: int = 1) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(case.batch, case.n, case.d, generator=gen, dtype=torch.float64)
-
-
-def _counted(module: nn.Module, x: torch.Tensor, train: bool) -> int:
-    x = x.clone().requires_grad_(True)
-    with FlopCounterMode(display=False) as counter:
-        y = module(x)
-        if train:
-            y.sum().backward()
-    return counter.get_total_flops()
 
 
 def _window(t: int, k: int, causal: bool) -> range:
@@ -102,7 +83,8 @@ def test_invalid_cases_are_reported(name: str) -> None:
 @pytest.mark.parametrize("block", [False, True])
 def test_shape(name: str, variant: str, block: bool) -> None:
     case = _case(block=block)
-    assert _build(name, variant, case)(_x(case)).shape == (case.batch, case.n, case.d)
+    y = build_double(name, variant, case)(random_input(case))
+    assert y.shape == (case.batch, case.n, case.d)
 
 
 @pytest.mark.parametrize("name", ["lightconv", "dynamicconv"])
@@ -111,12 +93,12 @@ def test_shape(name: str, variant: str, block: bool) -> None:
 @pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5, 7])
 def test_variants_match_definition(name: str, kernel: int, causal: bool, block: bool) -> None:
     case = _case(n=11, kernel=kernel, causal=causal, block=block)
-    x = _x(case)
+    x = random_input(case)
     entry = registry.get(name)
-    first = _build(name, entry.reference_variant, case)
+    first = build_double(name, entry.reference_variant, case)
     expected = _reference(first, x, case)
     for seed, variant in enumerate(entry.variants, start=3):
-        module = _build(name, variant, case, seed=seed)
+        module = build_double(name, variant, case, seed=seed)
         module.load_state_dict(first.state_dict())
         assert torch.allclose(module(x), expected, atol=1e-12), variant
 
@@ -124,8 +106,8 @@ def test_variants_match_definition(name: str, kernel: int, causal: bool, block: 
 @pytest.mark.parametrize(("name", "variant"), ALL)
 def test_causal_outputs_ignore_the_future(name: str, variant: str) -> None:
     case = _case(kernel=4, causal=True, block=True)
-    module = _build(name, variant, case)
-    x = _x(case)
+    module = build_double(name, variant, case)
+    x = random_input(case)
     t = 5
     x2 = x.clone()
     x2[:, t + 1:] += 1.0
@@ -143,8 +125,8 @@ def test_causal_outputs_ignore_the_future(name: str, variant: str) -> None:
 def test_output_ignores_inputs_outside_its_window(
         name: str, variant: str, kernel: int, causal: bool, lo: int, hi: int) -> None:
     case = _case(kernel=kernel, causal=causal)
-    module = _build(name, variant, case)
-    x = _x(case)
+    module = build_double(name, variant, case)
+    x = random_input(case)
     t = 5
     x_out = x.clone()
     x_out[:, [s for s in range(case.n) if not lo <= s <= hi]] += 1.0
@@ -156,7 +138,7 @@ def test_output_ignores_inputs_outside_its_window(
 
 
 def test_lightconv_weights_are_softmax_over_kernel() -> None:
-    module = _build("lightconv", "conv1d", _case(kernel=5))
+    module = build_double("lightconv", "conv1d", _case(kernel=5))
     w = module.normalized_weight()
     assert w.shape == (3, 5)
     assert torch.allclose(w.sum(-1), torch.ones(3, dtype=w.dtype))
@@ -165,8 +147,8 @@ def test_lightconv_weights_are_softmax_over_kernel() -> None:
 
 def test_dynamicconv_kernels_are_softmax_per_step() -> None:
     case = _case(kernel=5)
-    module = _build("dynamicconv", "unfold", case)
-    kernels = module.kernels(_x(case))
+    module = build_double("dynamicconv", "unfold", case)
+    kernels = module.kernels(random_input(case))
     assert kernels.shape == (case.batch, case.n, case.heads, 5)
     assert torch.allclose(kernels.sum(-1), torch.ones(kernels.shape[:-1], dtype=kernels.dtype))
     assert not torch.allclose(kernels[:, 0], kernels[:, 1])  # the kernel depends on the step
@@ -176,11 +158,11 @@ def test_dynamicconv_kernels_are_softmax_per_step() -> None:
 def test_dropconnect_only_in_training(name: str, variant: str) -> None:
     case = _case(kernel=5)
     entry = registry.get(name)
-    plain = _build(name, variant, case)
+    plain = build_double(name, variant, case)
     module = type(plain)(case.d, case.heads, case.kernel, case.causal, case.block, dropout=0.5)
     module = module.double()
     module.load_state_dict(plain.state_dict())
-    x = _x(case)
+    x = random_input(case)
     module.eval()
     assert torch.equal(module(x), module(x))
     assert torch.allclose(module(x), plain(x), atol=1e-12)
@@ -197,7 +179,7 @@ def test_dropconnect_only_in_training(name: str, variant: str) -> None:
 @pytest.mark.parametrize("block", [False, True])
 def test_params_match_module(name: str, variant: str, block: bool) -> None:
     case = _case(n=13, d=24, heads=3, kernel=5, block=block)
-    module = _build(name, variant, case)
+    module = build_double(name, variant, case)
     count = sum(p.numel() for p in module.parameters())
     assert registry.get(name).cost_of(case, variant).params == count
 
@@ -243,11 +225,11 @@ def test_flops_by_hand() -> None:
 def test_flops_match_flop_counter(name: str, variant: str, block: bool, kernel: int,
                                   causal: bool) -> None:
     case = _case(n=13, d=24, heads=3, kernel=kernel, causal=causal, block=block)
-    module = _build(name, variant, case)
+    module = build_double(name, variant, case)
     cost = registry.get(name).cost_of(case, variant)
-    x = _x(case)
-    assert _counted(module, x, train=False) == cost.flops
-    counted_train = _counted(module, x, train=True)
+    x = random_input(case)
+    assert count_flops(module, x, train=False) == cost.flops
+    counted_train = count_flops(module, x, train=True)
     if variant == "conv1d":
         # torch's conv-backward formula ignores groups: grad weight of the depthwise conv is
         # counted as 2 B n d^2 k instead of 2 B n d k. Pin the hole so a fix shows up here.

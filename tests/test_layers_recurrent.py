@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from conftest import count_flops
 
 from harness import registry
 from harness.spec import LayerCase
@@ -15,14 +15,6 @@ VARIANTS = ("fused", "unrolled")
 
 def _build(kind: str, variant: str, case: LayerCase, dtype=torch.float64) -> torch.nn.Module:
     return registry.get(kind).build(case, variant).to(dtype)
-
-
-def _counted(module: torch.nn.Module, x: torch.Tensor, train: bool = False) -> int:
-    with FlopCounterMode(display=False) as counter:
-        y = module(x)
-        if train:
-            y.sum().backward()
-    return counter.get_total_flops()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -161,8 +153,8 @@ def test_flop_counter_agrees(kind: str, variant: str) -> None:
     case = LayerCase(seq_len=5, d_model=3, batch=2)
     m = _build(kind, variant, case, torch.float32)
     x = torch.randn(2, 5, 3)
-    assert _counted(m, x) == HAND_FLOPS[kind]
-    assert _counted(m, x.clone().requires_grad_(True), train=True) == HAND_TRAIN[kind]
+    assert count_flops(m, x) == HAND_FLOPS[kind]
+    assert count_flops(m, x.clone().requires_grad_(True), train=True) == HAND_TRAIN[kind]
 
 
 def test_seq_ops_and_path_length_grow_with_n() -> None:

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 import harness
 from harness import registry
 from harness.analysis import layers as analysis_layers
 from harness.results import read_results
 from harness.theory import THEORY_COLUMNS
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: A plugin module's source: y = x W + mean_t(x) W, every output reads every input.
 PLUGIN = '''
@@ -213,7 +212,7 @@ def test_an_installed_plugin_runs_end_to_end(tmp_path):
         measure: {time_budget_s: 0.02, min_samples: 3, warmup_s: 0.0, min_warmup: 1,
                   timeout_s: 120, structure_max_n: 16}
     """))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True,

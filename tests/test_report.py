@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import CONTENDED, REPO
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
@@ -34,7 +35,6 @@ from harness.report.model import Table
 from harness.report.style import layer_colours
 from harness.results import RunDirectory
 
-REPO = Path(__file__).resolve().parents[1]
 TITLES = ("Summary", "Table 1, measured vs theory", "Scaling plots", "Fitted exponents",
           "Crossovers", "FLOP reconciliation", "Memory and OOM frontier", "Roofline",
           "Environment", "Per-case results")
@@ -325,7 +325,6 @@ def test_missing_metric_columns_still_render(tmp_path):
 
 # --------------------------------------------------------------------------- unreliable timings
 
-CONTENDED = "contended: threads waited for a CPU in 64% of samples in all 3 rounds"
 
 
 def disturbed_rows(flag: dict[str, str | None], **kwargs: object) -> list[dict]:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from harness.results import read_results
 from harness.theory import THEORY_COLUMNS
-
-ROOT = Path(__file__).resolve().parent.parent
 
 TINY = """\
 name: tiny
@@ -42,17 +41,17 @@ def slowed(factors: dict[str, float]) -> dict[str, str]:
     """An environment whose harness processes (the worker too) run those layers slowed."""
     from harness.bench.slowdown import child_env
 
-    return child_env(factors, "perf_counter", {**os.environ, "PYTHONPATH": str(ROOT)})
+    return child_env(factors, "perf_counter", {**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def harness(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
             report: bool = False):
     if args[0] == "run" and not report:
         args = (*args, "--no-report")
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-        timeout=timeout, env=full_env, cwd=ROOT,
+        timeout=timeout, env=full_env, cwd=REPO,
     )
 
 
@@ -142,7 +141,7 @@ def _default_sigint() -> None:
 def _start(tiny: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", "run", str(tiny), "--out", str(out), "--no-report"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env=slowed({"attention": 20}),
         preexec_fn=_default_sigint,
     )
@@ -236,7 +235,7 @@ def test_a_reader_that_goes_away_is_not_a_traceback():
     """`harness layers | head -1`: the pipe closes before the output is written."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "layers"], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
     )
     proc.stdout.close()  # the reader is gone before the command writes
     _, err = proc.communicate(timeout=120)
