@@ -29,9 +29,8 @@ from harness import schema
 #: Built-in families in Table-1 order; a third-party layer may name another (sorted after).
 FAMILIES = ("recurrent", "convolution", "self-attention", "lightconv", "dynamicconv")
 
-#: Results column (a swept axis) -> its symbol in the theory terms.
-AXIS_SYMBOL = {"seq_len": "n", "d_model": "d", "heads": "h", "kernel": "k", "window": "r",
-               "batch": "b"}
+#: Results column (a swept size) -> its symbol in the theory terms (harness.schema).
+AXIS_SYMBOL = {a.name: a.symbol for a in schema.AXES if a.kind == "size"}
 SYMBOLS = frozenset(AXIS_SYMBOL.values())
 
 #: Columns the measurement writes into every results row (``registry.theory_columns``).

@@ -1,4 +1,5 @@
-"""Missing and plain cell values, one definition for results, analysis, reports and bench.
+"""Missing, numeric and plain cell values, one definition for results, analysis, reports,
+bench and the machine readers.
 
 Imports neither numpy nor pandas (the pytest plugin imports this in every session): a numpy
 scalar, pd.NA or pd.NaT can only exist once its library is imported, so they are looked up
@@ -23,6 +24,17 @@ def missing(value: Any) -> bool:
     return pd is not None and (value is pd.NA or value is pd.NaT)
 
 
+def number(value: Any) -> float | None:
+    """A finite number from a cell or text, else None (missing, not a number, NaN, inf)."""
+    if missing(value):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
 def plain(value: Any) -> Any:
     """A cell value as plain Python: numpy scalars unwrapped, missing as None."""
     if missing(value):
@@ -33,4 +45,4 @@ def plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["missing", "plain"]
+__all__ = ["missing", "number", "plain"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.theory import THEORY_COLUMNS, family_rank, parse_terms
+from harness.values import missing
 
 UNKNOWN = "unknown"
 
@@ -58,23 +59,19 @@ def _registered() -> frozenset[str]:
         return frozenset()
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def theory_columns(df: pd.DataFrame) -> pd.DataFrame:
     """``df``'s theory columns (harness.theory.THEORY_COLUMNS), filled from the registry for
     rows written without them, as the measurement would have written them."""
     out = pd.DataFrame({c: df[c].astype(object) if c in df.columns else None
                         for c in THEORY_COLUMNS}, index=df.index, dtype=object)
-    lacking = np.flatnonzero(out["theory_complexity"].map(_missing).to_numpy(dtype=bool))
+    lacking = np.flatnonzero(out["theory_complexity"].map(missing).to_numpy(dtype=bool))
     layers = df["layer"].astype(str).tolist()
     if len(lacking) and any(layers[i] in _registered() for i in lacking):
         from harness import registry
 
         for i in lacking:
             if layers[i] in _registered():
-                flags = {f: not _missing(df[f].iloc[i]) and bool(df[f].iloc[i])
+                flags = {f: not missing(df[f].iloc[i]) and bool(df[f].iloc[i])
                          for f in ("causal", "block") if f in df.columns}
                 row = registry.theory_columns(layers[i], **flags)
                 out.iloc[i] = [row[c] for c in THEORY_COLUMNS]
@@ -88,7 +85,7 @@ def layer_infos(df: pd.DataFrame) -> dict[str, LayerInfo]:
     columns = theory_columns(df)
     out: dict[str, LayerInfo] = {}
     for name, rows in columns.groupby(df["layer"].astype(str).to_numpy(), sort=False):
-        first = {c: next((v for v in rows[c].tolist() if not _missing(v)), None)
+        first = {c: next((v for v in rows[c].tolist() if not missing(v)), None)
                  for c in THEORY_COLUMNS}
         known = first["theory_complexity"] is not None
         text = {c: str(first[c]) if known and first[c] is not None else UNKNOWN
@@ -121,5 +118,5 @@ def layer_order(infos: Mapping[str, LayerInfo]) -> list[str]:
 
 def row_terms(df: pd.DataFrame) -> list[tuple[dict[str, int], ...]]:
     """Every row's FLOP terms (harness.theory.parse_terms); () where none is known."""
-    return [() if _missing(text) else parse_terms(str(text))
+    return [() if missing(text) else parse_terms(str(text))
             for text in theory_columns(df)["theory_terms"].tolist()]

@@ -51,7 +51,7 @@ from harness.analysis.frame import (
 )
 from harness.analysis.layers import LayerInfo, layer_infos
 from harness.analysis.stats import growth_class
-from harness.theory import FAMILIES
+from harness.theory import family_rank
 
 EXPONENT_TOL = 0.15
 CONTEXT = schema.axis_names("setting")
@@ -262,7 +262,6 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    order = {f: i for i, f in enumerate(FAMILIES)}
-    out["_order"] = out["family"].map(order).fillna(len(order))
+    out["_order"] = out["family"].map(family_rank)
     return out.sort_values(["_order", "layer", "variant"], kind="stable",
                            ignore_index=True).drop(columns="_order")

@@ -42,6 +42,7 @@ import numpy as np
 from harness import schema
 from harness.errors import HarnessInputError
 from harness.values import missing as _missing
+from harness.values import number
 from harness.values import plain as _plain
 
 #: The parameters that identify a case across files and formats.
@@ -190,18 +191,8 @@ def identity(params: Mapping[str, Any]) -> Key:
 
 
 def _positive(value: Any) -> float | None:
-    number = _number(value)
-    return number if number is not None and number > 0 else None
-
-
-def _number(value: Any) -> float | None:
-    if _missing(value):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+    found = number(value)
+    return found if found is not None and found > 0 else None
 
 
 def load(path: str | os.PathLike[str]) -> RunRecord:
@@ -353,19 +344,19 @@ def _row_pass(row: dict[str, Any], data: np.ndarray | None) -> PassStats | None:
     """A results row's timing: from its raw samples, else from its summary columns (ms)."""
     if data is not None and data.size:
         return replace(PassStats.from_samples(data), **_reliability(row))
-    median = _number(row.get("time_ms_median"))
+    median = number(row.get("time_ms_median"))
     if median is None:
         return None
     ms = 1e-3
-    iqr = _number(row.get("time_ms_iqr"))
+    iqr = number(row.get("time_ms_iqr"))
     half = None if iqr is None else iqr * ms / 2
-    mean, cv = _number(row.get("time_ms_mean")), _number(row.get("time_cv"))
+    mean, cv = number(row.get("time_ms_mean")), number(row.get("time_cv"))
     return PassStats(
         samples=None, median=median * ms,
         q1=None if half is None else median * ms - half,
         q3=None if half is None else median * ms + half,
         stddev=mean * ms * cv if mean is not None and cv is not None else None,
-        count=int(_number(row.get("time_samples")) or 0),
+        count=int(number(row.get("time_samples")) or 0),
         min=None if (fastest := _positive(row.get("time_ms_min"))) is None else fastest * ms,
         **_reliability(row),
     )
@@ -390,8 +381,8 @@ def load_parquet(path: Path) -> RunRecord:
             status=status,
             message=str(row.get("message") or ""),
             passes=(timing,) if status == "ok" and timing is not None else (),
-            peak_mem_bytes=_number(row.get("peak_mem_bytes")),
-            flops={name: _number(row.get(name)) for name in FLOP_SOURCES},
+            peak_mem_bytes=number(row.get("peak_mem_bytes")),
+            flops={name: number(row.get(name)) for name in FLOP_SOURCES},
         ))
         stamp = _parse_time(row.get("env_time_utc"))
         if stamp is not None:
@@ -472,7 +463,7 @@ def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
     if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict):
         raise _not_benchmark(path, f"benchmarks[{index}] has no 'stats' mapping")
     stats = bench["stats"]
-    missing = [k for k in _STAT_KEYS if _number(stats.get(k)) is None]
+    missing = [k for k in _STAT_KEYS if number(stats.get(k)) is None]
     if missing or not isinstance(bench.get("name"), str):
         what = ", ".join(missing) if missing else "name"
         raise _not_benchmark(path, f"benchmarks[{index}] lacks {what}")
@@ -494,15 +485,15 @@ def _bench_record(path: Path, index: int, bench: Any) -> CaseRecord:
     else:
         timing = PassStats(
             samples=None, median=float(stats["median"]),
-            q1=_number(stats.get("q1")), q3=_number(stats.get("q3")),
-            stddev=_number(stats.get("stddev")), count=int(_number(stats.get("rounds")) or 0),
+            q1=number(stats.get("q1")), q3=number(stats.get("q3")),
+            stddev=number(stats.get("stddev")), count=int(number(stats.get("rounds")) or 0),
             min=_positive(stats.get("min")), **_reliability(info),
         )
     return CaseRecord(
         key=key, label=label,
         device=_clean("device", info.get("device")), dtype=_clean("dtype", info.get("dtype")),
         status="ok", passes=(timing,),
-        peak_mem_bytes=_number(info.get("peak_mem_bytes")),
-        flops={name: _number(info.get(name)) for name in FLOP_SOURCES if name in info},
+        peak_mem_bytes=number(info.get("peak_mem_bytes")),
+        flops={name: number(info.get(name)) for name in FLOP_SOURCES if name in info},
     )
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.values import number
+
 #: ``read(path) -> text``; raises OSError when the file is missing or unreadable.
 Reader = Callable[[str], str]
 
@@ -221,7 +223,7 @@ def cpu_mhz(
     chosen = sorted(affinity() if cpus is None else cpus)
     khz = []
     for cpu in chosen:
-        freq = _finite(_read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq"))
+        freq = number(_read_stripped(read, f"{SYS_CPU}/cpu{cpu}/cpufreq/scaling_cur_freq"))
         if freq is not None:
             khz.append(freq)
     if khz:
@@ -237,21 +239,10 @@ def cpu_mhz(
         key = key.strip()
         if key == "processor":
             processor = int(value) if value.strip().isdigit() else -1
-        elif key == "cpu MHz" and (number := _finite(value)) is not None:
-            mhz[processor] = number
+        elif key == "cpu MHz" and (found := number(value)) is not None:
+            mhz[processor] = found
     listed = [v for cpu, v in mhz.items() if cpu in chosen] or list(mhz.values())
     return sum(listed) / len(listed) if listed else None
-
-
-def _finite(text: str | None) -> float | None:
-    """``text`` as a finite number; None for no text, not a number, NaN or infinity."""
-    if text is None:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ script them; an unreadable value is None, never an exception.
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -31,6 +29,7 @@ from harness.measure.system import (
     read_text,
     throttle_names,
 )
+from harness.values import number
 
 #: Every column :meth:`CaseTelemetry.stop` returns, in order (None when unknown).
 TELEMETRY_COLUMNS = schema.column_names("telemetry")
@@ -295,14 +294,6 @@ def _gpu_columns(
 # -- pure parsers and rules (tested directly) ---------------------------------------------
 
 
-def _number(value: object) -> float | None:
-    """A finite real number (numpy's too, as read back from a results file), else None."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def telemetry_note(columns: Mapping[str, object]) -> str | None:
     """Why the telemetry says a row's times are not to be trusted; None when nothing is wrong.
 
@@ -316,12 +307,12 @@ def telemetry_note(columns: Mapping[str, object]) -> str | None:
         bad = [r for r in reasons.split(",") if r and r not in NOTE_IGNORES_REASONS]
         if bad:
             notes.append(f"GPU throttled ({', '.join(bad)})")
-    others = _number(columns.get("gpu_other_processes"))
+    others = number(columns.get("gpu_other_processes"))
     if others is not None and others > 0:
         count = int(others)
         notes.append(f"{count} other {'process' if count == 1 else 'processes'} on the GPU")
-    before = _number(columns.get("gpu_sm_clock_mhz_before"))
-    after = _number(columns.get("gpu_sm_clock_mhz_after"))
+    before = number(columns.get("gpu_sm_clock_mhz_before"))
+    after = number(columns.get("gpu_sm_clock_mhz_after"))
     if before is not None and after is not None and before > 0 and after < before * (
         1 - CLOCK_FALL
     ):

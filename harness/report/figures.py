@@ -30,7 +30,14 @@ from matplotlib.ticker import (
 from harness import schema
 from harness.analysis.crossovers import LAYER_SPECIFIC
 from harness.analysis.efficiency import efficiency
-from harness.analysis.frame import group_positions, numeric, ok_mask, timed, unreliable_mask
+from harness.analysis.frame import (
+    describe,
+    group_positions,
+    numeric,
+    ok_mask,
+    timed,
+    unreliable_mask,
+)
 from harness.analysis.layers import row_terms
 from harness.report import fmt
 from harness.report.model import Plot
@@ -231,7 +238,7 @@ def curves(df: pd.DataFrame, axis: str, metric: str, *, min_points: int = 2
         if len(per_x) < min_points:
             continue
         layer = str(values["layer"])
-        extra = fmt.describe({p: values[p] for p in varying_specific.get(layer, [])})
+        extra = describe({p: values[p] for p in varying_specific.get(layer, [])}, ())
         curve = Curve(str(values["run"]), layer, str(values["variant"]), extra, terms[pos[0]],
                       per_x.index.to_numpy(dtype=float), per_x.to_numpy(dtype=float),
                       hollow if hollow.any() else None)
@@ -245,7 +252,7 @@ def _width(ncols: int, look: Look) -> float:
 
 
 def _slice_title(df: pd.DataFrame, axis: str, key: tuple) -> str:
-    return fmt.describe(dict(zip(slice_keys(df, axis), key, strict=True)))
+    return describe(dict(zip(slice_keys(df, axis), key, strict=True)), ())
 
 
 def _order(items: list[Curve], look: Look) -> list[Curve]:

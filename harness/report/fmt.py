@@ -8,10 +8,10 @@ escapes whatever these functions return, and :func:`mpl` protects matplotlib's m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from harness import schema
+from harness import schema, theory
 from harness.values import missing, plain
 
 _SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -31,7 +31,7 @@ METRIC_SHORT = {
     "flops_fvcore": "FLOPs (fvcore)", "peak_mem_bytes": "memory",
 }
 AXIS_LABEL = {a.name: a.label for a in schema.AXES if a.kind == "size"}
-AXIS_SYMBOL = {a.name: a.symbol for a in schema.AXES if a.kind == "size"}
+AXIS_SYMBOL = theory.AXIS_SYMBOL
 VERDICT_MARK = {"agrees": "✓ agrees", "disagrees": "✗ disagrees",
                 "inconclusive": "? inconclusive", "n/a": "– n/a"}
 
@@ -129,22 +129,6 @@ def power(symbol: str, value: Any) -> str:
     if all(ch in sup for ch in raw):
         return symbol + "".join(sup[ch] for ch in raw)
     return f"{symbol}^{raw}"
-
-
-def describe(fixed: Mapping[str, Any], skip: Iterable[str] = ()) -> str:
-    """"d_model=512, heads=8" from a mapping; missing values and false flags left out."""
-    skipped = set(skip)
-    parts = []
-    for key, value in fixed.items():
-        value = plain(value)
-        if key in skipped or value is None:
-            continue
-        if isinstance(value, bool):
-            if value:
-                parts.append(key)
-        else:
-            parts.append(f"{key}={text(value)}")
-    return ", ".join(parts)
 
 
 def shorten(description: str, constant: Iterable[str]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from harness import schema
-from harness.analysis.frame import numeric, ok_mask, time_notes, unreliable_mask
+from harness.analysis.frame import describe, numeric, ok_mask, time_notes, unreliable_mask
 from harness.analysis.headlines import headlines
 from harness.report import fmt
 from harness.report.context import Context
@@ -99,7 +99,7 @@ def _case_name(row: Any, many: bool) -> str:
     when the report compares runs."""
     label = fmt.text(row.get("label"))
     if not label:
-        label = fmt.describe({k: row.get(k) for k in ("layer", "variant", "seq_len", "d_model")})
+        label = describe({k: row.get(k) for k in ("layer", "variant", "seq_len", "d_model")}, ())
     return f"{label} ({row['run']})" if many else label
 
 

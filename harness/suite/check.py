@@ -8,7 +8,7 @@ from typing import Any
 from harness import registry, schema
 from harness.errors import HarnessInputError
 from harness.suite.messages import Loc, display_loc, locate, show
-from harness.suite.model import FLAGS, OPTIONAL_AXES, Suite, did_you_mean
+from harness.suite.model import FLAGS, OPTIONAL_AXES, Suite, did_you_mean, scalar_or_list
 
 
 def check_suite(suite: Suite, raw: Any, notes: dict[Loc, str], *, check_device: bool) -> None:
@@ -64,13 +64,9 @@ def _check_layers(suite: Suite, fail: Any) -> None:
             if getattr(spec, flag) is not None and flag not in entry.params:
                 fail(
                     ("layers", i, flag),
-                    f"{show(_plain(getattr(spec, flag)))} does not apply to {spec.name} "
+                    f"{show(scalar_or_list(getattr(spec, flag)))} does not apply to {spec.name} "
                     f"(it takes {takes_text})",
                 )
-
-
-def _plain(values: tuple[Any, ...]) -> Any:
-    return values[0] if len(values) == 1 else list(values)
 
 
 def device_problem(device: str) -> str | None:

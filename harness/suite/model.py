@@ -268,12 +268,12 @@ class Suite(_Frozen):
         if self.description:
             out["description"] = self.description
         for key in _SETTINGS:
-            out[key] = _scalar_or_list(getattr(self, key))
+            out[key] = scalar_or_list(getattr(self, key))
         if self.sweep.batch is None:
-            out["batch"] = _scalar_or_list(self.batches())
+            out["batch"] = scalar_or_list(self.batches())
         out["seed"] = self.seed
         for key in FLAGS:
-            out[key] = _scalar_or_list(getattr(self, key))
+            out[key] = scalar_or_list(getattr(self, key))
         out["variants"] = self.variants
         out["layers"] = [_layer_dict(spec) for spec in self.layers]
         out["sweep"] = {axis: list(values) for axis, values in self.sweep.given().items()}
@@ -286,7 +286,8 @@ class Suite(_Frozen):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-def _scalar_or_list(values: tuple[Any, ...]) -> Any:
+def scalar_or_list(values: tuple[Any, ...]) -> Any:
+    """A one-value sweep as its value, a longer one as a list (as a user writes it)."""
     return values[0] if len(values) == 1 else list(values)
 
 
@@ -298,7 +299,7 @@ def _layer_dict(spec: LayerSpec) -> Any:
         out["variants"] = spec.variants if isinstance(spec.variants, str) else list(spec.variants)
     for key in FLAGS:
         if getattr(spec, key) is not None:
-            out[key] = _scalar_or_list(getattr(spec, key))
+            out[key] = scalar_or_list(getattr(spec, key))
     if spec.sweep.given():
         out["sweep"] = {axis: list(values) for axis, values in spec.sweep.given().items()}
     return out
