@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 #: The process exit status for bad input.
 EXIT_CODE = 2
@@ -32,6 +33,19 @@ class HarnessInputError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+def writable_dir(path: Path, what: str, shown: Path | None = None) -> None:
+    """Create the folder ``path`` and check that a file can be written in it; bad input (one
+    line naming ``shown``, default ``path``) when not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HarnessInputError(f"{shown or path}: cannot write {what} ({exc.strerror or exc}); "
+                                "choose another with --out") from None
 
 
 def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

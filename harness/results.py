@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import schema
-from harness.errors import HarnessInputError
+from harness.errors import HarnessInputError, writable_dir
 from harness.values import missing
 
 if TYPE_CHECKING:
@@ -139,16 +139,7 @@ class RunDirectory:
 
     def create(self) -> None:
         """Create the folder; an unwritable location is bad input (one line, exit 2)."""
-        try:
-            self.parts.mkdir(parents=True, exist_ok=True)
-            probe = self.parts / f".write-probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise HarnessInputError(
-                f"{self.path}: cannot write the output directory ({exc.strerror or exc}); "
-                "choose another with --out"
-            ) from None
+        writable_dir(self.parts, "the output directory", self.path)
 
     def write_case(self, row: Mapping[str, object], samples_s: Iterable[float] = ()) -> None:
         """Persist one finished case atomically (its row, a :class:`Row` or a mapping of
@@ -159,28 +150,22 @@ class RunDirectory:
         frame["samples_s"] = [samples]
         _atomic_write_table(_table(frame), self.parts / f"{row['case_id']}.parquet")
 
-    def finished(self) -> dict[str, dict[str, object]]:
-        """Rows already written, keyed by case_id (unreadable leftovers are ignored)."""
-        rows: dict[str, dict[str, object]] = {}
-        if not self.parts.is_dir():
-            return rows
+    def _read_parts(self) -> Iterator[pd.DataFrame]:
+        """Every part, in name order; unreadable leftovers (a killed write) are skipped."""
         for part in sorted(self.parts.glob("*.parquet")):
             try:
-                frame = pq.read_table(part).to_pandas()
+                yield pq.read_table(part).to_pandas()
             except (OSError, pa.ArrowException):
                 continue
-            if len(frame) == 1:
-                rows[str(frame.loc[0, "case_id"])] = frame.iloc[0].to_dict()
-        return rows
+
+    def finished(self) -> dict[str, dict[str, object]]:
+        """Rows already written, keyed by case_id."""
+        return {str(frame.loc[0, "case_id"]): frame.iloc[0].to_dict()
+                for frame in self._read_parts() if len(frame) == 1}
 
     def merge(self) -> pd.DataFrame:
         """Rebuild results.parquet and samples.parquet from the parts (atomic replace)."""
-        frames = []
-        for part in sorted(self.parts.glob("*.parquet")):
-            try:
-                frames.append(pq.read_table(part).to_pandas())
-            except (OSError, pa.ArrowException):
-                continue
+        frames = list(self._read_parts())
         if not frames:
             return pd.DataFrame(columns=list(REQUIRED_COLUMNS))
         merged = pd.concat(frames, ignore_index=True)
@@ -229,6 +214,15 @@ _COERCE: dict[str, Callable[[pd.Series], object]] = {
 }
 
 
+def read_table(path: Path, what: str) -> pa.Table:
+    """A Parquet file as a table; bad input (one line) when it cannot be read."""
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HarnessInputError(f"{path}: not a readable {what} ({first})") from None
+
+
 def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a results file (or a run directory holding one), validated.
 
@@ -242,11 +236,7 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise HarnessInputError(f"{p}: no such results file")
     if p.stat().st_size == 0:
         raise HarnessInputError(f"{p}: empty file, not a results file")
-    try:
-        table = pq.read_table(p)
-    except (OSError, pa.ArrowException) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarnessInputError(f"{p}: not a readable Parquet results file ({first})") from None
+    table = read_table(p, "Parquet results file")
     meta = table.schema.metadata or {}
     raw = meta.get(_META_KEY)
     if raw is None:

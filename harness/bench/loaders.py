@@ -205,9 +205,7 @@ def load(path: str | os.PathLike[str]) -> RunRecord:
     pytest-benchmark's - is a one-line :class:`HarnessInputError`.
     """
     p = Path(path)
-    if p.is_dir():
-        if (p / "results.parquet").exists():
-            return load_parquet(p / "results.parquet")
+    if p.is_dir() and not (p / "results.parquet").exists():
         runs = find_runs(p)
         if not runs:
             raise HarnessInputError(
@@ -304,14 +302,9 @@ def _read_samples(path: Path) -> dict[str, np.ndarray]:
     """Raw samples by case_id from samples.parquet (empty when absent)."""
     if not path.exists():
         return {}
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from harness.results import read_table
 
-    try:
-        frame = pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarnessInputError(f"{path}: not a readable samples file ({first})") from None
+    frame = read_table(path, "samples file").to_pandas()
     if not {"case_id", "seconds"} <= set(frame.columns):
         raise HarnessInputError(f"{path}: not a harness samples file (needs case_id, seconds)")
     if "sample" in frame.columns:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessInputError, run_parser
+from harness.errors import HarnessInputError, run_parser, writable_dir
 
 FORMATS = ("html", "pdf")
 REPORTS_ROOT = Path("reports")
@@ -65,26 +65,6 @@ def default_out_dir(sources: Sequence[Any], root: Path = REPORTS_ROOT) -> Path:
     return root / "report"
 
 
-def _writable(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HarnessInputError(f"{out_dir}: exists and is not a directory; choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise HarnessInputError(
-            f"{out_dir}: cannot write the report there ({exc.strerror or exc}); "
-            "choose another with --out"
-        ) from None
-
-
-def _replace(tmp: Path, final: Path) -> Path:
-    os.replace(tmp, final)
-    return final
-
-
 def write_report(results: Any, out_dir: str | os.PathLike,
                  formats: str | Iterable[str] = FORMATS) -> list[Path]:
     """Write report.html and/or report.pdf for ``results`` into ``out_dir``.
@@ -102,18 +82,20 @@ def write_report(results: Any, out_dir: str | os.PathLike,
 
     df, runs = load_runs(results)
     out = Path(out_dir)
-    _writable(out)
+    if out.exists() and not out.is_dir():
+        raise HarnessInputError(f"{out}: exists and is not a directory; choose another --out")
+    writable_dir(out, "the report there")
     report = build_report(df, runs)
     written = []
-    tag = f".tmp-{os.getpid()}"
-    if "html" in chosen:
-        tmp = out / f".report.html{tag}"
-        tmp.write_text(render_html(report), encoding="utf-8")
-        written.append(_replace(tmp, out / "report.html"))
-    if "pdf" in chosen:
-        tmp = out / f".report.pdf{tag}"
-        render_pdf(report, tmp)
-        written.append(_replace(tmp, out / "report.pdf"))
+    for kind in FORMATS:
+        if kind in chosen:
+            tmp = out / f".report.{kind}.tmp-{os.getpid()}"
+            if kind == "html":
+                tmp.write_text(render_html(report), encoding="utf-8")
+            else:
+                render_pdf(report, tmp)
+            written.append(out / f"report.{kind}")
+            os.replace(tmp, written[-1])
     return written
 
 
