@@ -12,6 +12,7 @@ transfers between any of them; with a window >= 2n the local layer equals the de
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 from harness.costs import Cost
 from harness.layers.common import pad_left, reach
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry
+from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
 
@@ -235,53 +236,40 @@ def local_attention_cost(case: LayerCase, variant: str) -> Cost:
 # --------------------------------------------------------------------------- registration
 
 
-def _matmul(case: LayerCase, depth: int) -> nn.Module:
-    return MatmulAttention(case.d_model, case.h, case.causal)
+def _builder(cls: type[nn.Module]) -> Builder:
+    """A variant's ``build(case, depth)``: the window only for the restricted layer."""
+
+    def build(case: LayerCase, depth: int) -> nn.Module:
+        window = (case.window,) if case.window is not None else ()
+        return cls(case.d_model, case.h, *window, case.causal)
+
+    return build
 
 
-def _sdpa(case: LayerCase, depth: int) -> nn.Module:
-    return SdpaAttention(case.d_model, case.h, case.causal)
-
-
-def _unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldLocalAttention(case.d_model, case.h, case.r, case.causal)
-
-
-def _masked(case: LayerCase, depth: int) -> nn.Module:
-    return MaskedLocalAttention(case.d_model, case.h, case.r, case.causal)
-
-
-#: Table 1 gives O(n^2 d); the projections (n d^2) are part of the layer and win for d > n.
-_DENSE_THEORY = Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
-                       path_length="O(1)", terms=("n^2 d", "n d^2"))
+#: What the two dense layers share. Table 1 gives O(n^2 d); the projections (n d^2) are
+#: part of the layer and win for d > n.
+_dense = partial(LayerEntry, family="self-attention", params=frozenset({"heads", "causal"}),
+                 required=frozenset({"heads"}), cost=attention_cost,
+                 theory=Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
+                               path_length="O(1)", terms=("n^2 d", "n d^2")))
 
 LAYERS = [
-    LayerEntry(
+    _dense(
         name="attention",
-        family="self-attention",
         summary="multi-head self-attention, explicit q k^T, softmax, @ v "
                 "(O(n^2 d) + O(n d^2) projections)",
-        params=frozenset({"heads", "causal"}),
-        required=frozenset({"heads"}),
-        variants={"matmul": _matmul},
+        variants={"matmul": _builder(MatmulAttention)},
         default_variant="matmul",
         reference_variant="matmul",
-        cost=attention_cost,
-        theory=_DENSE_THEORY,
         colour="#de8f05",  # orange
     ),
-    LayerEntry(
+    _dense(
         name="attention_sdpa",
-        family="self-attention",
         summary="multi-head self-attention via F.scaled_dot_product_attention "
                 "(O(n^2 d) + O(n d^2) projections)",
-        params=frozenset({"heads", "causal"}),
-        required=frozenset({"heads"}),
-        variants={"sdpa": _sdpa},
+        variants={"sdpa": _builder(SdpaAttention)},
         default_variant="sdpa",
         reference_variant="sdpa",
-        cost=attention_cost,
-        theory=_DENSE_THEORY,
         colour="#d55e00",  # vermillion
     ),
     LayerEntry(
@@ -291,7 +279,8 @@ LAYERS = [
                 "(O(r n d) + O(n d^2) projections)",
         params=frozenset({"heads", "window", "causal"}),
         required=frozenset({"heads", "window"}),
-        variants={"unfold": _unfold, "masked": _masked},
+        variants={"unfold": _builder(UnfoldLocalAttention),
+                  "masked": _builder(MaskedLocalAttention)},
         default_variant="unfold",
         reference_variant="unfold",
         cost=local_attention_cost,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from harness.costs import Cost
 from harness.layers.common import pad_left, reach
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry
+from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
 
@@ -246,78 +247,47 @@ def separable_cost(case: LayerCase, variant: str) -> Cost:
 
 # --------------------------------------------------------------------------- registry
 
-_PARAMS = frozenset({"kernel", "causal"})
-_REQUIRED = frozenset({"kernel"})
+def _builder(cls: type[nn.Module], dilated: bool = False) -> Builder:
+    """A variant's ``build(case, depth)``; a dilated layer's dilation is k**depth."""
+
+    def build(case: LayerCase, depth: int) -> nn.Module:
+        if dilated and depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        dilation = (case.k**depth,) if dilated else ()
+        return cls(case.d_model, case.k, case.causal, *dilation)
+
+    return build
 
 
-def _conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return Conv1dTime(case.d_model, case.k, case.causal)
-
-
-def _unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldConvTime(case.d_model, case.k, case.causal)
-
-
-def _dilation(case: LayerCase, depth: int) -> int:
-    if depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
-    return case.k**depth
-
-
-def _dilated_conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return Conv1dTime(case.d_model, case.k, case.causal, _dilation(case, depth))
-
-
-def _dilated_unfold(case: LayerCase, depth: int) -> nn.Module:
-    return UnfoldConvTime(case.d_model, case.k, case.causal, _dilation(case, depth))
-
-
-def _separable_conv1d(case: LayerCase, depth: int) -> nn.Module:
-    return SeparableConv1d(case.d_model, case.k, case.causal)
-
-
-def _separable_unfold(case: LayerCase, depth: int) -> nn.Module:
-    return SeparableUnfold(case.d_model, case.k, case.causal)
-
+#: A convolution's entry: what the three share (family, parameters, variant names) given.
+_entry = partial(LayerEntry, family="convolution", params=frozenset({"kernel", "causal"}),
+                 required=frozenset({"kernel"}), default_variant="conv1d",
+                 reference_variant="unfold")
 
 LAYERS = [
-    LayerEntry(
+    _entry(
         name="conv",
-        family="convolution",
         summary="contiguous Conv1d(d, d, k) over time",
-        params=_PARAMS,
-        required=_REQUIRED,
-        variants={"conv1d": _conv1d, "unfold": _unfold},
-        default_variant="conv1d",
-        reference_variant="unfold",
+        variants={"conv1d": _builder(Conv1dTime), "unfold": _builder(UnfoldConvTime)},
         cost=conv_cost,
         theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)",
                       terms=("k n d^2",)),
         colour="#cc78bc",  # purple
     ),
-    LayerEntry(
+    _entry(
         name="conv_dilated",
-        family="convolution",
         summary="Conv1d(d, d, k) with dilation k**depth (WaveNet/ByteNet); use causal",
-        params=_PARAMS,
-        required=_REQUIRED,
-        variants={"conv1d": _dilated_conv1d, "unfold": _dilated_unfold},
-        default_variant="conv1d",
-        reference_variant="unfold",
+        variants={"conv1d": _builder(Conv1dTime, dilated=True),
+                  "unfold": _builder(UnfoldConvTime, dilated=True)},
         cost=dilated_cost,
         theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(log_k n)",
                       terms=("k n d^2",)),
         colour="#fbafe4",  # pink
     ),
-    LayerEntry(
+    _entry(
         name="conv_separable",
-        family="convolution",
         summary="depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d)",
-        params=_PARAMS,
-        required=_REQUIRED,
-        variants={"conv1d": _separable_conv1d, "unfold": _separable_unfold},
-        default_variant="conv1d",
-        reference_variant="unfold",
+        variants={"conv1d": _builder(SeparableConv1d), "unfold": _builder(SeparableUnfold)},
         cost=separable_cost,
         theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)",
                       terms=("k n d", "n d^2")),

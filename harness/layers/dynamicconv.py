@@ -28,6 +28,7 @@ from harness.layers.lightconv import (
     block_flops,
     block_other_flops,
     block_params,
+    builder,
     unfold_time,
 )
 from harness.layers.pathlen import stacked_path_length
@@ -119,13 +120,6 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     )
 
 
-def _builder(cls: type[_DynamicConv]):
-    def build(case: LayerCase, depth: int) -> nn.Module:
-        return cls(case.d_model, case.h, case.k, case.causal, case.block)
-
-    return build
-
-
 LAYERS = [LayerEntry(
     name="dynamicconv",
     family="dynamicconv",
@@ -133,7 +127,7 @@ LAYERS = [LayerEntry(
             "W: d -> H*k (O(k n d) + O(n d H k) kernel projection)",
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
-    variants={"unfold": _builder(UnfoldDynamicConv), "band": _builder(BandDynamicConv)},
+    variants={"unfold": builder(UnfoldDynamicConv), "band": builder(BandDynamicConv)},
     default_variant="unfold",
     reference_variant="unfold",
     cost=dynamicconv_cost,

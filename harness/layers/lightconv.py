@@ -22,7 +22,7 @@ from torch import nn
 from harness.costs import Cost
 from harness.layers.common import pad_left
 from harness.layers.pathlen import stacked_path_length
-from harness.registry import LayerEntry
+from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
 
@@ -214,7 +214,9 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
 # --------------------------------------------------------------------------- registration
 
 
-def _builder(cls: type[_LightConv]):
+def builder(cls: type[nn.Module]) -> Builder:
+    """A variant's ``build(case, depth)`` (LightConv's and DynamicConv's take the same)."""
+
     def build(case: LayerCase, depth: int) -> nn.Module:
         return cls(case.d_model, case.h, case.k, case.causal, case.block)
 
@@ -232,9 +234,9 @@ LAYERS = [LayerEntry(
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
     variants={
-        "conv1d": _builder(Conv1dLightConv),
-        "unfold": _builder(UnfoldLightConv),
-        "band": _builder(BandLightConv),
+        "conv1d": builder(Conv1dLightConv),
+        "unfold": builder(UnfoldLightConv),
+        "band": builder(BandLightConv),
     },
     default_variant="conv1d",
     reference_variant="unfold",

@@ -268,8 +268,11 @@ def collect_samples(
     fixed_calls: int | None = None,
     wait: WaitCounter | None = None,
     wall: Callable[[], float] = time.perf_counter,
+    timer: str = "perf_counter",
+    l2_flushed: bool = False,
 ) -> Samples:
-    """Warm up, size the block, then sample adaptively (see :class:`TimingConfig`).
+    """One round of a case: warm up, size the block, then sample adaptively (see
+    :class:`TimingConfig`); ``timer`` and ``l2_flushed`` label how it was timed.
 
     ``fixed_calls`` pins the calls per block (the CUDA timer uses 1 when it flushes L2
     before each sample, so every timed call starts cold). Blocks shorter than
@@ -282,21 +285,7 @@ def collect_samples(
     started = wall()
     with _gc_paused(config.disable_gc):
         sampled = _collect(block, config, fixed_calls, wait)
-    return replace(sampled, wall_s=wall() - started)
-
-
-def one_round(
-    block: BlockTimer,
-    config: TimingConfig,
-    *,
-    timer: str,
-    l2_flushed: bool = False,
-    fixed_calls: int | None = None,
-    wait: WaitCounter | None = None,
-) -> Samples:
-    """One round of a case: :func:`collect_samples`, labelled with how it was timed."""
-    sampled = collect_samples(block, config, fixed_calls=fixed_calls, wait=wait)
-    return replace(sampled, timer=timer, l2_flushed=l2_flushed)
+    return replace(sampled, wall_s=wall() - started, timer=timer, l2_flushed=l2_flushed)
 
 
 @contextlib.contextmanager
@@ -391,7 +380,7 @@ def time_callable(
     run-queue wait counter that tells disturbed samples apart (none: not observed).
     """
     config = TimingConfig() if config is None else config
-    sampled = one_round(
+    sampled = collect_samples(
         perf_counter_timer(fn, clock=clock, sync=sync), config, timer=timer, wait=wait
     )
     return TimingResult.from_rounds([sampled], spread_threshold=config.spread_threshold)
@@ -507,7 +496,7 @@ def cuda_round(
     flush = should_flush_l2(working_set_bytes, l2, flush_l2)
     flusher = L2Flusher(l2, device, factory) if flush else None
     cuda.synchronize(device)
-    return one_round(
+    return collect_samples(
         cuda_event_timer(fn, cuda=cuda, flush=flusher), config, timer="cuda_event",
         l2_flushed=flush, fixed_calls=1 if flush else None, wait=wait,
     )
@@ -590,7 +579,8 @@ def round_on_device(
         )
     if dev.type != "cpu":
         raise ValueError(f"no timer for device {str(dev)!r} (known: cpu, cuda)")
-    return one_round(perf_counter_timer(fn, clock=clock), config, timer=cpu_timer, wait=wait)
+    return collect_samples(perf_counter_timer(fn, clock=clock), config, timer=cpu_timer,
+                           wait=wait)
 
 
 def time_on_device(
