@@ -146,8 +146,9 @@ def _threads(count: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _prepared(planned: PlannedCase, settings: ExecSettings) -> tuple[Callable[[], None], int, Any]:
-    """The case's timed call, its working set (bytes) and its device, built from the seed."""
+def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.device]:
+    """The case's timed call, its working set (bytes) and its device, built from the seed
+    (the pytest plugin times the same call)."""
     from harness.measure.timing import working_set_bytes
 
     entry = registry.get(planned.layer)
@@ -177,7 +178,7 @@ def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
     Raises on failure (the sweep keeps the rounds it has and says why in the note).
     """
     with _threads(settings.threads):
-        call, working_set, device = _prepared(planned, settings)
+        call, working_set, device = prepared(planned)
         return _time_round(call, working_set, device, settings)
 
 
@@ -249,7 +250,7 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
     row.update(dict.fromkeys(TELEMETRY_COLUMNS))
     telemetry: CaseTelemetry | None = None
     try:
-        call, working_set, device = _prepared(planned, settings)
+        call, working_set, device = prepared(planned)
         telemetry = CaseTelemetry(str(device))  # after the build: the CUDA context exists
         telemetry.start()
         first = _time_round(call, working_set, device, settings)

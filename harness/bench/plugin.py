@@ -317,10 +317,8 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
     out-of-memory is a skip too (the device is too small, not the code wrong); any other
     failure fails the test with the error's first line.
     """
-    import torch
-
-    from harness import registry
-    from harness.measure_case import _DTYPES, execute, make_call
+    from harness.bench.timers import use_device_timer
+    from harness.measure_case import execute, prepared
 
     planned = case.planned
     if planned.skip_reason:
@@ -341,15 +339,7 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
     if benchmark.group is None:
         benchmark.group = planned.layer
 
-    device = torch.device(planned.device)
-    dtype = _DTYPES[planned.dtype]
-    c = planned.case
-    torch.manual_seed(planned.seed)
-    module = registry.get(planned.layer).build(c, planned.variant).to(device=device, dtype=dtype)
-    x = torch.randn(c.batch, c.seq_len, c.d_model, device=device, dtype=dtype)  # (B, n, d)
-    call = make_call(module, x, planned.mode)
-    from harness.bench.timers import use_device_timer
-
+    call, _, device = prepared(planned)
     use_device_timer(benchmark, device)
     info.update(watched(benchmark, call, case.wait))
     return info
