@@ -7,6 +7,7 @@ clocks, library versions, code version), so every row carries this record. Missi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import os
@@ -14,7 +15,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,28 +150,15 @@ def _text(value: object) -> str:
 
 
 def nvml_record(dev: torch.device, nvml: Any = None) -> dict[str, object]:
-    """Driver, clocks, temperature and power limit from NVML; None for whatever is unknown.
-
-    ``nvml`` is the ``pynvml`` module (package nvidia-ml-py) or a stand-in; by default it is
-    imported here, and an import failure or an NVML error leaves the values None.
-    """
+    """Driver, clocks, temperature and power limit from NVML (``nvml``: see
+    :func:`nvml_session`); None for whatever is unknown."""
     record: dict[str, object] = dict.fromkeys(NVML_KEYS)
-    if nvml is None:
-        try:
-            import pynvml
-        except ImportError:
+    with nvml_session(dev, nvml) as session:
+        if session is None:
             return record
-        nvml = pynvml
-    errors = nvml_errors(nvml)
-    try:
-        nvml.nvmlInit()
-    except errors:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no NVML here
-        return record
-    ask = functools.partial(query, errors=errors)
-    try:
+        nvml, dev_handle, ask = session
         record["env_driver_version"] = ask(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
         record["env_cuda_driver_version"] = ask(nvml.nvmlSystemGetCudaDriverVersion)
-        dev_handle = handle(nvml, dev, ask)
         if dev_handle is None:
             return record
         sm, mem = nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM
@@ -187,9 +175,33 @@ def nvml_record(dev: torch.device, nvml: Any = None) -> dict[str, object]:
         )
         milliwatts = ask(lambda: nvml.nvmlDeviceGetPowerManagementLimit(dev_handle))
         record["env_gpu_power_limit_w"] = None if milliwatts is None else milliwatts / 1000
+    return record
+
+
+@contextlib.contextmanager
+def nvml_session(dev: torch.device, nvml: Any = None) -> Iterator[
+        tuple[Any, Any, Callable[[Callable[[], Any]], Any]] | None]:
+    """NVML started: (the module, ``dev``'s handle or None, :func:`query` for its errors),
+    shut down on leaving; None where pynvml is missing or NVML does not start. ``nvml`` is
+    the ``pynvml`` module (package nvidia-ml-py) or a stand-in; imported here by default."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            yield None
+            return
+        nvml = pynvml
+    errors = nvml_errors(nvml)
+    try:
+        nvml.nvmlInit()
+    except errors:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no NVML here
+        yield None
+        return
+    ask = functools.partial(query, errors=errors)
+    try:
+        yield nvml, handle(nvml, dev, ask), ask
     finally:
         ask(nvml.nvmlShutdown)
-    return record
 
 
 def handle(nvml: Any, dev: torch.device, query: Callable[[Callable[[], Any]], Any]) -> Any:

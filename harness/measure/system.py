@@ -324,34 +324,19 @@ def gpu_state(device: str = "cuda", *, nvml: Any = None, own_pid: int | None = N
 ):
     """Clocks vs maximum, persistence mode, other processes and temperature of a CUDA device.
 
-    ``nvml`` is the ``pynvml`` module (package nvidia-ml-py) or a stand-in; imported here by
-    default. None when NVML is missing, fails to start, or does not know the device.
+    ``nvml``: see :func:`harness.measure.env.nvml_session`. None when NVML is missing, fails
+    to start, or does not know the device.
     """
     if not isinstance(device, str) or not device.startswith("cuda"):
         raise ValueError(f"gpu_state needs a CUDA device (cuda, cuda:N), got {device!r}")
     import torch
 
-    from harness.measure.env import handle, nvml_errors, query
+    from harness.measure.env import nvml_session
 
-    if nvml is None:
-        try:
-            import pynvml
-        except ImportError:
+    with nvml_session(torch.device(device), nvml) as session:
+        if session is None or session[1] is None:
             return None
-        nvml = pynvml
-    errors = nvml_errors(nvml)
-    try:
-        nvml.nvmlInit()
-    except errors:
-        return None
-    ask = functools.partial(query, errors=errors)
-    try:
-        device_handle = handle(nvml, torch.device(device), ask)
-        if device_handle is None:
-            return None
-        return _read_gpu(nvml, device_handle, ask, os.getpid() if own_pid is None else own_pid)
-    finally:
-        ask(nvml.nvmlShutdown)
+        return _read_gpu(*session, os.getpid() if own_pid is None else own_pid)
 
 
 def read_clock_reasons(nvml: Any, handle: Any, query: Callable[..., Any]) -> int | None:

@@ -10,6 +10,7 @@ script them; an unreadable value is None, never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from harness import schema
-from harness.measure.env import handle, nvml_errors, query
+from harness.measure.env import nvml_session
 from harness.measure.system import (
     PROC_STAT,
     allowed_cpus,
@@ -102,9 +103,8 @@ class CaseTelemetry:
         self._ticks = _ticks_per_s() if ticks_per_s is None else float(ticks_per_s)
         self._cuda_context = cuda_context
         self._cpus: frozenset[int] = frozenset()
-        self._nvml: Any = None  # the module while initialised
-        self._errors: tuple[type[BaseException], ...] = ()
-        self._handle: Any = None
+        self._nvml: Any = None  # (module, handle, query) while NVML is open for a case
+        self._session = contextlib.ExitStack()
         self._before: _Snapshot | None = None
 
     # -- public -------------------------------------------------------------------------
@@ -147,9 +147,8 @@ class CaseTelemetry:
 
     def close(self) -> None:
         """Shut NVML down if :meth:`start` initialised it (idempotent; :meth:`stop` calls it)."""
-        nvml, self._nvml, self._handle = self._nvml, None, None
-        if nvml is not None:
-            query(nvml.nvmlShutdown, errors=self._errors)
+        self._nvml = None
+        self._session.close()
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -198,30 +197,16 @@ class CaseTelemetry:
     # -- NVML ---------------------------------------------------------------------------
 
     def _open_nvml(self) -> None:
-        nvml = self._nvml_module
-        if nvml is None:
-            try:
-                import pynvml
-            except ImportError:
-                return
-            nvml = pynvml
-        errors = nvml_errors(nvml)
-        try:
-            nvml.nvmlInit()
-        except errors:
-            return
-        self._nvml, self._errors = nvml, errors
-        self._handle = handle(nvml, self.device, self._ask)
-        if self._handle is None:
+        session = self._session.enter_context(nvml_session(self.device, self._nvml_module))
+        if session is not None and session[1] is not None:
+            self._nvml = session
+        else:
             self.close()
 
-    def _ask(self, call: Callable[[], Any]) -> Any:
-        return query(call, errors=self._errors)
-
     def _gpu(self) -> dict[str, Any]:
-        nvml, h, ask = self._nvml, self._handle, self._ask
-        if h is None:
+        if self._nvml is None:
             return {}
+        nvml, h, ask = self._nvml
         power_mw = ask(lambda: nvml.nvmlDeviceGetPowerUsage(h))
         reasons = read_clock_reasons(nvml, h, ask)
         return {
