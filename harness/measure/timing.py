@@ -63,10 +63,13 @@ class TimingConfig:
     disable_gc: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("min_warmup", "min_samples", "max_samples", "max_calls_per_sample"):
+        for name, low in (("min_warmup", 0), ("min_samples", 1), ("max_calls_per_sample", 1),
+                          ("max_samples", self.min_samples)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"TimingConfig.{name} must be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"TimingConfig.{name} must be >= {low}, got {value}")
         for name in ("warmup_s", "budget_s", "min_block_s", "spread_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -75,19 +78,6 @@ class TimingConfig:
                 raise ValueError(f"TimingConfig.{name} must be finite and >= 0, got {value}")
         if not isinstance(self.disable_gc, bool):
             raise TypeError(f"TimingConfig.disable_gc must be a bool, got {self.disable_gc!r}")
-        if self.min_warmup < 0:
-            raise ValueError(f"TimingConfig.min_warmup must be >= 0, got {self.min_warmup}")
-        if self.min_samples < 1:
-            raise ValueError(f"TimingConfig.min_samples must be >= 1, got {self.min_samples}")
-        if self.max_samples < self.min_samples:
-            raise ValueError(
-                f"TimingConfig.max_samples ({self.max_samples}) must be >= "
-                f"min_samples ({self.min_samples})"
-            )
-        if self.max_calls_per_sample < 1:
-            raise ValueError(
-                f"TimingConfig.max_calls_per_sample must be >= 1, got {self.max_calls_per_sample}"
-            )
 
 
 def quantile(sorted_values: list[float], p: float) -> float:
