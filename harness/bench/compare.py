@@ -1,73 +1,31 @@
 """``harness compare``: per-case verdicts between a baseline and a candidate run.
 
-Rules (:class:`Rules`; defaults in brackets):
+The rules, with the measurements behind them, are written for users in docs/ci.md ("2.
+``harness compare``": the verdict table, "Time: what counts as slower", "Contended time",
+"Noise"). In short (:class:`Rules` holds the knobs):
 
-* **Time.** Interference from other processes (a shared CI runner, a laptop) only ever
-  makes a call slower, and it comes in bursts that can cover a whole pass over a case. So:
+* **Time.** The size of a change is the ratio of the fastest calls; it counts when it is at
+  least ``1 + threshold`` and significant: with :data:`MIN_RUNS` runs (else passes) a side,
+  by an exact permutation test over their fastest calls *against the threshold*
+  (:func:`harness.bench.stats.fastest_run_p`; runs are the independent repetitions, the
+  passes of one process share its fate); otherwise by the bootstrap interval of the ratio
+  of medians, and with summary statistics only the interquartile ranges must not overlap.
+* **Contended time.** Passes disturbed by other processes or a throttled CPU
+  (:func:`contended`) are dropped when each side keeps a clean pass and the test keeps its
+  basis; otherwise the time is :data:`INCONCLUSIVE`, never slower or faster.
+* **Memory** more than ``mem_threshold`` and :data:`MEM_FLOOR_BYTES`, **any FLOP** change,
+  and a case failing in the candidate only are regressions; their mirror images improve.
+* **One verdict per case**: a memory or FLOP regression whatever the time, else an
+  inconclusive time, else improved or unchanged. Cases on one side only, or measured on
+  another device or dtype (unless ``allow_mismatch``), are listed, never an error.
 
-  - the *size* of a change is the ratio of the fastest calls (candidate / baseline minimum
-    over all samples of all passes), the estimate least disturbed by interference (Chen &
-    Revels 2016, "Robust benchmarking in noisy environments"); the ratio of medians with
-    its bootstrap interval (:mod:`harness.bench.stats`) is reported beside it;
-  - with at least :data:`MIN_RUNS` runs a side (a folder of runs: separate processes),
-    *significance* is an exact permutation test on the runs' fastest calls
-    (:func:`harness.bench.stats.fastest_run_p`): runs are the independent repetitions. The
-    passes of one run (``--harness-passes``) share that process's fate - its memory layout,
-    its allocator's history - and the samples of one pass share its moment's load, so
-    neither is a repetition; a run's passes only make its fastest call less likely to have
-    been caught by a burst of load. With three runs a side, p <= 0.05 means every baseline
-    run was faster than every candidate run; with five, one baseline run may be disturbed.
-    The test is against the threshold, not against "no change": the baseline's runs are
-    first made ``1 + threshold`` times slower, so p is the probability, if the candidate were
-    exactly that much slower, of a candidate whose fastest run is this slow (an exact test
-    under that null, conservative when the change is smaller). A case whose runs vary by
-    more than the threshold from process to process is then flagged only when the change
-    stands out of that spread;
-  - with fewer runs but at least :data:`MIN_RUNS` passes a side (one session with
-    ``--harness-passes``), the same test runs on the passes, and a warning says that it
-    cannot see differences between processes;
-  - with fewer passes, significance falls back to the bootstrap interval of the ratio of
-    medians lying above 1 (and that ratio, too, must pass the threshold); a warning says
-    that such a verdict cannot see drift between runs;
-  - with summary statistics only (no raw samples), the interquartile ranges must also not
-    overlap (the conservative rule).
-
-  A case is *slower* when the size is at least ``1 + threshold`` [10 %] **and** the change is
-  significant; *faster* is the mirror image (``<= 1 / (1 + threshold)``).
-* **Contended time.** A pass whose row says other processes took its CPUs, or the CPU was
-  throttled (:func:`contended`), was slowed by an unknown amount that no statistic on its
-  own samples can undo, and contention comes and goes between sides: judged, it would be a
-  false regression (or, on the baseline side, a false improvement). Contended passes are
-  therefore dropped, and the time is judged on the clean passes that remain - *only* when
-  both sides keep at least one clean pass and dropping does not weaken what significance
-  rests on (runs, passes, samples above): a side of 8 runs with 2 contended is judged on its
-  6 clean runs (still >= :data:`MIN_RUNS`), one of 3 runs with 1 contended is not, since 2
-  runs cannot carry the runs test. Otherwise the case's time is **inconclusive
-  (contended)**: never slower or faster, the side and its note in the reasons, and the exit
-  code unaffected. Dropping rather than keeping every pass is safe because contention only
-  slows calls down: a clean pass is the better measure of the code, and the runs that remain
-  are still independent repetitions. Rows flagged for spread alone (IQR / median above 10 %)
-  are compared as before: the runs test and the fastest call already allow for spread.
-* **Memory.** Peak memory is one exact number per case: more than ``mem_threshold`` [10 %]
-  *and* at least :data:`MEM_FLOOR_BYTES` more is a regression (less is an improvement).
-* **FLOPs.** Counted and analytic FLOPs are exact: *any* change is a change of the
-  computation, not noise - an increase is a regression, a decrease an improvement.
-* **Status.** A case that ran in the baseline and fails in the candidate (error, oom,
-  timeout) is a regression ("failed"); the reverse is "fixed".
-* **One verdict per case.** A memory or FLOP regression is "regressed" whatever the time;
-  else an inconclusive time makes the case "inconclusive (contended)" (a memory or FLOP
-  improvement is still listed in its reasons); else improved or unchanged.
-* **Device / dtype.** A case measured on another device or in another dtype is not compared
-  (a warning says so) unless ``allow_mismatch``.
-* Cases on one side only are listed ("baseline only" / "candidate only"), never an error.
-
-The exit code is 1 when any case regressed or failed, else 0 (an inconclusive case never
+The exit code is 1 when a case regressed or failed, else 0 (an inconclusive case never
 makes it 1: contention says nothing about the code).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from harness.bench.loaders import FLOP_SOURCES, CaseRecord, Key, PassStats, RunRecord
@@ -504,11 +462,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
             "time_inconclusive": v.time_inconclusive,
         }
         if v.contended:
-            item["contended"] = {
-                name: {"note": c.note, "passes": c.passes, "of": c.of,
-                       "runs_left": c.runs_left, "of_runs": c.of_runs}
-                for name, c in v.contended.items()
-            }
+            item["contended"] = {name: asdict(c) for name, c in v.contended.items()}
         if v.time is not None:
             item["time"] = {
                 "ratio": v.time.ratio, "min_ratio": v.time.min_ratio,

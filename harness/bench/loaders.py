@@ -1,29 +1,14 @@
 """Reading one side of a comparison: a harness run (results.parquet) or pytest-benchmark JSON.
 
 Both become a :class:`RunRecord`: one :class:`CaseRecord` per case, keyed by the case's
-*identity* - the layer and its parameters (``layer``, ``variant``, ``seq_len``, ``d_model``,
-``heads``, ``kernel``, ``window``, ``causal``, ``block``, ``batch``, ``mode``) - so a
-results.parquet and a benchmark JSON of the same suite match case by case (the ``case_id``
-hash would also work between two harness files, but not for a benchmark without the harness's
-``extra_info``). ``device`` and ``dtype`` are kept beside the identity: a case measured on
-another device or in another dtype is the same case, measured differently (see compare).
-A pytest-benchmark entry without the harness's ``extra_info`` (a user's own benchmark) is
-identified by its ``fullname`` (``tests/test_x.py::test_y[param]``).
-
-Raw per-call samples: samples.parquet (harness), ``stats.data`` (pytest-benchmark, present
-in ``--benchmark-json`` files and in saved files with ``--benchmark-save-data``). Without
-them only summary statistics are known (:attr:`PassStats.samples` is None).
-
-Passes and runs: the same case timed more than once on one side - several entries of one
-case in a benchmark JSON (``--harness-passes``), or several runs in a folder given as one
-side - is one :class:`CaseRecord` with several :class:`PassStats`. Each pass remembers its
-*run* (the file it came from: one process), because passes of one process share that
-process's fate and are not independent repetitions (:attr:`CaseRecord.run_minima`).
-
-Reliability: each pass keeps its row's ``time_unreliable`` flag and ``time_note`` (results
-columns; ``extra_info`` keys of a benchmark), so that compare can tell a pass disturbed by
-other processes from a clean one (:func:`harness.bench.compare.contended`). Files written
-before these existed read as reliable, with no note.
+identity (:data:`IDENTITY`: the layer and its parameters, so that a results.parquet and a
+benchmark JSON of one suite match case by case; a benchmark without the harness's
+``extra_info`` by its ``fullname``), with ``device`` and ``dtype`` beside it. Raw per-call
+samples come from samples.parquet or ``stats.data``; without them :attr:`PassStats.samples`
+is None and only summary statistics are known. A case timed more than once on one side
+(``--harness-passes``, or a folder of runs) is one record with several passes, each
+remembering its run (file, process) and its row's ``time_unreliable`` / ``time_note``.
+docs/ci.md, "2. ``harness compare``", says what a user gives and gets.
 """
 
 from __future__ import annotations

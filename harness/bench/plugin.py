@@ -1,35 +1,13 @@
 """pytest plugin: a suite's cases as pytest-benchmark benchmarks, and ``layer_benchmark``.
 
-Registered as a ``pytest11`` entry point, so any project that installs the harness gets:
-
-* ``--harness-suite PATH`` (default ``suites/quick.yaml``): every test that asks for the
-  ``harness_case`` fixture is parametrized over the suite's cases, one test per case with the
-  case's label as its id (``test_layer[lstm-n512-d256]``). The arguments are named after the
-  results columns (``layer``, ``seq_len``, ``d_model``, ...), so pytest-benchmark's
-  ``--benchmark-group-by=param:layer`` (or ``param:seq_len``, ...) groups by them.
-  Cases the suite plans as impossible (``d`` not divisible by ``h``) are pytest skips with
-  the plan's reason.
-* ``--harness-passes N`` (default 1) times every case N times, pass after pass over the whole
-  suite (ids ``...-p0``, ``...-p1``), so each case is sampled at N moments of the session;
-  ``harness compare`` takes the fastest pass of each case, which a burst of load from
-  other processes on a shared runner rarely reaches (see :mod:`harness.bench.compare`).
-* These suite benchmarks run only when benchmarks are asked for (``--benchmark-only``,
-  ``--benchmark-enable``, ``--benchmark-json``, ``--benchmark-save``,
-  ``--benchmark-autosave`` or ``--harness-suite``): pytest-benchmark itself would run every
-  benchmark in a plain ``pytest``, which would make the project's test command slow.
-* :func:`benchmark_case` measures one case: FLOPs (analytic, fvcore, FlopCounterMode), peak
-  memory, parameter count, path length and sequential ops are computed by the same code as
-  ``harness run`` *before* the timed calls, and stored in ``benchmark.extra_info`` (hence in
-  ``--benchmark-json`` / ``--benchmark-autosave`` files); then pytest-benchmark times the
-  call with its own warm-up / rounds options and a timer that synchronises CUDA.
-* ``layer_benchmark(module, x)``: the same for a user's own ``nn.Module``.
-* Contention: around each benchmark the plugin reads this process's run-queue wait (the
-  ``harness_wait_counter`` fixture: :func:`harness.measure.contention.wait_counter`; override
-  it to script one). When the threads waited for a CPU more than
-  ``ContentionRule().sample_wait`` of the time the benchmark measured, other processes took
-  its CPUs: ``extra_info`` gets ``time_unreliable=True`` and a ``time_note`` starting with
-  "contended", and ``harness compare`` calls the case's time inconclusive
-  (:func:`contention_info`).
+Registered as a ``pytest11`` entry point. What it offers a user - ``--harness-suite``,
+``--harness-passes``, the ``harness_case`` and ``layer_benchmark`` fixtures, why a plain
+``pytest`` skips the suite's cases, the ``extra_info`` keys, the contention flag - is
+docs/ci.md, "1. The suite as benchmarks". Here: the parametrized arguments are the results
+columns (:data:`CASE_PARAMS`, from the schema); :func:`benchmark_case` measures a case's
+metrics with :func:`harness.measure_case.execute` before pytest-benchmark times the call,
+with a timer that synchronises CUDA; :func:`watched` reads the run-queue wait around the
+timed calls and :func:`contention_info` turns it into ``time_unreliable`` / ``time_note``.
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
-"""The statistics behind a verdict: a ratio of medians and its confidence interval.
+"""The statistics behind a verdict: a ratio of medians and its confidence interval, and the
+exact runs test (docs/ci.md, "Time: what counts as slower").
 
-The statistic of one side is the median of its samples - or, when the case was timed in
-several passes, the lowest of the passes' medians (:func:`location`): interference from other
-processes only ever slows a pass down, so the fastest pass is the least disturbed one (the
-reasoning behind ``timeit``'s "take the minimum of the repeats").
-
-Raw samples on both sides (harness samples.parquet, pytest-benchmark ``stats.data``):
-a percentile bootstrap. Each pass of each side is resampled with replacement,
-independently, ``n_boot`` times from a generator with a fixed seed (so a verdict is
-reproducible); the statistic of each resample gives a ratio, and the ratios' quantiles give
-the interval. Passes with more than ``max_n`` samples are first subsampled (fixed seed) to
-``max_n``: that only widens the interval.
-
-Summary statistics only (a pytest-benchmark file saved without ``--benchmark-save-data``,
-a results file without samples.parquet): a normal approximation on the log scale. The
-standard error of a median is about ``1.2533 * sigma / sqrt(n)`` for normal data; ``sigma``
-is estimated robustly as ``IQR / 1.349`` (falling back to the standard deviation), and
-``se(log m) = se(m) / m``. Timing samples are skewed and correlated, so this interval is
-less trustworthy than the bootstrap; :mod:`harness.bench.compare` therefore also demands
-that the two interquartile ranges do not overlap before it calls such a difference
-significant (the conservative rule).
+A side's statistic is the lowest of its passes' medians (:func:`location`: interference only
+slows a pass down). With raw samples on both sides the interval is a percentile bootstrap
+(each pass resampled separately, fixed seed, passes above ``max_n`` samples subsampled);
+with summary statistics only, a normal approximation on the log scale from the standard
+error of a median (``1.2533 * sigma / sqrt(n)``, ``sigma = IQR / 1.349`` or the standard
+deviation), which :mod:`harness.bench.compare` makes conservative.
 """
 
 from __future__ import annotations
