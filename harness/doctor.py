@@ -368,7 +368,3 @@ def render(verdicts: Sequence[Check], width: int = 100) -> str:
 def as_json(verdicts: Sequence[Check]) -> str:
     """The checks as a JSON list of {name, value, status, advice}."""
     return json.dumps([dataclasses.asdict(c) for c in verdicts], indent=2)
-
-
-__all__ = ["STATUSES", "Check", "as_json", "checks", "judge", "parse_device", "render",
-           "summary_line"]

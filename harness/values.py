@@ -43,6 +43,3 @@ def plain(value: Any) -> Any:
     if np is not None and isinstance(value, np.generic):
         return value.item()
     return value
-
-
-__all__ = ["missing", "number", "plain"]

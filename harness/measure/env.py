@@ -238,17 +238,6 @@ def query(call: Callable[[], Any], errors: tuple[type[BaseException], ...]) -> A
         return None
 
 
-__all__ = [
-    "NVML_KEYS",
-    "cpu_model_name",
-    "environment",
-    "git_state",
-    "handle",
-    "nvml_errors",
-    "nvml_record",
-    "query",
-]
-
 if __name__ == "__main__":  # pragma: no cover - a quick look at this machine
     for key, value in environment(sys.argv[1] if len(sys.argv) > 1 else "cpu").items():
         print(f"{key}: {value}")

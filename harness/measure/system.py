@@ -416,28 +416,3 @@ def snapshot(
         threads=thread_settings(environ=environ, torch_threads=torch_threads),
         gpu=gpu_state(device, nvml=nvml) if device.startswith("cuda") else None,
     )
-
-
-__all__ = [
-    "CLOCK_REASONS",
-    "NOT_THROTTLING",
-    "THROTTLE_REASONS",
-    "CpuLoad",
-    "GpuState",
-    "SystemState",
-    "ThreadSettings",
-    "allowed_cpus",
-    "busy_jiffies",
-    "clock_reason_names",
-    "cpu_governors",
-    "cpu_load",
-    "cpu_mhz",
-    "gpu_state",
-    "load_average",
-    "read_clock_reasons",
-    "read_text",
-    "snapshot",
-    "thread_settings",
-    "throttle_names",
-    "turbo_enabled",
-]

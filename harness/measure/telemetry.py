@@ -303,10 +303,3 @@ def telemetry_note(columns: Mapping[str, object]) -> str | None:
     ):
         notes.append(f"SM clock fell from {before:.0f} to {after:.0f} MHz")
     return "; ".join(notes) or None
-
-
-__all__ = [
-    "TELEMETRY_COLUMNS",
-    "CaseTelemetry",
-    "telemetry_note",
-]

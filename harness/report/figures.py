@@ -604,7 +604,3 @@ def make_look(df: pd.DataFrame, runs: Sequence[str]) -> Look:
     longest = max(len(label) for label in labels)
     legend_w = min(max(0.068 * longest + 0.55, 2.0), 3.6)
     return Look(layer_colours(df), styles, markers, legend_w, order, names)
-
-
-__all__ = ["Look", "curves", "flop_metric", "make_look", "memory_plot",
-           "roofline_plot", "scaling_plots", "slice_keys"]
