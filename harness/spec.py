@@ -72,9 +72,3 @@ class LayerCase:
         if value is None:
             raise ValueError(f"this layer needs {name} (got None)")
         return value
-
-    def require(self, *names: str) -> None:
-        """Raise ValueError naming every required parameter that is missing."""
-        missing = [name for name in names if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"this layer needs {', '.join(missing)} (got None)")

@@ -35,6 +35,11 @@ def number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def count(value: Any) -> int:
+    """A count from a table cell; missing (a table from before the column existed) is 0."""
+    return 0 if missing(value) else int(value)
+
+
 def plain(value: Any) -> Any:
     """A cell value as plain Python: numpy scalars unwrapped, missing as None."""
     if missing(value):

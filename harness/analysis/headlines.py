@@ -19,7 +19,7 @@ from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import flop_reconciliation
 from harness.analysis.frame import fmt_num, require, unreliable_phrase
 from harness.analysis.table1 import table1_measured
-from harness.values import missing, plain
+from harness.values import count, plain
 
 _METRIC_WORDS = {"flops_analytic": "FLOPs", "time_ms_median": "time"}
 _CONTEXT = (*schema.axis_names("setting"), "seed")
@@ -27,11 +27,6 @@ _FLAG_WORDS = {"interval too wide": "95% interval wider than ±0.25",
                "too few reliable points": "fewer than 3 sequence lengths with reliable "
                                           "timing once unreliable timings are left out",
                "too few points": "fewer than 3 sequence lengths"}
-
-
-def _count(value: object) -> int:
-    """A count from a table cell; a missing one (older tables) is 0."""
-    return 0 if missing(value) else int(value)  # type: ignore[call-overload]
 
 
 def _shortener(df: pd.DataFrame) -> Callable[..., str]:
@@ -88,7 +83,7 @@ def _exponent_sentences(t1: pd.DataFrame, name: _Namer, short: Callable[..., str
             if verdict in (None, "n/a"):
                 continue
             slope = row[f"{prefix}_exp"]
-            dropped = unreliable_phrase(_count(row.get(f"{prefix}_unreliable")))
+            dropped = unreliable_phrase(count(row.get(f"{prefix}_unreliable")))
             if verdict == "inconclusive":
                 flag = row[f"{prefix}_reason"].split(" (")[0]
                 found = f"n^{slope:.2f}" if not math.isnan(slope) else "no slope"
@@ -143,7 +138,7 @@ def _crossover_sentences(df: pd.DataFrame, name: _Namer, limit: int,
         single: dict[tuple, list[tuple[str, str, str, str]]] = {}
         seen: set[tuple] = set()
         for _, c in found.iterrows():
-            dropped = unreliable_phrase(_count(c.get("excluded_unreliable")))
+            dropped = unreliable_phrase(count(c.get("excluded_unreliable")))
             extra = short(c["fixed"], c["params_a"], c["params_b"], dropped)
             if c["_count"] > 1:
                 pair = tuple(c[col] for col in pair_cols)

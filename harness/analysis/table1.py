@@ -42,7 +42,6 @@ from harness.analysis.frame import (
     describe,
     fmt_num,
     groups,
-    missing,
     numeric,
     ok_mask,
     params_in,
@@ -52,16 +51,11 @@ from harness.analysis.frame import (
 from harness.analysis.layers import LayerInfo, layer_infos
 from harness.analysis.stats import growth_class
 from harness.theory import family_rank
+from harness.values import count
 
 EXPONENT_TOL = 0.15
 CONTEXT = schema.axis_names("setting")
 STRUCTURE_PARAMS = schema.axis_names(optional=True)
-
-
-def unreliable_count(fit: Mapping[str, Any]) -> int:
-    """Timings a fit left out as unreliable (0 for fits made before the column existed)."""
-    count: Any = fit.get("excluded_unreliable")
-    return 0 if missing(count) else int(count)
 
 
 def exponent_verdict(fit: Mapping[str, Any] | None,
@@ -76,7 +70,7 @@ def exponent_verdict(fit: Mapping[str, Any] | None,
         return "n/a", "not measured"
     slope, model = fit["slope"], fit["model_slope"]
     theory, low = fit["theory_exponent"], fit["theory_low"]
-    dropped = unreliable_phrase(unreliable_count(fit))
+    dropped = unreliable_phrase(count(fit.get("excluded_unreliable")))
     if math.isnan(slope) and not dropped:
         return "n/a", "not measured"
     if fit["flag"] != "ok":
@@ -207,7 +201,7 @@ def _exponent_cells(prefix: str, fit: dict[str, Any] | None, row: dict[str, Any]
         f"{prefix}_exp": get("slope"), f"{prefix}_ci": get("ci_half_width"),
         f"{prefix}_model": get("model_slope"), f"{prefix}_theory": get("theory_exponent"),
         f"{prefix}_at": fit["fixed"] if fit is not None else "",
-        f"{prefix}_unreliable": unreliable_count(fit) if fit is not None else 0,
+        f"{prefix}_unreliable": count(fit.get("excluded_unreliable")) if fit is not None else 0,
         f"{prefix}_verdict": verdict, f"{prefix}_reason": reason,
     })
 

@@ -22,6 +22,7 @@ from harness.report import fmt
 from harness.report.context import Context
 from harness.report.figures import flop_metric, scaling_plots
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Subheading, Table
+from harness.values import count
 
 AXES = schema.axis_names("size")
 MAX_CROSSOVERS = 150
@@ -43,11 +44,6 @@ def swept_axes(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def _count(value: Any) -> int:
-    """A count from an analysis table; missing (an older table) is 0."""
-    return 0 if fmt.missing(value) else int(value)
-
-
 def _exp_cell(ctx: Context, row: Any, prefix: str, symbol: str) -> Cell:
     verdict = row.get(f"{prefix}_verdict")
     if verdict in (None, "n/a") and fmt.missing(row.get(f"{prefix}_exp")):
@@ -60,7 +56,7 @@ def _exp_cell(ctx: Context, row: Any, prefix: str, symbol: str) -> Cell:
     at = ctx.short(row.get(f"{prefix}_at"), row["layer"])
     if at:
         lines.append(f"at {at}")
-    dropped = unreliable_phrase(_count(row.get(f"{prefix}_unreliable")))
+    dropped = unreliable_phrase(count(row.get(f"{prefix}_unreliable")))
     if dropped:
         lines.append(dropped)
     lines.append(fmt.verdict(verdict))
@@ -213,7 +209,7 @@ def exponents(ctx: Context) -> Section:
             theory_txt = fmt.exponent(theory)
         verdict = exponent_verdict(f)[0] if has_theory(str(f["metric"])) else "n/a"
         left_out = [f"{int(f['n_excluded'])} left out" if f["n_excluded"] else "",
-                    unreliable_phrase(_count(f.get("excluded_unreliable")))]
+                    unreliable_phrase(count(f.get("excluded_unreliable")))]
         excluded = "; ".join(p for p in left_out if p)
         excluded = f" ({excluded})" if excluded else ""
         flag = str(f["flag"])
@@ -295,7 +291,7 @@ def crossovers(ctx: Context) -> Section:
                      Cell(fmt.text(c["cheaper_above"])), Cell(where),
                      Cell(f"{fmt.num(c['bracket_low'])} – {fmt.num(c['bracket_high'])}"),
                      Cell(ctx.short(c["fixed"]) or "–"), Cell(params or "–"),
-                     Cell(str(_count(c.get("excluded_unreliable")) or "–"))])
+                     Cell(str(count(c.get("excluded_unreliable")) or "–"))])
     lead = len(ctx.lead_columns())
     blocks.append(Table(columns, rows, "Layers are named layer/variant.",
                         frozenset({lead + 4, lead + 5, lead + 8}))
