@@ -3,26 +3,13 @@
     python -m harness.bench.verdict_check --reps 5                    # pytest-benchmark path
     python -m harness.bench.verdict_check --reps 5 --source harness   # `harness run` path
 
-Each repetition measures the same code three times, in this order:
-
-* ``A``  - the suite as it is (the baseline),
-* ``B``  - the suite with a known slowdown injected (``--slowdown lstm=1.25``, through
-  :mod:`harness.bench.slowdown`: every forward of that layer busy-waits until it took 1.25x
-  as long on the timer's clock),
-* ``A2`` - the suite as it is again,
-
-and compares ``A`` with ``A2`` (A/A: any flagged regression is a false alarm) and ``A``
-with ``B`` (A/B: every case of the slowed layer must be flagged, no other case may be).
-Each side is ``--runs`` separate processes (default 8: pytest sessions writing one benchmark
-JSON each, or ``harness run`` folders), interleaved ``A B A2 A B A2 ...`` so every side is
-spread over the whole repetition; ``harness compare`` reads each side's folder as one side
-measured in several runs. Separate processes matter: a process can be slow as a whole
-(load that lasts minutes, memory layout), which passes inside one process cannot see, so
-the runs are what ``harness compare`` tests. ``--passes K`` (default 3) times every case K
-times inside each pytest session (``--harness-passes``), spread over the session, so that a
-burst of load rarely covers all of a run's chances at a case's fastest call.
-
-Prints one line per repetition and the totals; ``--out`` keeps every run and verdict.
+Each repetition times the suite as it is (``A``), with a known slowdown of one layer
+(``B``, ``--slowdown lstm=1.25`` through :mod:`harness.bench.slowdown`) and as it is again
+(``A2``), each side ``--runs`` separate processes of ``--passes`` passes, interleaved, then
+compares A with A2 (every flag a false alarm) and A with B (the slowed layer's cases must
+be flagged, no other). docs/ci.md, "Is the verdict trustworthy?", has the protocol's
+reasons and its results. Prints one line per repetition and the totals; ``--out`` keeps
+every run and verdict.
 """
 
 from __future__ import annotations

@@ -27,13 +27,9 @@ Sequential operations
     (n for a recurrent layer whose depth is linear in n, 1 for a depth constant in n).
 
 Public API
-    ``measure_path_length(layer, case, max_n=1024) -> float`` (inf: never connected; nan:
-    not measured because ``seq_len > max_n``), ``measure_seq_ops(layer, case) -> SeqOps``,
-    ``dependency_matrix(module, n, d) -> (n, n) bool``, ``stack_path_length``,
-    ``recurrent_path_length``, ``graph_depth(module, x)`` / ``autograd_depth(tensor)``.
-    Both ``measure_*`` raise ValueError for a case the layer cannot build, measure with a
-    small ``d`` (``2 * heads``, or 4: the dependency structure does not depend on d) and batch
-    1, and are cached per structural case (layer, n, heads, kernel, window, causal, block).
+    ``measure_path_length`` and ``measure_seq_ops`` (a registered layer's case, measured on a
+    small d and batch 1, cached per structural case), ``dependency_matrix``,
+    ``stack_path_length``, ``recurrent_path_length``, ``graph_depth`` / ``autograd_depth``.
 
 Cost: a dependency matrix takes n probes, each one forward (and backward) pass of the
 layer, so O(n^3) for dense attention (about 5-10 s at n = 512 on 2 busy cores, 8x that at
