@@ -1,7 +1,7 @@
 """Do timings stay true on a busy machine? One suite quiet, then with CPUs kept busy.
 
-    python -m harness.bench.contention_check --out /tmp/cc            # suites/contention.yaml
-    python -m harness.bench.contention_check --threads auto --out /tmp/cc-auto
+    python scripts/contention_check.py --out /tmp/cc            # suites/contention.yaml
+    python scripts/contention_check.py --threads auto --out /tmp/cc-auto
 
 Runs ``harness run SUITE`` twice in fresh processes: *quiet*, then *loaded* while ``--busy``
 other processes (default: one per CPU beyond the first) spin on the CPU. Both runs use the
@@ -15,7 +15,8 @@ median that differs from the quiet one is contention, not configuration. Prints:
 * what the rounds cost: the time spent timing (warm-up, rebuilds and the engine included)
   over the sampled time, per run.
 
-A benchmark, not a test: it takes minutes and its numbers depend on the machine.
+A benchmark, not a test: it takes minutes and its numbers depend on the machine. A check
+of the harness, not part of it: it runs this checkout's harness (installed or not).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 _KEY = ["layer", "variant", "seq_len"]
 
 
@@ -116,7 +117,7 @@ def _median(values: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.bench.contention_check",
+    p = argparse.ArgumentParser(prog="python scripts/contention_check.py",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", default=str(_REPO / "suites" / "contention.yaml"))
     p.add_argument("--out", type=Path, required=True, help="folder for both runs")
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(_REPO))  # this checkout's harness, installed or not
     from harness.results import read_results
 
     args = build_parser().parse_args(argv)

@@ -1,12 +1,13 @@
 """Fidelity benchmark: does our timer agree with torch.utils.benchmark on the same call?
 
-``python -m harness.measure.fidelity`` times each module's forward with
+``python scripts/timer_fidelity.py`` times each module's forward with
 :func:`harness.measure.timing.time_callable` and with
 ``torch.utils.benchmark.Timer(...).blocked_autorange(min_run_time=...)`` (same thread count),
 alternating the two in A-B / B-A order over several rounds so machine drift hits both alike,
 and prints per module the ratio of medians, the median of the paired per-round ratios and
-the ratio of minima (target: within 10%). A benchmark that prints,
-not a test: it asserts nothing about this machine's speed.
+the ratio of minima (target: within 10%). A benchmark that prints, not a test: it asserts
+nothing about this machine's speed. A check of the harness's timer, not part of the harness:
+it runs this checkout's harness (installed or not).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils import benchmark
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
 from harness.measure.timing import TimingConfig, time_callable
 
 Call = Callable[[], object]
@@ -127,7 +130,7 @@ def compare(name: str, call: Call, *, budget_s: float, rounds: int) -> Compariso
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.measure.fidelity",
+        prog="python scripts/timer_fidelity.py",
         description="Compare our timer's median with torch.utils.benchmark's per module.",
     )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per timing (both)")
