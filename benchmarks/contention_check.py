@@ -1,7 +1,7 @@
 """Do timings stay true on a busy machine? One suite quiet, then with CPUs kept busy.
 
-    python scripts/contention_check.py --out /tmp/cc            # suites/contention.yaml
-    python scripts/contention_check.py --threads auto --out /tmp/cc-auto
+    python benchmarks/contention_check.py --out /tmp/cc            # suites/contention.yaml
+    python benchmarks/contention_check.py --threads auto --out /tmp/cc-auto
 
 Runs ``harness run SUITE`` twice in fresh processes: *quiet*, then *loaded* while ``--busy``
 other processes (default: one per CPU beyond the first) spin on the CPU. Both runs use the
@@ -117,7 +117,7 @@ def _median(values: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/contention_check.py",
+    p = argparse.ArgumentParser(prog="python benchmarks/contention_check.py",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", default=str(_REPO / "suites" / "contention.yaml"))
     p.add_argument("--out", type=Path, required=True, help="folder for both runs")

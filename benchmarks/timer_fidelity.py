@@ -1,6 +1,6 @@
 """Fidelity benchmark: does our timer agree with torch.utils.benchmark on the same call?
 
-``python scripts/timer_fidelity.py`` times each module's forward with
+``python benchmarks/timer_fidelity.py`` times each module's forward with
 :func:`harness.measure.timing.time_callable` and with
 ``torch.utils.benchmark.Timer(...).blocked_autorange(min_run_time=...)`` (same thread count),
 alternating the two in A-B / B-A order over several rounds so machine drift hits both alike,
@@ -130,7 +130,7 @@ def compare(name: str, call: Call, *, budget_s: float, rounds: int) -> Compariso
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python scripts/timer_fidelity.py",
+        prog="python benchmarks/timer_fidelity.py",
         description="Compare our timer's median with torch.utils.benchmark's per module.",
     )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per timing (both)")
