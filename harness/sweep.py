@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.measure.timing import Samples, TimingResult
-from harness.measure_case import ExecSettings, apply_timing, case_row, execute, one_line, retime
+from harness.measure_case import (
+    ExecSettings,
+    apply_timing,
+    case_row,
+    execute,
+    is_oom,
+    one_line,
+    retime,
+)
 from harness.results import Row, RunDirectory
 from harness.suite.plan import PlannedCase
 
@@ -52,7 +60,19 @@ def env_fingerprint(env: dict[str, Any], cpu_timer: str = "perf_counter") -> str
     return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+#: Said in a row's message (or a round's note) when its CUDA error ended the worker.
+CONTEXT_LOST = "worker replaced: a CUDA error can leave the context unusable"
+
+
+def _on_cuda(planned: PlannedCase) -> bool:
+    return str(planned.device).startswith("cuda")
+
+
 def _worker_main(conn: Any) -> None:
+    """Serve jobs until told to stop. A case on CUDA that fails with an error (not an OOM:
+    that is status ``oom``) ends the worker after its reply: an illegal address or a
+    device-side assert poisons the CUDA context, and every later case would fail in it. The
+    reply says so (``(result, True)``) and the sweep starts a fresh worker for the next case."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     conn.send("ready")  # imports are done: start-up time is not charged to a case
     while True:
@@ -63,12 +83,16 @@ def _worker_main(conn: Any) -> None:
         if job is None:
             return
         kind, planned, settings = job
+        lost = False
         if kind == "round":
             try:
                 result: Any = ("ok", retime(planned, settings))
             except BaseException as exc:  # noqa: BLE001 - the sweep keeps earlier rounds
-                result = ("error", one_line(exc))
-            conn.send(result)
+                lost = _on_cuda(planned) and not is_oom(exc)
+                result = ("error", one_line(exc) + (f" ({CONTEXT_LOST})" if lost else ""))
+            conn.send((result, lost))
+            if lost:
+                return
             continue
         try:
             result = execute(planned, settings)
@@ -76,7 +100,13 @@ def _worker_main(conn: Any) -> None:
             row = case_row(planned)
             row.update(settings.env, status="error", message=one_line(exc))
             result = (row, [])
-        conn.send(result)
+        row = result[0]
+        lost = _on_cuda(planned) and row.get("status") == "error"
+        if lost:
+            row["message"] = "; ".join(m for m in (row.get("message"), CONTEXT_LOST) if m)
+        conn.send((result, lost))
+        if lost:
+            return
 
 
 class CaseTimeout(Exception):
@@ -104,6 +134,8 @@ class Worker:
         self._proc.start()
         child.close()
         self._ready = False
+        #: the worker ended itself after a CUDA error (see _worker_main): replace it
+        self.lost = False
 
     def _wait_ready(self) -> None:
         if self._ready:
@@ -141,12 +173,13 @@ class Worker:
             self.kill()
             raise CaseTimeout(f"timed out after {timeout_s:g} s")
         try:
-            return self._conn.recv()
+            result, self.lost = self._conn.recv()
         except (EOFError, OSError):
             self._proc.join(5)
             code = self._proc.exitcode
             hint = " (killed: out of memory?)" if code in (-9, 137) else ""
             raise WorkerDied(f"worker process died with exit code {code}{hint}") from None
+        return result
 
     def kill(self) -> None:
         if self._proc.is_alive():
@@ -162,6 +195,8 @@ class Worker:
 
 class InlineWorker:
     """Runs cases in this process: no timeout enforcement (for tests and debugging)."""
+
+    lost = False  # nothing to replace: a CUDA error here stays in this process
 
     def run(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float
             ) -> tuple[Row, list[Samples]]:
@@ -261,6 +296,10 @@ def run_cases(
             worker.kill()
             worker = None
 
+    def drop_if_lost() -> None:
+        if worker is not None and worker.lost:
+            drop_worker()  # it ended itself after a CUDA error: the next case gets a fresh one
+
     def another_round(item: _Timed, label: str) -> None:
         try:
             item.rounds.append(get_worker().round(item.planned, item.settings, timeout_s))
@@ -268,6 +307,7 @@ def run_cases(
             drop_worker()
             item.problems.append(f"{label} {exc}")
         except RoundFailed as exc:
+            drop_if_lost()
             item.problems.append(f"{label} failed: {exc}")
         result = apply_timing(item.row, item.rounds, item.settings)
         if item.problems:
@@ -292,6 +332,7 @@ def run_cases(
                 started = time.perf_counter()
                 try:
                     row, rounds = get_worker().run(planned, settings, timeout_s)
+                    drop_if_lost()
                 except (CaseTimeout, WorkerDied) as exc:
                     drop_worker()
                     row = case_row(planned)

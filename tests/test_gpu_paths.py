@@ -1,0 +1,145 @@
+"""The CUDA paths' failure handling and settings, on CPU through fakes (issue 16).
+
+The real behaviour is checked by the ``gpu``-marked tests in ``test_gpu_behaviour.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from harness.measure.timing import Samples, TimingConfig
+from harness.spec import LayerCase
+
+_SIZES = LayerCase(seq_len=4, d_model=2)
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    label: str
+    device: str = "cuda"
+    skip_reason: str | None = None
+    case: LayerCase = _SIZES
+
+    def params(self) -> dict[str, Any]:
+        return {"layer": "fake", "seq_len": self.case.seq_len, "batch": self.case.batch}
+
+
+def _settings() -> Any:
+    from harness.measure_case import ExecSettings
+
+    return ExecSettings(timing=TimingConfig(), rounds=1, env={"env_hostname": "fake"})
+
+
+# ---- 1. a CUDA error ends the worker; the next case gets a fresh one ----------------------
+
+
+class FakeConn:
+    def __init__(self, jobs: list[Any]) -> None:
+        self.jobs, self.sent = list(jobs), []
+
+    def recv(self) -> Any:
+        if not self.jobs:
+            raise EOFError
+        return self.jobs.pop(0)
+
+    def send(self, value: Any) -> None:
+        self.sent.append(value)
+
+
+def _error_execute(bad: set[str], status: str = "error"):
+    from harness.results import Row
+
+    def execute(planned: Any, settings: Any) -> tuple[Any, list[Samples]]:
+        row = Row(planned)
+        if planned.case_id in bad:
+            row.update(status=status, message="AcceleratorError: CUDA error: an illegal "
+                       "memory access was encountered")
+        else:
+            row.update(status="ok", message="")
+        return row, []
+
+    return execute
+
+
+def test_worker_ends_itself_after_a_cuda_error_and_says_why(monkeypatch):
+    import harness.sweep as sweep
+
+    monkeypatch.setattr(sweep, "execute", _error_execute({"bad"}))
+    monkeypatch.setattr(sweep.signal, "signal", lambda *a: None)
+    settings = _settings()
+    conn = FakeConn([("case", Case("good", "G"), settings), ("case", Case("bad", "B"), settings),
+                     ("case", Case("after", "A"), settings)])
+    sweep._worker_main(conn)
+    assert conn.sent[0] == "ready"
+    (good, good_lost), (bad, bad_lost) = conn.sent[1:]  # "after" never ran in this worker
+    assert good[0]["status"] == "ok" and not good_lost
+    assert bad[0]["status"] == "error" and bad_lost
+    assert sweep.CONTEXT_LOST in bad[0]["message"] and "illegal memory" in bad[0]["message"]
+    assert conn.jobs and conn.jobs[0][1].case_id == "after"
+
+
+@pytest.mark.parametrize(("device", "status"), [("cpu", "error"), ("cuda", "oom")])
+def test_worker_carries_on_after_a_cpu_error_or_an_oom(monkeypatch, device, status):
+    import harness.sweep as sweep
+
+    monkeypatch.setattr(sweep, "execute", _error_execute({"bad"}, status))
+    monkeypatch.setattr(sweep.signal, "signal", lambda *a: None)
+    settings = _settings()
+    conn = FakeConn([("case", Case("bad", "B", device), settings),
+                     ("case", Case("after", "A", device), settings)])
+    sweep._worker_main(conn)
+    assert [lost for _, lost in conn.sent[1:]] == [False, False]
+    assert sweep.CONTEXT_LOST not in conn.sent[1][0][0]["message"]
+
+
+def test_a_failed_round_on_cuda_ends_the_worker_too(monkeypatch):
+    import harness.sweep as sweep
+
+    def retime(planned: Any, settings: Any) -> Samples:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(sweep, "retime", retime)
+    monkeypatch.setattr(sweep.signal, "signal", lambda *a: None)
+    settings = _settings()
+    conn = FakeConn([("round", Case("a", "A"), settings), ("round", Case("b", "B"), settings)])
+    sweep._worker_main(conn)
+    ((status, note), lost), = conn.sent[1:]
+    assert status == "error" and lost and sweep.CONTEXT_LOST in note
+
+
+def test_sweep_replaces_a_worker_that_lost_its_context(monkeypatch, tmp_path):
+    import harness.sweep as sweep
+    from harness.results import RunDirectory
+
+    execute = _error_execute({"b"})
+    workers: list[Any] = []
+
+    class FakeWorker:
+        def __init__(self) -> None:
+            self.lost, self.cases, self.killed = False, [], False
+            workers.append(self)
+
+        def run(self, planned: Any, settings: Any, timeout_s: float) -> Any:
+            self.cases.append(planned.case_id)
+            row, rounds = execute(planned, settings)
+            self.lost = row["status"] == "error"
+            return row, rounds
+
+        def kill(self) -> None:
+            self.killed = True
+
+        close = kill
+
+    monkeypatch.setattr(sweep, "Worker", FakeWorker)
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.create()
+    plan = [Case("a", "A"), Case("b", "B"), Case("c", "C")]
+    sweep.run_cases(plan, run_dir, lambda p: _settings(), timeout_s=5)
+    assert [w.cases for w in workers] == [["a", "b"], ["c"]]
+    assert workers[0].killed
+    df = run_dir.merge().set_index("case_id")
+    assert df.loc["b", "status"] == "error" and df.loc["c", "status"] == "ok"
