@@ -10,6 +10,7 @@ why in ``flops_note`` / ``structure_note``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -204,6 +205,15 @@ def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
     return result
 
 
+def _release(device: torch.device) -> None:
+    """After a failed case, once nothing refers to its tensors: collect reference cycles
+    and hand the allocator's cached blocks back, so the next case starts from a clean
+    baseline (an OOM frontier must not depend on what failed before)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:
     """Measure one case (timing: its first round); never raises for a failure of the case.
 
@@ -249,6 +259,8 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
     device = torch.device(planned.device)
     row.update(dict.fromkeys(TELEMETRY_COLUMNS))
     telemetry: CaseTelemetry | None = None
+    failed = False
+    call: Callable[[], None] | None = None
     try:
         call, working_set, device = prepared(planned)
         telemetry = CaseTelemetry(str(device))  # after the build: the CUDA context exists
@@ -266,13 +278,16 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
                 mem_baseline_bytes=mem.baseline_bytes,
                 mem_method=mem.method,
             )
-        del call
     except Exception as exc:  # noqa: BLE001 - every failure of a case becomes its row
         if telemetry is not None:
             telemetry.close()
         row.update(status="oom" if is_oom(exc) else "error", message=one_line(exc))
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        failed = True
+    # Out here the exception and its traceback (whose frames hold the case's tensors) are
+    # gone; dropping the call frees the module and input, so the cache can be emptied.
+    call = None
+    if failed:
+        _release(device)
         if rounds:
             apply_timing(row, rounds, settings)
         return row, rounds

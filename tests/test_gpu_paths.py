@@ -143,3 +143,91 @@ def test_sweep_replaces_a_worker_that_lost_its_context(monkeypatch, tmp_path):
     assert workers[0].killed
     df = run_dir.merge().set_index("case_id")
     assert df.loc["b", "status"] == "error" and df.loc["c", "status"] == "ok"
+
+
+# ---- 3. after an OOM the case's memory is freed before the cache is emptied ---------------
+
+
+class FakeAllocator:
+    """Counts the bytes of live fake blocks; ``empty_cache`` records what was still live."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, int] = {}
+        self.at_empty_cache: list[int] = []
+
+    def allocated(self) -> int:
+        return sum(self.live.values())
+
+    def empty_cache(self) -> None:
+        self.at_empty_cache.append(self.allocated())
+
+
+class Block:
+    def __init__(self, allocator: FakeAllocator, nbytes: int) -> None:
+        self._allocator = allocator
+        allocator.live[id(self)] = nbytes
+        self.cycle = [self]  # freed only by the cycle collector, like a module graph can be
+
+    def __del__(self) -> None:
+        self._allocator.live.pop(id(self), None)
+
+
+def _planned(n: int) -> Any:
+    from harness import registry
+    from harness.suite.plan import PlannedCase
+
+    return PlannedCase(layer="conv", variant=registry.get("conv").default_variant,
+                       case=LayerCase(seq_len=n, d_model=8, kernel=3), dtype="float32",
+                       device="cuda", mode="forward", seed=0, label=f"conv-n{n}")
+
+
+def test_an_oom_leaves_the_next_case_a_clean_baseline(monkeypatch):
+    import torch
+
+    import harness.measure_case as mc
+
+    allocator = FakeAllocator()
+    baselines: list[int] = []
+
+    def prepared(planned: Any) -> Any:
+        baselines.append(allocator.allocated())  # what the case starts from
+        weights = Block(allocator, 1000)  # the module and input the call closes over
+
+        def call() -> None:
+            scratch = Block(allocator, 10_000)  # held by this frame, i.e. the traceback
+            if planned.case.seq_len > 8:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({id(scratch)})")
+            del scratch
+
+        call.weights = weights  # type: ignore[attr-defined]
+        return call, 1000, torch.device("cuda")
+
+    class NoTelemetry:
+        def __init__(self, device: str) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def stop(self, calls: int) -> dict[str, Any]:
+            return {}
+
+        def close(self) -> None:
+            pass
+
+    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
+        call()
+        return Samples((0.001,) * 3, 1, 1)
+
+    monkeypatch.setattr(mc, "prepared", prepared)
+    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
+    monkeypatch.setattr(mc, "_time_round", time_round)
+    monkeypatch.setattr(torch.cuda, "empty_cache", allocator.empty_cache)
+    settings = mc.ExecSettings(timing=TimingConfig(), memory=False, flops=False,
+                               structure=False)
+    row, _ = mc.execute(_planned(16), settings)
+    assert row["status"] == "oom"
+    assert allocator.at_empty_cache == [0]  # everything the case held was gone by then
+    row, _ = mc.execute(_planned(8), settings)
+    assert row["status"] == "ok"
+    assert baselines == [0, 0]
