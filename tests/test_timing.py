@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pytest
 import torch
@@ -271,6 +272,7 @@ class FakeGPU:
         self.kernel_ms = kernel_s * 1e3
         self.log: list[str] = []
         self.l2 = l2
+        self.current = "cuda:0"  # the current device, as torch.cuda.device sets it
         gpu = self
 
         class Event:
@@ -280,6 +282,7 @@ class FakeGPU:
 
             def record(self) -> None:
                 gpu.log.append("record")
+                gpu.recorded_on.append(gpu.current)
                 self.t = gpu.t_ms
 
             def synchronize(self) -> None:
@@ -290,6 +293,15 @@ class FakeGPU:
                 return end.t - self.t
 
         self.Event = Event
+        self.recorded_on: list[str] = []
+
+    @contextlib.contextmanager
+    def device(self, device: object) -> Iterator[None]:
+        before, self.current = self.current, str(device)
+        try:
+            yield
+        finally:
+            self.current = before
 
     def synchronize(self, device: object = None) -> None:
         self.log.append("sync")
@@ -317,6 +329,15 @@ class FakeGPU:
                 gpu.t_ms += 1000.0  # a slow flush: must not show up in the samples
 
         return Scratch()
+
+
+def test_events_are_recorded_with_the_timed_device_current() -> None:
+    gpu = FakeGPU(kernel_s=MS)
+    result = time_cuda(gpu.kernel, config=config(min_samples=3, max_samples=3),
+                       device="cuda:1", cuda=gpu, buffer_factory=gpu.buffer)
+    assert result.count == 3
+    assert gpu.recorded_on and set(gpu.recorded_on) == {"cuda:1"}
+    assert gpu.current == "cuda:0"  # restored afterwards
 
 
 def test_event_timer_turns_event_pairs_into_seconds_and_excludes_the_flush() -> None:

@@ -398,7 +398,7 @@ def cpu_clock(name: str) -> Callable[[], float]:
 
 # ----------------------------------------------------------------------------------------
 # CUDA: event timing and L2 flushing. ``cuda`` is ``torch.cuda`` or a stand-in with the same
-# members (Event, synchronize, get_device_properties), so the logic is tested on CPU.
+# members (Event, synchronize, get_device_properties, device), so the logic is tested on CPU.
 
 
 def l2_cache_bytes(device: object, cuda: Any) -> int:
@@ -485,11 +485,14 @@ def cuda_round(
     l2 = l2_cache_bytes(device, cuda)
     flush = should_flush_l2(working_set_bytes, l2, flush_l2)
     flusher = L2Flusher(l2, device, factory) if flush else None
-    cuda.synchronize(device)
-    return collect_samples(
-        cuda_event_timer(fn, cuda=cuda, flush=flusher), config, timer="cuda_event",
-        l2_flushed=flush, fixed_calls=1 if flush else None, wait=wait,
-    )
+    # Events record on the current device's stream: make the timed device current, or on
+    # cuda:N (N != 0) they would time device 0's idle stream while the work runs on N.
+    with cuda.device(device):
+        cuda.synchronize(device)
+        return collect_samples(
+            cuda_event_timer(fn, cuda=cuda, flush=flusher), config, timer="cuda_event",
+            l2_flushed=flush, fixed_calls=1 if flush else None, wait=wait,
+        )
 
 
 def time_cuda(
