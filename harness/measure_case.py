@@ -55,6 +55,8 @@ class ExecSettings:
     retries: int = 0
     #: when a sample, a round, a case counts as disturbed by other processes
     contention: ContentionRule = field(default_factory=ContentionRule)
+    #: CUDA: flush L2 before each sample (True, False, or "auto": while the working set fits)
+    flush_l2: bool | str = "auto"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -169,7 +171,7 @@ def _time_round(call: Callable[[], None], working_set: int, device: Any,
 
     return round_on_device(
         call, device=device, config=settings.timing, working_set=working_set,
-        cpu_timer=settings.cpu_timer, wait=wait_counter(),
+        flush_l2=settings.flush_l2, cpu_timer=settings.cpu_timer, wait=wait_counter(),
     )
 
 

@@ -111,7 +111,7 @@ def exec_settings(suite: Any) -> Any:
     return ExecSettings(
         timing=round_config(m), memory=m.memory, flops=m.flops, structure=m.structure,
         structure_max_n=m.structure_max_n, cpu_timer=m.timer,
-        rounds=m.rounds, retries=m.retries,
+        rounds=m.rounds, retries=m.retries, flush_l2=m.flush_l2,
     )
 
 

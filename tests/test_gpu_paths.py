@@ -231,3 +231,53 @@ def test_an_oom_leaves_the_next_case_a_clean_baseline(monkeypatch):
     row, _ = mc.execute(_planned(8), settings)
     assert row["status"] == "ok"
     assert baselines == [0, 0]
+
+
+# ---- 5. measure.flush_l2: a suite pins the method ----------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [("", "auto"), ("flush_l2: auto", "auto"),
+                                                ("flush_l2: true", True),
+                                                ("flush_l2: false", False)])
+def test_flush_l2_is_a_suite_key_that_reaches_the_timer(text, expected, monkeypatch):
+    import yaml
+
+    import harness.measure_case as mc
+    from harness.run_command import exec_settings
+    from harness.suite import parse_suite
+
+    suite = parse_suite(yaml.safe_load(
+        "name: t\nlayers: [conv]\nsweep: {seq_len: [8], d_model: [4], kernel: [3]}\n"
+        f"measure: {{{text}}}\n"
+    ), check_device=False)
+    settings = exec_settings(suite)
+    assert settings.flush_l2 == expected
+    seen: dict[str, Any] = {}
+
+    def round_on_device(fn: Any, **kwargs: Any) -> Samples:
+        seen.update(kwargs)
+        return Samples((0.001,), 1, 1)
+
+    import harness.measure.timing as timing
+
+    monkeypatch.setattr(timing, "round_on_device", round_on_device)
+    mc._time_round(lambda: None, 10, "cuda:0", settings)
+    assert seen["flush_l2"] == expected
+
+
+def test_flush_l2_refuses_other_values():
+    from harness.suite import HarnessInputError, parse_suite
+
+    with pytest.raises(HarnessInputError, match="flush_l2"):
+        parse_suite({"name": "t", "layers": ["conv"], "sweep": {"seq_len": [8], "d_model": [4]},
+                     "measure": {"flush_l2": "sometimes"}}, check_device=False)
+
+
+@pytest.mark.parametrize("name", ["gpu-check", "gpu-scale"])
+def test_gpu_suites_pin_the_flush(name):
+    from conftest import REPO
+
+    from harness.suite import load_suite
+
+    suite = load_suite(REPO / "suites" / f"{name}.yaml", check_device=False)
+    assert suite.measure.flush_l2 is True

@@ -196,6 +196,9 @@ class Measure(_Frozen):
     # clock of CPU cases: perf_counter (wall) or process_time (CPU time of the process:
     # steadier on a shared machine, for one thread); CUDA cases always use CUDA events
     timer: Literal["perf_counter", "process_time"] = "perf_counter"
+    # CUDA: flush L2 before each sample: auto (while inputs + parameters fit in L2), or
+    # always / never; pin it in an n-sweep so the method does not change along the sweep
+    flush_l2: Literal["auto"] | StrictBool = "auto"
     # timing rounds per case, interleaved across the sweep (the budget is split between them)
     rounds: PositiveInt = 3
     # extra rounds at the end for a case whose threads waited for a CPU in every round
