@@ -7,29 +7,65 @@ short probe measures them: a square matmul for FLOP/s and a large tensor copy fo
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-# Datasheet peaks (dense): FLOP/s per dtype and memory bytes/s. Matched on the CUDA name.
-_GPU_TABLE: tuple[tuple[str, dict[str, float], float], ...] = (
-    ("H200", {"float16": 989e12, "bfloat16": 989e12, "float32": 67e12, "float64": 34e12}, 4.8e12),
-    ("H100 PCIe", {"float16": 756e12, "bfloat16": 756e12, "float32": 51e12,
-                   "float64": 26e12}, 2.0e12),
-    ("H100", {"float16": 989e12, "bfloat16": 989e12, "float32": 67e12, "float64": 34e12},
-     3.35e12),
-    ("A100", {"float16": 312e12, "bfloat16": 312e12, "float32": 19.5e12,
-              "float64": 9.7e12}, 2.0e12),
+
+@dataclass(frozen=True)
+class GpuPeaks:
+    """One datasheet row: the name tokens that identify the card, its dense FLOP/s per
+    dtype and its memory bandwidth (bytes/s)."""
+
+    tokens: tuple[str, ...]  # all must be whole tokens of the CUDA name (case-insensitive)
+    flops: dict[str, float]
+    bandwidth: float
+
+
+def _peaks(tokens: str, f16: float, f32: float, f64: float, bandwidth: float) -> GpuPeaks:
+    return GpuPeaks(tuple(tokens.lower().split()),
+                    {"float16": f16, "bfloat16": f16, "float32": f32, "float64": f64},
+                    bandwidth)
+
+
+#: Datasheet peaks (dense, no sparsity), the most specific name first: the first row whose
+#: tokens all appear in the device name wins, so "H100 NVL" never takes the SXM row and
+#: "GH200" (a token of its own) never matches "H200". A test checks that no row is
+#: shadowed by an earlier, less specific one.
+GPU_TABLE: tuple[GpuPeaks, ...] = (
+    _peaks("GH200 HBM3e", 989e12, 67e12, 34e12, 4.9e12),  # GH200 144G HBM3e
+    _peaks("GH200", 989e12, 67e12, 34e12, 4.0e12),  # GH200 480GB (96 GB HBM3)
+    _peaks("H200 NVL", 835e12, 60e12, 30e12, 4.8e12),
+    _peaks("H200", 989e12, 67e12, 34e12, 4.8e12),  # SXM
+    _peaks("H100 NVL", 835e12, 60e12, 30e12, 3.9e12),  # per GPU of the pair
+    _peaks("H100 PCIe", 756e12, 51e12, 26e12, 2.0e12),
+    _peaks("H100", 989e12, 67e12, 34e12, 3.35e12),  # SXM ("H100 80GB HBM3")
+    _peaks("A100 40GB", 312e12, 19.5e12, 9.7e12, 1.555e12),  # SXM4-40GB and PCIE-40GB
+    _peaks("A100 PCIe", 312e12, 19.5e12, 9.7e12, 1.935e12),  # 80GB PCIe
+    _peaks("A100", 312e12, 19.5e12, 9.7e12, 2.039e12),  # SXM4-80GB
 )
+
+
+def name_tokens(device_name: str) -> frozenset[str]:
+    """The device name's words, lower case, split at anything not a letter or digit."""
+    return frozenset(t for t in re.split(r"[^a-z0-9]+", device_name.lower()) if t)
+
+
+def table_row(device_name: str) -> GpuPeaks | None:
+    """The datasheet row of ``device_name`` (see :data:`GPU_TABLE`), or None."""
+    tokens = name_tokens(device_name)
+    return next((row for row in GPU_TABLE if set(row.tokens) <= tokens), None)
 
 
 def table_peak(device_name: str, dtype: str) -> tuple[float, float] | None:
     """(FLOP/s, bytes/s) from the datasheet table, or None for an unknown device."""
-    for key, flops, bandwidth in _GPU_TABLE:
-        if key.lower() in device_name.lower() and dtype in flops:
-            return flops[dtype], bandwidth
-    return None
+    row = table_row(device_name)
+    if row is None or dtype not in row.flops:
+        return None
+    return row.flops[dtype], row.bandwidth
 
 
 def _best_seconds(fn: Callable[[], object], sync: Callable[[], None], reps: int) -> float:
