@@ -21,6 +21,7 @@ import torch
 
 from harness import registry
 from harness.measure.contention import ContentionRule, wait_counter
+from harness.measure.precision import float32_mode, precision_columns
 from harness.measure.telemetry import TELEMETRY_COLUMNS, CaseTelemetry, telemetry_note
 from harness.measure.timing import Samples, TimingResult
 from harness.results import Row
@@ -57,6 +58,8 @@ class ExecSettings:
     contention: ContentionRule = field(default_factory=ContentionRule)
     #: CUDA: flush L2 before each sample (True, False, or "auto": while the working set fits)
     flush_l2: bool | str = "auto"
+    #: CUDA float32: allow TF32 (True) or force IEEE (False); see harness.measure.precision
+    tf32: bool = False
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -136,6 +139,15 @@ def _structure_key(case: LayerCase) -> LayerCase:
 
 
 @contextlib.contextmanager
+def _case_settings(planned: PlannedCase, settings: ExecSettings) -> Iterator[None]:
+    """The case's torch threads and, on CUDA, its float32 precision (IEEE or TF32)."""
+    with _threads(settings.threads), contextlib.ExitStack() as stack:
+        if str(planned.device).startswith("cuda"):
+            stack.enter_context(float32_mode(settings.tf32))
+        yield
+
+
+@contextlib.contextmanager
 def _threads(count: int | None) -> Iterator[None]:
     """torch's intra-op threads set to ``count`` for one case, the old value restored after
     (an inline run must not change its host process for good)."""
@@ -180,7 +192,7 @@ def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
 
     Raises on failure (the sweep keeps the rounds it has and says why in the note).
     """
-    with _threads(settings.threads):
+    with _case_settings(planned, settings):
         call, working_set, device = prepared(planned)
         return _time_round(call, working_set, device, settings)
 
@@ -221,7 +233,7 @@ def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sam
 
     Returns the row and the case's timing rounds (empty when it was not timed).
     """
-    with _threads(settings.threads):
+    with _case_settings(planned, settings):
         return _execute(planned, settings)
 
 
@@ -260,6 +272,8 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
     # 1. time (first round) and memory: the case itself; a failure here is the row's status
     device = torch.device(planned.device)
     row.update(dict.fromkeys(TELEMETRY_COLUMNS))
+    if device.type == "cuda":
+        row.update(precision_columns())  # what float32 ran as (set by _case_settings)
     telemetry: CaseTelemetry | None = None
     failed = False
     call: Callable[[], None] | None = None

@@ -111,7 +111,7 @@ def exec_settings(suite: Any) -> Any:
     return ExecSettings(
         timing=round_config(m), memory=m.memory, flops=m.flops, structure=m.structure,
         structure_max_n=m.structure_max_n, cpu_timer=m.timer,
-        rounds=m.rounds, retries=m.retries, flush_l2=m.flush_l2,
+        rounds=m.rounds, retries=m.retries, flush_l2=m.flush_l2, tf32=m.tf32,
     )
 
 
@@ -137,12 +137,12 @@ def round_config(m: Any) -> Any:
 
 
 @lru_cache(maxsize=16)
-def _environment(device: str, dtype: str) -> dict[str, Any]:
+def _environment(device: str, dtype: str, tf32: bool = False) -> dict[str, Any]:
     from harness.measure.env import environment
     from harness.measure.peak_rates import peak
 
     env = environment(device)
-    env.update(peak(device, dtype, str(env.get("env_device_name") or "")))
+    env.update(peak(device, dtype, str(env.get("env_device_name") or ""), tf32=tf32))
     return env
 
 
@@ -215,7 +215,8 @@ def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     base = replace(exec_settings(suite), threads=threads)
 
     def settings_for(planned: Any) -> Any:
-        env = dict(_environment(planned.device, planned.dtype), env_torch_threads=threads)
+        env = dict(_environment(planned.device, planned.dtype, base.tf32),
+                   env_torch_threads=threads)
         return replace(base, env=env)
 
     print(f"harness: {len(plan)} cases of suite {suite.name!r} -> {run_dir.path}",

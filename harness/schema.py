@@ -145,6 +145,12 @@ COLUMNS: tuple[Column, ...] = (
     _col("time_note", "str", "", "why the time is unreliable, and failed later rounds", "time"),
     _col("time_timer", "str", "", "the clock: perf_counter, process_time or cuda_event", "time"),
     _col("time_l2_flushed", "bool", "", "L2 cache flushed before each sample (CUDA)", "time"),
+    _col("tf32_matmul", "bool", "", "float32 matmuls could use TF32 tensor cores (CUDA; "
+         "measure.tf32)", "time"),
+    _col("tf32_conv", "bool", "", "float32 cuDNN convolutions could use TF32 (CUDA)", "time"),
+    _col("tf32_rnn", "bool", "", "float32 cuDNN RNNs could use TF32 (CUDA)", "time"),
+    _col("float32_matmul_precision", "str", "", "torch.get_float32_matmul_precision() "
+         "(CUDA; missing where torch will not say)", "time"),
     _col("time_rounds", "Int64", "rounds", "timing rounds of the case, retries included", "time"),
     _col("time_rounds_clean", "Int64", "rounds", "rounds not disturbed by other processes "
          "(missing without a run-queue counter)", "time"),

@@ -746,6 +746,20 @@ def test_efficiency_and_the_roofline() -> None:
     assert lstm["bound"] == "memory"
     gru = eff.loc["gru"]
     assert pd.isna(gru["fraction_of_peak"]) and pd.isna(gru["bound"])
+    assert not eff["above_peak"].any()
+
+
+def test_a_fraction_of_peak_above_one_is_flagged() -> None:
+    rows = [  # float32 conv on TF32 held against the IEEE peak: 1.5x "peak"
+        case("conv", "cudnn", 64, 64, kernel=3, time_ms_median=1.0, flops_per_s=1.5e11,
+             env_peak_flops=1e11, env_peak_bytes_per_s=1e10, env_peak_source="datasheet"),
+        case("lstm", "fused", 64, 64, time_ms_median=1.0, flops_per_s=5e10,
+             env_peak_flops=1e11, env_peak_bytes_per_s=1e10, env_peak_source="datasheet"),
+    ]
+    eff = efficiency(frame(rows)).set_index("layer")
+    assert eff.loc["conv", "above_peak"] and not eff.loc["lstm", "above_peak"]
+    sentence = next(s for s in headlines(frame(rows)) if "Highest achieved" in s)
+    assert "150% of peak" in sentence and "above the peak" in sentence
 
 
 def test_memory_frontier_finds_the_last_fit_and_the_first_oom() -> None:

@@ -281,3 +281,98 @@ def test_gpu_suites_pin_the_flush(name):
 
     suite = load_suite(REPO / "suites" / f"{name}.yaml", check_device=False)
     assert suite.measure.flush_l2 is True
+
+
+# ---- 2. float32 precision: forced IEEE or TF32 by choice, recorded per row ---------------
+
+
+class _Knob:
+    def __init__(self, value: str) -> None:
+        self.fp32_precision = value
+
+
+class NewBackends:
+    """torch >= 2.9's fp32_precision attributes, with torch's defaults."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.fp32_precision = "none"
+        self.cuda = SimpleNamespace(matmul=_Knob("none"))
+        self.cudnn = SimpleNamespace(fp32_precision="none", conv=_Knob("tf32"),
+                                     rnn=_Knob("tf32"))
+
+
+class OldBackends:
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.cuda = SimpleNamespace(matmul=SimpleNamespace(allow_tf32=False))
+        self.cudnn = SimpleNamespace(allow_tf32=True)
+
+
+@pytest.mark.parametrize("backends", [NewBackends, OldBackends])
+def test_float32_mode_sets_every_knob_and_restores_them(backends):
+    from harness.measure.precision import float32_mode, precision_columns
+
+    b = backends()
+    default = precision_columns(b)
+    assert not default["tf32_matmul"] and default["tf32_conv"]  # torch's mixed default
+    with float32_mode(False, b):
+        got = precision_columns(b)
+        assert not (got["tf32_matmul"] or got["tf32_conv"] or got["tf32_rnn"])
+    with float32_mode(True, b):
+        got = precision_columns(b)
+        assert got["tf32_matmul"] and got["tf32_conv"] and got["tf32_rnn"]
+    assert precision_columns(b) == default
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_a_cuda_case_runs_and_records_the_chosen_precision(monkeypatch, tf32):
+    import torch
+
+    import harness.measure_case as mc
+    from harness.measure.precision import precision_columns
+
+    during: list[dict[str, object]] = []
+
+    def prepared(planned: Any) -> Any:
+        return (lambda: during.append(precision_columns())), 10, torch.device("cuda")
+
+    class NoTelemetry:
+        def __init__(self, device: str) -> None:
+            pass
+
+        start = close = lambda self: None
+
+        def stop(self, calls: int) -> dict[str, Any]:
+            return {}
+
+    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
+        call()
+        return Samples((0.001,) * 3, 1, 1)
+
+    monkeypatch.setattr(mc, "prepared", prepared)
+    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
+    monkeypatch.setattr(mc, "_time_round", time_round)
+    before = precision_columns()
+    settings = mc.ExecSettings(timing=TimingConfig(), memory=False, flops=False,
+                               structure=False, tf32=tf32)
+    row, _ = mc.execute(_planned(8), settings)
+    assert row["status"] == "ok"
+    assert during[0]["tf32_conv"] is tf32 and during[0]["tf32_matmul"] is tf32
+    assert row["tf32_conv"] is tf32 and row["tf32_matmul"] is tf32 and row["tf32_rnn"] is tf32
+    assert precision_columns() == before  # the host process is left as it was
+
+
+def test_cpu_rows_leave_the_precision_columns_empty():
+    import harness.measure_case as mc
+
+    settings = mc.ExecSettings(timing=TimingConfig(min_warmup=1, warmup_s=0, budget_s=0,
+                                                   min_samples=1, max_samples=1),
+                               memory=False, flops=False, structure=False)
+    planned = _planned(8)
+    from dataclasses import replace
+
+    row, _ = mc.execute(replace(planned, device="cpu"), settings)
+    assert row["status"] == "ok" and row.get("tf32_conv") is None

@@ -60,3 +60,14 @@ def test_cpu_uses_the_probe_and_says_so(monkeypatch):
     row = peak_mod.peak("cpu", "float32", "NVIDIA H100")
     assert row == {"env_peak_flops": 1e9, "env_peak_bytes_per_s": 2e9,
                    "env_peak_source": "probe (best of 5: matmul 2048^3, 128 MiB copy)"}
+
+
+def test_float32_peak_follows_the_tf32_choice_and_float64_uses_tensor_cores():
+    ieee = peak_mod.peak("cuda", "float32", "NVIDIA H100 80GB HBM3")
+    assert ieee["env_peak_flops"] == 67e12 and "float32 IEEE, TF32 off" in ieee["env_peak_source"]
+    tf32 = peak_mod.peak("cuda:0", "float32", "NVIDIA H100 80GB HBM3", tf32=True)
+    assert tf32["env_peak_flops"] == 494e12 and "TF32" in tf32["env_peak_source"]
+    half = peak_mod.peak("cuda", "float16", "NVIDIA H100 80GB HBM3", tf32=True)
+    assert half["env_peak_flops"] == 989e12  # tf32 concerns float32 only
+    double = peak_mod.peak("cuda", "float64", "NVIDIA A100-SXM4-80GB")
+    assert double["env_peak_flops"] == 19.5e12 and "FP64 tensor cores" in double["env_peak_source"]

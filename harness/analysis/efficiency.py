@@ -37,7 +37,10 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     (min(peak_flops, intensity * peak_bytes_per_s)), ``fraction_of_roofline``,
     ``ridge_intensity`` (peak_flops / peak_bytes_per_s) and ``bound`` ("compute" when the
     intensity is at or above the ridge, "memory" below it, None without both peaks), and
-    ``time_unreliable`` (the case's timing was flagged, so its FLOP/s is too).
+    ``time_unreliable`` (the case's timing was flagged, so its FLOP/s is too), and
+    ``above_peak`` (fraction_of_peak > 1: impossible, so the peak does not describe how the
+    case ran - e.g. float32 on TF32 tensor cores held against the IEEE peak; see
+    ``peak_source`` and the ``tf32_*`` columns).
     """
     require(df, ("status", "layer"), "efficiency")
     ok = df[ok_mask(df)]
@@ -68,6 +71,7 @@ def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     side = pd.Series(np.where(intensity >= ridge, "compute", "memory"), index=out.index)
     out["bound"] = side.where(known, None)
     out["time_unreliable"] = unreliable_mask(ok)
+    out["above_peak"] = (out["fraction_of_peak"] > 1).fillna(False).astype(bool)
     return out.reset_index(drop=True)
 
 

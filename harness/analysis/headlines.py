@@ -257,6 +257,9 @@ def _efficiency_sentences(df: pd.DataFrame, name: _Namer) -> list[str]:
     if not pd.isna(best["fraction_of_peak"]):
         source = f", {best['peak_source']} peak" if isinstance(best["peak_source"], str) else ""
         sentence += f", {100 * best['fraction_of_peak']:.3g}% of peak{source}"
+        if best["fraction_of_peak"] > 1:
+            sentence += (" - above the peak, which cannot be: that peak does not describe "
+                         "how the case ran (TF32? see the tf32_* columns)")
     if reliable.empty:
         sentence += "; every timing was flagged unreliable"
     elif len(reliable) < len(eff):

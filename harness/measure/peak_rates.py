@@ -25,27 +25,31 @@ class GpuPeaks:
     bandwidth: float
 
 
-def _peaks(tokens: str, f16: float, f32: float, f64: float, bandwidth: float) -> GpuPeaks:
+def _peaks(tokens: str, f16: float, tf32: float, f32: float, f64: float,
+           bandwidth: float) -> GpuPeaks:
     return GpuPeaks(tuple(tokens.lower().split()),
-                    {"float16": f16, "bfloat16": f16, "float32": f32, "float64": f64},
-                    bandwidth)
+                    {"float16": f16, "bfloat16": f16, "tf32": tf32, "float32": f32,
+                     "float64": f64}, bandwidth)
 
 
 #: Datasheet peaks (dense, no sparsity), the most specific name first: the first row whose
 #: tokens all appear in the device name wins, so "H100 NVL" never takes the SXM row and
 #: "GH200" (a token of its own) never matches "H200". A test checks that no row is
-#: shadowed by an earlier, less specific one.
+#: shadowed by an earlier, less specific one. float64 is the FP64 *tensor-core* figure
+#: (cuBLAS DGEMM uses them on A100 and Hopper, so the vector figure could be exceeded);
+#: float32 the IEEE (non-tensor) one, tf32 the TF32 tensor-core one.
+#: Columns: FP16/BF16, TF32, FP32, FP64 tensor core, memory bytes/s.
 GPU_TABLE: tuple[GpuPeaks, ...] = (
-    _peaks("GH200 HBM3e", 989e12, 67e12, 34e12, 4.9e12),  # GH200 144G HBM3e
-    _peaks("GH200", 989e12, 67e12, 34e12, 4.0e12),  # GH200 480GB (96 GB HBM3)
-    _peaks("H200 NVL", 835e12, 60e12, 30e12, 4.8e12),
-    _peaks("H200", 989e12, 67e12, 34e12, 4.8e12),  # SXM
-    _peaks("H100 NVL", 835e12, 60e12, 30e12, 3.9e12),  # per GPU of the pair
-    _peaks("H100 PCIe", 756e12, 51e12, 26e12, 2.0e12),
-    _peaks("H100", 989e12, 67e12, 34e12, 3.35e12),  # SXM ("H100 80GB HBM3")
-    _peaks("A100 40GB", 312e12, 19.5e12, 9.7e12, 1.555e12),  # SXM4-40GB and PCIE-40GB
-    _peaks("A100 PCIe", 312e12, 19.5e12, 9.7e12, 1.935e12),  # 80GB PCIe
-    _peaks("A100", 312e12, 19.5e12, 9.7e12, 2.039e12),  # SXM4-80GB
+    _peaks("GH200 HBM3e", 989e12, 494e12, 67e12, 67e12, 4.9e12),  # GH200 144G HBM3e
+    _peaks("GH200", 989e12, 494e12, 67e12, 67e12, 4.0e12),  # GH200 480GB (96 GB HBM3)
+    _peaks("H200 NVL", 835e12, 418e12, 60e12, 60e12, 4.8e12),
+    _peaks("H200", 989e12, 494e12, 67e12, 67e12, 4.8e12),  # SXM
+    _peaks("H100 NVL", 835e12, 418e12, 60e12, 60e12, 3.9e12),  # per GPU of the pair
+    _peaks("H100 PCIe", 756e12, 378e12, 51e12, 51e12, 2.0e12),
+    _peaks("H100", 989e12, 494e12, 67e12, 67e12, 3.35e12),  # SXM ("H100 80GB HBM3")
+    _peaks("A100 40GB", 312e12, 156e12, 19.5e12, 19.5e12, 1.555e12),  # SXM4/PCIE-40GB
+    _peaks("A100 PCIe", 312e12, 156e12, 19.5e12, 19.5e12, 1.935e12),  # 80GB PCIe
+    _peaks("A100", 312e12, 156e12, 19.5e12, 19.5e12, 2.039e12),  # SXM4-80GB
 )
 
 
@@ -96,12 +100,28 @@ def probe_peak(device: str, dtype: str, *, size: int = 2048, copy_mib: int = 128
     return 2.0 * size**3 / matmul_s, 2.0 * n * a.element_size() / copy_s
 
 
-def peak(device: str, dtype: str, device_name: str = "") -> dict[str, object]:
-    """Environment columns: env_peak_flops, env_peak_bytes_per_s, env_peak_source."""
-    found = table_peak(device_name, dtype) if device.startswith("cuda") else None
+def peak(device: str, dtype: str, device_name: str = "", *, tf32: bool = False
+         ) -> dict[str, object]:
+    """Environment columns: env_peak_flops, env_peak_bytes_per_s, env_peak_source.
+
+    On a CUDA device, float32 is held against the TF32 tensor-core peak when the run allows
+    TF32 (``measure.tf32``), else against the IEEE float32 peak; the source says which.
+    """
+    cuda = device.startswith("cuda")
+    tf32_used = cuda and tf32 and dtype == "float32"
+    found = table_peak(device_name, "tf32" if tf32_used else dtype) if cuda else None
     if found is not None:
         flops, bandwidth = found
-        source = f"datasheet ({device_name})"
+        how = {"float32": "float32 on TF32 tensor cores (measure.tf32: true)" if tf32_used
+               else "float32 IEEE, TF32 off", "float64": "FP64 tensor cores"}.get(dtype)
+        source = f"datasheet ({device_name}{'; ' + how if how else ''})"
+    elif cuda:
+        from harness.measure.precision import float32_mode
+
+        with float32_mode(tf32):  # probe the precision the cases will run at
+            flops, bandwidth = probe_peak(device, dtype)
+        source = "probe (best of 5: matmul 2048^3, 128 MiB copy" + (
+            f"; float32 {'TF32' if tf32 else 'IEEE'})" if dtype == "float32" else ")")
     else:
         flops, bandwidth = probe_peak(device, dtype)
         source = "probe (best of 5: matmul 2048^3, 128 MiB copy)"

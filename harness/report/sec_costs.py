@@ -153,7 +153,7 @@ def roofline(ctx: Context) -> Section:
         frac, roof = b["fraction_of_peak"], b["fraction_of_roofline"]
         rows.append([*ctx.lead(b), Cell(fmt.text(b["layer"])), Cell(fmt.text(b["variant"])),
                      Cell(fmt.si(b["flops_per_s"], "FLOP/s")), Cell(at or "–"),
-                     Cell(fmt.pct(frac)),
+                     Cell(fmt.pct(frac) + (" (above peak!)" if frac > 1 else "")),
                      Cell(fmt.num(b["arithmetic_intensity"])), Cell(fmt.text(b["bound"], "–")),
                      Cell(fmt.pct(roof))])
     lead = len(ctx.lead_columns())

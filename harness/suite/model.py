@@ -199,6 +199,9 @@ class Measure(_Frozen):
     # CUDA: flush L2 before each sample: auto (while inputs + parameters fit in L2), or
     # always / never; pin it in an n-sweep so the method does not change along the sweep
     flush_l2: Literal["auto"] | StrictBool = "auto"
+    # CUDA float32: false forces IEEE (matmuls, cuDNN convolutions and RNNs) and holds FLOP/s
+    # against the float32 peak; true allows TF32 everywhere and holds it against the TF32 peak
+    tf32: StrictBool = False
     # timing rounds per case, interleaved across the sweep (the budget is split between them)
     rounds: PositiveInt = 3
     # extra rounds at the end for a case whose threads waited for a CPU in every round
