@@ -55,6 +55,21 @@ def test_suite_ooms_only_where_meant() -> None:
     assert all(_activation_bytes(p) < 0.5 * H200_BYTES for p in others)
 
 
+def test_suite_is_sized_for_a_loan() -> None:
+    """Two or three n per layer, one short round each, nothing counted on the CPU: the
+    sampled time of the whole suite is seconds, the rest is per-case overhead."""
+    suite = load_suite(SUITE, check_device=False)
+    planned = expand(suite)
+    m = suite.measure
+    per_layer: dict[str, int] = {}
+    for p in planned:
+        per_layer[p.layer] = per_layer.get(p.layer, 0) + 1
+    assert set(per_layer.values()) <= {2, 3} and len(planned) <= 30
+    assert m.rounds == 1 and m.retries == 0 and not m.flops and not m.structure
+    assert m.flush_l2 is True
+    assert len(planned) * (m.time_budget_s + m.warmup_s) <= 5.0
+
+
 def _rows(statuses: list[str]) -> pd.DataFrame:
     return pd.DataFrame({
         "layer": ["attention"] * len(statuses),
