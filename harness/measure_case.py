@@ -225,7 +225,10 @@ def _release(device: torch.device) -> None:
     baseline (an OOM frontier must not depend on what failed before)."""
     gc.collect()
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        # after a sticky CUDA error this raises too; the row keeps the first error, and the
+        # sweep replaces the worker (harness.sweep)
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.empty_cache()
 
 
 def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:

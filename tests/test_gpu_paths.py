@@ -376,3 +376,35 @@ def test_cpu_rows_leave_the_precision_columns_empty():
 
     row, _ = mc.execute(replace(planned, device="cpu"), settings)
     assert row["status"] == "ok" and row.get("tf32_conv") is None
+
+
+def test_a_failing_empty_cache_after_a_cuda_error_keeps_the_first_error(monkeypatch):
+    import torch
+
+    import harness.measure_case as mc
+
+    def prepared(planned: Any) -> Any:
+        def call() -> None:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        return call, 10, torch.device("cuda")
+
+    def broken() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (again)")
+
+    class NoTelemetry:
+        def __init__(self, device: str) -> None:
+            pass
+
+        start = close = lambda self: None
+
+    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
+        call()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(mc, "prepared", prepared)
+    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
+    monkeypatch.setattr(mc, "_time_round", time_round)
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    row, _ = mc.execute(_planned(8), mc.ExecSettings(timing=TimingConfig()))
+    assert row["status"] == "error" and row["message"].endswith("was encountered")
