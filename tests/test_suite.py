@@ -31,7 +31,7 @@ SHIPPED = {
     "heads": (60, 5),
     "kernels": (60, 0),
     "gpu-scale": (154, 0),
-    "gpu-check": (35, 0),
+    "gpu-check": (24, 0),
 }
 
 BASE = """\
