@@ -224,7 +224,8 @@ def test_bad_sweep_values(tmp_path: Path, replace: str, expected: str) -> None:
         ("dtype: [float32, int8]",
          "dtype[1]: 'int8' is not a known dtype (one of float32, float16, bfloat16, float64)"),
         ("mode: trian",
-         "mode: 'trian' is not a known mode (one of forward, train) (did you mean 'train'?)"),
+         "mode: 'trian' is not a known mode (one of forward, train, decode) "
+         "(did you mean 'train'?)"),
         ("mode: 3", "mode: 3 is not a string"),
         ("causal: maybe", "causal: 'maybe' is not true or false"),
         ("variants: fused",

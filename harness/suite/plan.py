@@ -100,7 +100,8 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
         out.append(
             PlannedCase(
                 layer=spec.name, variant=variant, case=case, **point, seed=suite.seed,
-                skip_reason=entry.problem(case),
+                skip_reason=entry.problem(case) or (
+                    entry.decode_problem(case) if point["mode"] == "decode" else None),
             )
         )
     return out
