@@ -72,6 +72,8 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
           devices: tuple[str, ...]) -> tuple[Any, ...]:
     if axis == "device":
         return devices
+    if axis == "mode" and spec.mode is not None:
+        return tuple(dict.fromkeys(spec.mode))
     if schema.axis(axis).kind == "setting":
         return tuple(dict.fromkeys(getattr(suite, axis)))
     if axis in OPTIONAL_AXES and axis not in entry.params:
