@@ -79,7 +79,8 @@ def case_row(planned: PlannedCase) -> Row:
     theory (harness.theory) so that reports need no layer code; nothing measured."""
     case = planned.case
     return Row(planned, registry.theory_columns(planned.layer, causal=case.causal,
-                                                block=case.block))
+                                                block=case.block,
+                                                decode=planned.mode == "decode"))
 
 
 def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from harness import schema
 from harness.costs import Cost, StepCost
 from harness.spec import LayerCase
-from harness.theory import FAMILIES, Theory, family_rank
+from harness.theory import FAMILIES, Theory, family_rank, per_token_terms
 
 if TYPE_CHECKING:  # the registry itself needs no torch: only the builders do
     from torch import nn
@@ -255,15 +255,22 @@ def entries() -> list[LayerEntry]:
     return sorted(_REGISTRY.values(), key=lambda e: family_rank(e.family))
 
 
-def theory_columns(name: str, **flags: bool) -> dict[str, Any]:
+def theory_columns(name: str, *, decode: bool = False, **flags: bool) -> dict[str, Any]:
     """The theory columns (harness.theory.THEORY_COLUMNS) of a results row of the layer,
-    for a case with these boolean parameters (``block=True``)."""
+    for a case with these boolean parameters (``block=True``). ``decode``: a row of
+    ``mode: decode``, whose FLOPs are one step's: the terms per token
+    (harness.theory.per_token_terms), the complexity prefixed "per token:"."""
     entry = get(name)
     theory = entry.theory
+    terms = theory.terms_for(flags)
+    complexity = theory.complexity
+    if decode:
+        terms = per_token_terms(terms) if terms else terms
+        complexity = f"per token: O({terms})" if terms else f"per token (full: {complexity})"
     return {
         "family": entry.family,
-        "theory_complexity": theory.complexity,
-        "theory_terms": theory.terms_for(flags) or None,
+        "theory_complexity": complexity,
+        "theory_terms": terms or None,
         "theory_seq_ops": theory.seq_ops,
         "theory_path_length": theory.path_length,
         "theory_path_class": theory.path_class,
