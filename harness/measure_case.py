@@ -229,7 +229,7 @@ def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
         if isinstance(flops, (int, float)):
             row["flops_per_s"] = flops / median_s
         size = row.case.case
-        tokens = size.batch * (1 if row.case.mode == "decode" else size.seq_len)
+        tokens = size.batch * (1 if getattr(row.case, "mode", None) == "decode" else size.seq_len)
         row["tokens_per_s"] = tokens / median_s
     return result
 
