@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.analysis.decoding import decode_crossovers, decode_table
+from harness.analysis.decoding import decode_crossovers, decode_ratios, decode_table
 from harness.registry import theory_columns
 from harness.report.build import build_report
 from harness.report.inputs import RunInfo
@@ -95,3 +95,18 @@ def test_forward_only_results_say_there_is_no_decoding() -> None:
     report = build_report(df, [RunInfo("r", "dataframe", None, None)])
     section = next(s for s in report.sections if s.id == "decoding")
     assert "No decode cases" in section.blocks[-1].text  # type: ignore[union-attr]
+
+
+def test_without_a_crossover_the_section_says_which_step_is_slower() -> None:
+    df = decode_frame()
+    dyn = df["layer"] == "dynamicconv"
+    df.loc[dyn, "time_ms_median"] = 0.08  # a bare DynamicConv: faster than attention at any n
+    ratios = decode_ratios(df)
+    assert set(ratios["layer_b"]) == {"dynamicconv"} and (ratios["ratio"] > 1).all()
+    assert decode_crossovers(df).empty
+    report = build_report(df.assign(run="r"), [RunInfo("r", "dataframe", None, None)])
+    section = next(s for s in report.sections if s.id == "decoding")
+    bullets = next(b for b in section.blocks if isinstance(b, Bullets))
+    assert "no crossover; attention_sdpa's step is slower at every measured n" in bullets.items[0]
+    blocked = df.assign(block=df["layer"].eq("dynamicconv"))
+    assert set(decode_ratios(blocked)["layer_b"]) == {"dynamicconv (block)"}

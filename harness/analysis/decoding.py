@@ -110,3 +110,35 @@ def decode_crossovers(df: pd.DataFrame, metric: str = "time_ms_median") -> pd.Da
     if not pairs:
         return pd.DataFrame()
     return crossovers(dec, metric, "seq_len", pairs)
+
+
+#: parameters two layers' decode curves must share to be compared
+SHARED = ("d_model", "batch", "dtype", "device")
+
+
+def decode_ratios(df: pd.DataFrame, metric: str = "time_ms_median") -> pd.DataFrame:
+    """Attention's step ``metric`` over a DynamicConv / LightConv step's at every n both
+    measured (ok rows; the median over a layer's variants at one n), per shared
+    parameters; a layer as a Wu et al. block is its own curve, named "dynamicconv (block)".
+    Columns: ``layer_a, layer_b``, the shared columns, ``seq_len, ratio``."""
+    dec = decode_rows(df)
+    if dec.empty or metric not in dec.columns:
+        return pd.DataFrame()
+    ok = dec[ok_mask(dec)]
+    shared = [c for c in SHARED if c in ok.columns]
+    value = numeric(ok, metric)
+    block = ok["block"].astype(object).eq(True) if "block" in ok.columns else False
+    names = ok["layer"].astype(str).where(~block, ok["layer"].astype(str) + " (block)")
+    med = value.groupby([names, *[ok[c].astype(str) for c in shared],
+                         numeric(ok, "seq_len")]).median()
+    rows = []
+    for a in ATTENTION:
+        for b in (name for light in LIGHT for name in (light, f"{light} (block)")):
+            if a not in med.index.get_level_values(0) or b not in med.index.get_level_values(0):
+                continue
+            both = pd.concat([med.loc[a], med.loc[b]], axis=1, keys=["a", "b"]).dropna()
+            for key, r in both.iterrows():
+                *fixed, n = key if isinstance(key, tuple) else (key,)
+                rows.append({"layer_a": a, "layer_b": b, **dict(zip(shared, fixed, strict=True)),
+                             "seq_len": n, "ratio": r["a"] / r["b"]})
+    return pd.DataFrame(rows)

@@ -6,7 +6,12 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.decoding import decode_crossovers, decode_rows, decode_table
+from harness.analysis.decoding import (
+    decode_crossovers,
+    decode_ratios,
+    decode_rows,
+    decode_table,
+)
 from harness.analysis.table1 import EXPONENT_TOL
 from harness.report import fmt
 from harness.report.context import Context
@@ -61,18 +66,28 @@ def decoding(ctx: Context) -> Section:
     blocks.append(Table(columns, rows, "Each cell: value at the smallest → largest n; "
                         "fitted exponent in n; verdict.").drop_blank("at"))
     crossings = ctx.per_run(decode_crossovers)
-    blocks.append(_crossings(crossings, dec))
+    blocks.append(_crossings(crossings, decode_ratios(dec)))
     blocks.extend(scaling_plots(dec, "seq_len", ctx.look,
                                 metrics=("time_ms_median", "state_bytes")))
     return Section("decoding", "Table 1, decoding", blocks)
 
 
-def _crossings(found: pd.DataFrame, dec: pd.DataFrame) -> Block:
-    """Where an attention step becomes slower than a DynamicConv / LightConv step."""
+def _crossings(found: pd.DataFrame, ratios: pd.DataFrame) -> Block:
+    """Where an attention step becomes slower than a DynamicConv / LightConv step, or
+    which is faster throughout (attention's time over the other's at the ends of n)."""
     if found.empty:
-        return Paragraph("Attention against DynamicConv / LightConv per-token time: no "
-                         "crossover within the measured n (or one of them was not measured): "
-                         "the same layer is faster at every n measured.")
+        if ratios.empty:
+            return Paragraph("Attention against DynamicConv / LightConv per-token time: not "
+                             "both measured at a common n.")
+        items = []
+        for (a, b), sub in ratios.groupby(["layer_a", "layer_b"], sort=False):
+            sub = sub.sort_values("seq_len")
+            lo, hi = sub.iloc[0], sub.iloc[-1]
+            slower = "slower" if (sub["ratio"] > 1).all() else "faster"
+            items.append(f"{a} vs {b}: no crossover; {a}'s step is {slower} at every "
+                         f"measured n ({fmt.num(lo['ratio'])}x at n = {fmt.num(lo['seq_len'])}, "
+                         f"{fmt.num(hi['ratio'])}x at n = {fmt.num(hi['seq_len'])})")
+        return Bullets(tuple(items))
     items = []
     for _, c in found.iterrows():
         where = f"n = {fmt.num(c['crossover_at'])}" if c["exact"] else \
