@@ -42,3 +42,19 @@ class Cost:
 
     def activation_bytes(self, itemsize: int) -> int:
         return self.activation_elements * itemsize
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Analytic cost of one decode step (``mode: decode``): B new tokens, one per sequence,
+    after ``seq_len`` positions held in the layer's state (docs/metrics.md, "Decoding")."""
+
+    flops: int  # matmul/conv FLOPs of the step (2 per multiply-add), all B tokens
+    flops_other: int  # elementwise FLOPs of the step, 1 per op
+    state_elements: int  # elements the state holds for the seq_len positions (live part)
+
+    def __post_init__(self) -> None:
+        for name in ("flops", "flops_other", "state_elements"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"StepCost.{name} must be a non-negative int, got {value!r}")

@@ -85,11 +85,15 @@ def case_row(planned: PlannedCase) -> Row:
     theory (harness.theory) so that reports need no layer code; nothing measured."""
     case = planned.case
     return Row(planned, registry.theory_columns(planned.layer, causal=case.causal,
-                                                block=case.block))
+                                                block=case.block,
+                                                decode=planned.mode == "decode"))
 
 
 def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
-    """The timed unit of work: a forward under inference_mode, or forward + backward."""
+    """The timed unit of work: a forward under inference_mode, forward + backward, or one
+    decode step (harness.layers.decoding.DecodeCall: a step at position n of a state
+    prefilled outside the call; repeating it leaves the state as it was, so every call
+    costs the same)."""
     if mode == "forward":
         module.eval()
 
@@ -111,13 +115,20 @@ def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[
             module(x).backward(grad_out)
 
         return train_step
-    raise ValueError(f"mode must be 'forward' or 'train', got {mode!r}")
+    if mode == "decode":  # x: (B, n + 1, d), n positions prefilled, then one token timed
+        from harness.layers.decoding import DecodeCall
+
+        module.eval()
+        return DecodeCall(module, x)
+    raise ValueError(f"mode must be 'forward', 'train' or 'decode', got {mode!r}")
 
 
 @lru_cache(maxsize=256)
 def _flop_counts(layer: str, variant: str, case: LayerCase, mode: str) -> dict[str, Any]:
-    from harness.flops import count_layer
+    from harness.flops import count_layer, count_step
 
+    if mode == "decode":
+        return count_step(registry.get(layer), case, variant)
     return count_layer(registry.get(layer), case, variant, train=(mode == "train"))
 
 
@@ -131,6 +142,23 @@ def _structure(layer: str, case: LayerCase) -> dict[str, Any]:
         "seq_ops_measured": float(seq.seq_ops),
         "graph_depth": int(seq.depth),
     }
+
+
+@lru_cache(maxsize=256)
+def _decode_problem(layer: str, variant: str) -> str | None:
+    """Why the layer's module cannot decode (no decoding state), or None; built on meta."""
+    from harness.layers.decoding import can_decode
+
+    entry = registry.get(layer)
+    case = LayerCase(seq_len=2, d_model=8, heads=2, kernel=3, window=2, causal=True, batch=1)
+    try:
+        with torch.device("meta"):
+            module = entry.build(case, variant)
+    except Exception:  # noqa: BLE001 - a layer this probe case does not fit: try the real one
+        return None
+    if can_decode(module):
+        return None
+    return f"{layer} ({variant}) cannot decode: its module has no decoding state"
 
 
 def _structure_key(case: LayerCase) -> LayerCase:
@@ -172,7 +200,8 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
     dtype = _DTYPES[planned.dtype]
     torch.manual_seed(planned.seed)
     module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
-    x = torch.randn(case.batch, case.seq_len, case.d_model, device=device, dtype=dtype)
+    positions = case.seq_len + (planned.mode == "decode")  # decode: the prefill and a token
+    x = torch.randn(case.batch, positions, case.d_model, device=device, dtype=dtype)
     call = make_call(module, x, planned.mode)
     return call, working_set_bytes(module, x), device
 
@@ -215,7 +244,8 @@ def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
         if isinstance(flops, (int, float)):
             row["flops_per_s"] = flops / median_s
         size = row.case.case
-        row["tokens_per_s"] = size.batch * size.seq_len / median_s
+        tokens = size.batch * (1 if getattr(row.case, "mode", None) == "decode" else size.seq_len)
+        row["tokens_per_s"] = tokens / median_s
     return result
 
 
@@ -259,7 +289,7 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
         return row, []
     itemsize = torch.empty((), dtype=_DTYPES[planned.dtype]).element_size()
     train = planned.mode == "train"
-    flops_mode = cost.train_flops if train else cost.flops
+    flops_mode: int | None = cost.train_flops if train else cost.flops
     row.update(
         flops_analytic=flops_mode,
         flops_forward_analytic=cost.flops,
@@ -271,6 +301,19 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
         path_length_analytic=cost.path_length,
         seq_ops_analytic=cost.seq_ops,
     )
+    if planned.mode == "decode":
+        reason = _decode_problem(planned.layer, planned.variant)
+        if reason:
+            row.update(status="skipped", message=reason)
+            return row, []
+        step = entry.step_cost_of(case, planned.variant)
+        flops_mode = step.flops if step is not None else None
+        row.update(  # the timed call is one step: its FLOPs, not the forward's
+            flops_analytic=flops_mode, flops_useful_analytic=flops_mode,
+            flops_other_analytic=step.flops_other if step is not None else None,
+            act_mem_analytic_bytes=None,
+            state_bytes_analytic=step.state_elements * itemsize if step is not None else None,
+        )
 
     # 1. time (first round) and memory: the case itself; a failure here is the row's status
     device = torch.device(planned.device)
@@ -289,6 +332,7 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
         row.update(telemetry.stop(
             calls=first.warmup_calls + first.calls_per_sample * len(first.samples)
         ))
+        row["state_bytes"] = getattr(call, "state_bytes", None)  # decode: the live state
         telemetry.close()
         if settings.memory:
             mem = measure_peak_memory(call, device=str(device))
@@ -344,8 +388,12 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
 
     # 4. derived
     apply_timing(row, rounds, settings)
-    traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model
-               + cost.activation_elements) * itemsize
-    row["arithmetic_intensity"] = flops_mode / traffic if traffic else None
+    if planned.mode == "decode":  # weights, the state read, the token in and out
+        traffic = cost.params * itemsize + (row.get("state_bytes") or 0) \
+            + 2 * case.batch * case.d_model * itemsize
+    else:
+        traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model
+                   + cost.activation_elements) * itemsize
+    row["arithmetic_intensity"] = flops_mode / traffic if traffic and flops_mode else None
     row.update(status="ok", message="", wall_s=time.perf_counter() - started)
     return row, rounds

@@ -26,9 +26,9 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from harness import schema
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
 from harness.spec import LayerCase
-from harness.theory import FAMILIES, Theory, family_rank
+from harness.theory import FAMILIES, Theory, family_rank, per_token_terms
 
 if TYPE_CHECKING:  # the registry itself needs no torch: only the builders do
     from torch import nn
@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the registry itself needs no torch: only the builders do
 #: (dilated convolutions: dilation k**depth) use it.
 Builder = Callable[[LayerCase, int], "nn.Module"]
 CostModel = Callable[[LayerCase, str], Cost]
+#: ``step_cost(case, variant)``: one decode step after case.seq_len positions
+StepCostModel = Callable[[LayerCase, str], StepCost]
 Check = Callable[[LayerCase], "str | None"]
 
 OPTIONAL_PARAMS = schema.axis_names(optional=True)
@@ -68,6 +70,7 @@ class LayerEntry:
     check: Check = field(default=_no_check)  # extra rules: reason the case cannot exist, or None
     colour: str | None = None  # "#rrggbb" in every figure (None: one from seaborn's "dark")
     label: str | None = None  # name in figure legends (None: the layer's name)
+    step_cost: StepCostModel | None = None  # decode step (mode: decode); None: not modelled
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
@@ -109,6 +112,14 @@ class LayerEntry:
             return f"d_model={case.d_model} is not divisible by heads={case.heads}"
         return self.check(case)
 
+    def decode_problem(self, case: LayerCase) -> str | None:
+        """Why this case cannot run in ``mode: decode`` (a non-causal setting), or None.
+        A layer whose modules have no decoding state is found when the case is built."""
+        if "causal" in self.params and not case.causal:
+            return (f"{self.name} cannot decode with causal: false (output t reads later "
+                    "positions, which a token-by-token decoder does not have); set causal: true")
+        return None
+
     def build(self, case: LayerCase, variant: str | None = None, depth: int = 0) -> nn.Module:
         variant = self.default_variant if variant is None else variant
         if variant not in self.variants:
@@ -119,6 +130,14 @@ class LayerEntry:
         if reason:
             raise ValueError(f"cannot build {self.name}: {reason}")
         return self.variants[variant](case, depth)
+
+    def step_cost_of(self, case: LayerCase, variant: str | None = None) -> StepCost | None:
+        """The cost of one decode step of the case, or None without a step cost model."""
+        variant = self.default_variant if variant is None else variant
+        if self.step_cost is None:
+            return None
+        self.cost_of(case, variant)  # the same checks
+        return self.step_cost(self.normalize(case), variant)
 
     def cost_of(self, case: LayerCase, variant: str | None = None) -> Cost:
         variant = self.default_variant if variant is None else variant
@@ -236,15 +255,22 @@ def entries() -> list[LayerEntry]:
     return sorted(_REGISTRY.values(), key=lambda e: family_rank(e.family))
 
 
-def theory_columns(name: str, **flags: bool) -> dict[str, Any]:
+def theory_columns(name: str, *, decode: bool = False, **flags: bool) -> dict[str, Any]:
     """The theory columns (harness.theory.THEORY_COLUMNS) of a results row of the layer,
-    for a case with these boolean parameters (``block=True``)."""
+    for a case with these boolean parameters (``block=True``). ``decode``: a row of
+    ``mode: decode``, whose FLOPs are one step's: the terms per token
+    (harness.theory.per_token_terms), the complexity prefixed "per token:"."""
     entry = get(name)
     theory = entry.theory
+    terms = theory.terms_for(flags)
+    complexity = theory.complexity
+    if decode:
+        terms = per_token_terms(terms) if terms else terms
+        complexity = f"per token: O({terms})" if terms else f"per token (full: {complexity})"
     return {
         "family": entry.family,
-        "theory_complexity": theory.complexity,
-        "theory_terms": theory.terms_for(flags) or None,
+        "theory_complexity": complexity,
+        "theory_terms": terms or None,
         "theory_seq_ops": theory.seq_ops,
         "theory_path_length": theory.path_length,
         "theory_path_class": theory.path_class,

@@ -100,8 +100,9 @@ AXES: tuple[Axis, ...] = (
          identity=False, choices=("float32", "float16", "bfloat16", "float64")),
     Axis("device", str, "", "where the case ran: cpu, cuda or cuda:N ('auto' resolved)",
          "setting", identity=False),
-    Axis("mode", str, "", "forward (under inference_mode) or train (forward + backward)",
-         "setting", choices=("forward", "train")),
+    Axis("mode", str, "", "forward (under inference_mode), train (forward + backward) or "
+         "decode (one new token per sequence after seq_len positions held in the layer's "
+         "state)", "setting", choices=("forward", "train", "decode")),
 )
 
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
@@ -170,6 +171,11 @@ COLUMNS: tuple[Column, ...] = (
     _col("param_bytes", "Int64", "bytes", "parameters in the case's dtype", "memory", info=True),
     _col("act_mem_analytic_bytes", "Int64", "bytes", "cost model's intermediates alive at once",
          "memory", info=True),
+    _col("state_bytes", "Int64", "bytes", "decode: what the layer's state holds for the seq_len "
+         "positions, measured from its tensors (live part, not spare capacity)", "memory",
+         info=True),
+    _col("state_bytes_analytic", "Int64", "bytes", "decode: state bytes by the step cost model",
+         "memory", info=True),
     # FLOPs
     _col("flops_analytic", "Int64", "FLOPs", "matmul/conv FLOPs of the timed call by the cost "
          "model (2 per multiply-add)", "flops", info=True),
@@ -201,7 +207,8 @@ COLUMNS: tuple[Column, ...] = (
     # derived
     _col("flops_per_s", "float", "FLOP/s", "flops_analytic / median time", "derived",
          timed=True),
-    _col("tokens_per_s", "float", "tokens/s", "batch * seq_len / median time", "derived",
+    _col("tokens_per_s", "float", "tokens/s", "batch * seq_len / median time (decode: batch / "
+         "median time, one new token per sequence)", "derived",
          timed=True),
     _col("arithmetic_intensity", "float", "FLOPs/byte", "flops_analytic / analytic traffic",
          "derived"),

@@ -82,6 +82,25 @@ def exponent(terms: Sequence[Term], axis: str) -> tuple[float, float]:
     return float(max(powers)), float(min(powers))
 
 
+def per_token_terms(text: str) -> str:
+    """The FLOP terms of one decode step from those of a whole-sequence pass: a step does
+    the work of one of the n positions, so each term loses one power of n (n^2 d -> n d,
+    n d^2 -> d^2, k n d -> k d); a term without n keeps its form. Duplicates dropped."""
+    out: list[str] = []
+    for term in parse_terms(text):
+        factors = []
+        for symbol, power in term.items():
+            if symbol == "n":
+                power = max(power - 1, 0)
+                if power == 0:
+                    continue
+            factors.append(symbol if power == 1 else f"{symbol}^{power}")
+        piece = " ".join(factors) or "1"
+        if piece != "1" and piece not in out:
+            out.append(piece)
+    return " + ".join(out)
+
+
 def growth_class_of(text: str) -> str:
     """The growth in n of a complexity: "O(n/k)" -> "O(n)", "O(log_k n)" -> "O(log n)"."""
     t = text.replace(" ", "")

@@ -25,7 +25,8 @@ ALL_LAYERS = (
 )
 #: Shipped suite -> (cases, skipped), as documented in each file's header comment.
 SHIPPED = {
-    "quick": (24, 0),
+    "quick": (28, 0),
+    "decode": (208, 0),
     "table1": (140, 0),
     "lightconv": (88, 0),
     "heads": (60, 5),
@@ -224,7 +225,8 @@ def test_bad_sweep_values(tmp_path: Path, replace: str, expected: str) -> None:
         ("dtype: [float32, int8]",
          "dtype[1]: 'int8' is not a known dtype (one of float32, float16, bfloat16, float64)"),
         ("mode: trian",
-         "mode: 'trian' is not a known mode (one of forward, train) (did you mean 'train'?)"),
+         "mode: 'trian' is not a known mode (one of forward, train, decode) "
+         "(did you mean 'train'?)"),
         ("mode: 3", "mode: 3 is not a string"),
         ("causal: maybe", "causal: 'maybe' is not true or false"),
         ("variants: fused",

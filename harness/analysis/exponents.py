@@ -61,7 +61,8 @@ _SIZE_ORDER = schema.SIZE_PRIORITY
 
 #: metric -> the analytic column its ``model_slope`` is computed from (default flops_analytic)
 MODEL_METRIC = {"peak_mem_bytes": "act_mem_analytic_bytes",
-                "act_mem_analytic_bytes": "act_mem_analytic_bytes"}
+                "act_mem_analytic_bytes": "act_mem_analytic_bytes",
+                "state_bytes": "state_bytes_analytic"}
 
 
 def model_metric_of(metric: str) -> str:

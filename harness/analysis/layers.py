@@ -73,7 +73,8 @@ def theory_columns(df: pd.DataFrame) -> pd.DataFrame:
             if layers[i] in _registered():
                 flags = {f: not missing(df[f].iloc[i]) and bool(df[f].iloc[i])
                          for f in ("causal", "block") if f in df.columns}
-                row = registry.theory_columns(layers[i], **flags)
+                decode = "mode" in df.columns and str(df["mode"].iloc[i]) == "decode"
+                row = registry.theory_columns(layers[i], decode=decode, **flags)
                 out.iloc[i] = [row[c] for c in THEORY_COLUMNS]
     return out
 

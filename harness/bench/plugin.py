@@ -404,6 +404,13 @@ def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any
     from harness.measure_case import one_line
 
     notes = []
+    if mode == "decode":  # the timed call is one step at position n of x's n + 1
+        from harness.layers.decoding import DecodeStep, require_decoder
+
+        require_decoder(module)
+        n = x.shape[1] - 1
+        module = DecodeStep(module, module.decode_init(x.shape[0], n + 1, x), n)
+        x = x[:, n:]
     try:
         counted = count_torch(module, x, train=(mode == "train"))
         info["flops_torch"] = counted.total
@@ -411,7 +418,7 @@ def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any
     except Exception as exc:  # noqa: BLE001 - a counter failure must not lose the timing
         info["flops_torch"] = None
         notes.append(f"FlopCounterMode failed: {one_line(exc)}")
-    if mode == "forward":
+    if mode in ("forward", "decode"):
         try:
             counted = count_fvcore(module, x)
             info["flops_fvcore"] = counted.total
@@ -430,7 +437,9 @@ def module_info(module: Any, x: Any, *, mode: str, flops: bool) -> dict[str, Any
 def benchmark_module(benchmark: Any, module: Any, x: Any, *, mode: str = "forward",
                      flops: bool = True, memory: bool = True,
                      wait: WaitCounter | None = None) -> dict[str, Any]:
-    """Benchmark ``module(x)`` (forward, or forward + backward with ``mode="train"``).
+    """Benchmark ``module(x)`` (forward, or forward + backward with ``mode="train"``, or
+    with ``mode="decode"`` one step at position n after a prefill of x's first n = len - 1
+    positions, for a module implementing harness.layers.decoding.Decoder).
 
     ``wait``: the run-queue wait counter read around the timed calls (the
     ``harness_wait_counter`` fixture); None leaves contention unobserved.

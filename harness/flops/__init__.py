@@ -6,8 +6,8 @@ counts are doubled) and list every op they could not count; see :class:`FlopCoun
 
 from harness.flops.classify import is_flop_free
 from harness.flops.fvcore_counter import count_fvcore
-from harness.flops.layer import count_layer
+from harness.flops.layer import count_layer, count_step
 from harness.flops.result import FlopCount
 from harness.flops.torch_counter import count_torch
 
-__all__ = ["FlopCount", "count_fvcore", "count_layer", "count_torch", "is_flop_free"]
+__all__ = ["FlopCount", "count_fvcore", "count_layer", "count_step", "count_torch", "is_flop_free"]

@@ -72,3 +72,39 @@ def count_layer(entry: LayerEntry | str, case: LayerCase, variant: str | None = 
             uncounted_torch_train=torch_train.uncounted,
         )
     return row
+
+
+def count_step(entry: LayerEntry | str, case: LayerCase, variant: str | None = None, *,
+               device: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """Analytic, fvcore and FlopCounterMode FLOPs of one decode step (``mode: decode``):
+    B new tokens at position n = case.seq_len of a state holding n positions
+    (harness.layers.decoding.DecodeStep). Keys as :func:`count_layer`'s forward keys."""
+    from harness.layers.decoding import DecodeStep, require_decoder
+
+    entry = get(entry) if isinstance(entry, str) else entry
+    variant = entry.default_variant if variant is None else variant
+    case = entry.normalize(case)
+    step = entry.step_cost_of(case, variant)
+    module = entry.build(case, variant)
+    require_decoder(module)
+    module.eval()
+    generator = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(case.batch, 1, case.d_model, generator=generator)  # (B, 1, d)
+    with torch.no_grad():
+        state = module.decode_init(case.batch, case.seq_len + 1, x_t)  # type: ignore[operator]
+    wrapped = DecodeStep(module, state, case.seq_len)
+    torch_step = count_torch(wrapped, x_t, device=device)
+    fvcore_step = count_fvcore(wrapped, x_t, device=device)
+    return {
+        "layer": entry.name,
+        "variant": variant,
+        "flops_analytic": step.flops if step is not None else None,
+        "flops_useful": step.flops if step is not None else None,
+        "flops_fvcore": fvcore_step.total,
+        "flops_torch": torch_step.total,
+        "uncounted_fvcore": fvcore_step.uncounted,
+        "uncounted_torch": torch_step.uncounted,
+        "device_fvcore": fvcore_step.device,
+        "device_torch": torch_step.device,
+        "note": "; ".join(n for n in (fvcore_step.note, torch_step.note) if n),
+    }

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
 from harness.layers.common import pad_left, reach
+from harness.layers.decoding import Decoder, State
 from harness.layers.pathlen import stacked_path_length
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
@@ -28,8 +29,12 @@ from harness.theory import Theory
 # --------------------------------------------------------------------------- modules
 
 
-class _SelfAttention(nn.Module):
-    """Shared projections; subclasses supply the core softmax(q k^T / sqrt(dh)) v."""
+class _SelfAttention(Decoder, nn.Module):
+    """Shared projections; subclasses supply the core softmax(q k^T / sqrt(dh)) v.
+
+    Decoding (causal only): a KV cache (B, h, capacity, dh) per k and v; step ``pos``
+    writes row ``pos`` and attends to rows 0..pos (:mod:`harness.layers.decoding`).
+    """
 
     def __init__(self, d_model: int, heads: int, causal: bool = False) -> None:
         super().__init__()
@@ -55,6 +60,59 @@ class _SelfAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, heads={self.heads}, causal={self.causal}"
+
+    # decoding ------------------------------------------------------------------------
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, _ = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        return q, k, v
+
+    def _slots(self, capacity: int) -> int:
+        """Cache rows: the whole context for dense attention."""
+        return capacity
+
+    def _slot(self, pos: int) -> int:
+        return pos
+
+    def _held(self, pos: int) -> int:
+        """Cache rows a step at ``pos`` reads (including its own)."""
+        return pos + 1
+
+    def decode_init(self, batch: int, capacity: int, like: torch.Tensor) -> State:
+        shape = (batch, self.heads, self._slots(max(capacity, 1)), self.d_head)
+        return {"k": like.new_zeros(shape), "v": like.new_zeros(shape)}
+
+    def decode_prefill(self, x: torch.Tensor, state: State) -> None:
+        n = x.shape[1]
+        first = max(0, n - state["k"].shape[2])  # a ring keeps only the last rows
+        _, k, v = self._qkv(x[:, first:])
+        slots = [self._slot(p) for p in range(first, n)]
+        state["k"][:, :, slots] = k
+        state["v"][:, :, slots] = v
+
+    def decode_step(self, x_t: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+        b = x_t.shape[0]
+        q, k, v = self._qkv(x_t)  # each (B, h, 1, dh)
+        slot = self._slot(pos)
+        state["k"][:, :, slot : slot + 1] = k
+        state["v"][:, :, slot : slot + 1] = v
+        held = self._held(pos)
+        ctx = self._step_core(q, state["k"][:, :, :held], state["v"][:, :, :held])
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, 1, self.d_model))  # (B, 1, d)
+
+    def _step_core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One query (B, h, 1, dh) against every held key: nothing to mask."""
+        return _dense_attend(q, k, v, self.scale, None)
+
+    def state_elements(self, state: State, pos: int) -> int:
+        b, h, _, dh = state["k"].shape
+        return 2 * b * h * self._live(pos) * dh
+
+    def _live(self, pos: int) -> int:
+        """Positions < pos the cache holds."""
+        return pos
 
 
 def _dense_attend(
@@ -84,6 +142,9 @@ class SdpaAttention(_SelfAttention):
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
 
+    def _step_core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+
 
 class _LocalAttention(_SelfAttention):
     """Query t attends to the r keys t - pad_left(r) .. t - pad_left(r) + r - 1 inside [0, n)."""
@@ -97,6 +158,21 @@ class _LocalAttention(_SelfAttention):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}"
+
+    # decoding (causal): a ring of r cache rows, position p in row p % r; a step attends to
+    # the min(pos + 1, r) rows held (their order does not matter to softmax-weighted sums)
+
+    def _slots(self, capacity: int) -> int:
+        return self.window
+
+    def _slot(self, pos: int) -> int:
+        return pos % self.window
+
+    def _held(self, pos: int) -> int:
+        return min(pos + 1, self.window)
+
+    def _live(self, pos: int) -> int:
+        return min(pos, self.window - 1)
 
 
 class UnfoldLocalAttention(_LocalAttention):
@@ -233,6 +309,21 @@ def local_attention_cost(case: LayerCase, variant: str) -> Cost:
     raise ValueError(f"attention_local has no variant {variant!r}")
 
 
+def attention_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """One decode step: projections 8 B d^2, q K^T and p V over the n + 1 held keys (the
+    new token attends to itself) 4 B (n + 1) d; state: K and V of n positions, 2 B n d.
+    Restricted attention holds and reads at most r keys: min(n + 1, r) and min(n, r - 1)."""
+    b, n, d, h = case.batch, case.n, case.d, case.h
+    keys, held = n + 1, n
+    if case.window is not None:
+        keys, held = min(n + 1, case.r), min(n, case.r - 1)
+    return StepCost(
+        flops=8 * b * d * d + 4 * b * keys * d,
+        flops_other=4 * b * d + 6 * b * h * keys,
+        state_elements=2 * b * held * d,
+    )
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -250,6 +341,7 @@ def _builder(cls: type[nn.Module]) -> Builder:
 #: part of the layer and win for d > n.
 _dense = partial(LayerEntry, family="self-attention", params=frozenset({"heads", "causal"}),
                  required=frozenset({"heads"}), cost=attention_cost,
+                 step_cost=attention_step_cost,
                  theory=Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
                                path_length="O(1)", terms=("n^2 d", "n d^2")))
 
@@ -284,6 +376,7 @@ LAYERS = [
         default_variant="unfold",
         reference_variant="unfold",
         cost=local_attention_cost,
+        step_cost=attention_step_cost,
         theory=Theory(complexity="O(r n d) + O(n d^2) projections", seq_ops="O(1)",
                       path_length="O(n/r)", terms=("r n d", "n d^2")),
         colour="#b3a423",  # palette yellow, darkened to read on white

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
 from harness.layers.common import pad_left, reach
+from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
@@ -65,8 +66,11 @@ def _uniform_(param: Tensor, fan_in: int) -> None:
 # --------------------------------------------------------------------------- dense conv
 
 
-class _DenseConv(nn.Module):
-    """Parameters of Conv1d(d, d, k, bias=True) and the geometry of the padding."""
+class _DenseConv(WindowDecoder, nn.Module):
+    """Parameters of Conv1d(d, d, k, bias=True) and the geometry of the padding.
+
+    Decoding (causal): a ring of the last (k - 1) * dilation inputs (WindowDecoder).
+    """
 
     def __init__(self, d: int, kernel: int, causal: bool, dilation: int = 1) -> None:
         super().__init__()
@@ -83,6 +87,14 @@ class _DenseConv(nn.Module):
     def extra_repr(self) -> str:
         return f"d={self.d}, kernel={self.kernel}, causal={self.causal}, dilation={self.dilation}"
 
+    @property
+    def d_model(self) -> int:  # type: ignore[override]
+        return self.d
+
+    @property
+    def _dilation(self) -> int:
+        return self.dilation
+
 
 class Conv1dTime(_DenseConv):
     """F.pad + F.conv1d on the channels-first view."""
@@ -93,6 +105,9 @@ class Conv1dTime(_DenseConv):
         xp = F.pad(x.transpose(1, 2), (left, right))  # (B, d, n + span)
         y = F.conv1d(xp, self.weight, self.bias, dilation=self.dilation)  # (B, d, n)
         return y.transpose(1, 2)  # (B, n, d)
+
+    def _window_out(self, win: Tensor) -> Tensor:  # (B, k, d) -> (B, 1, d)
+        return F.conv1d(win.transpose(1, 2), self.weight, self.bias).transpose(1, 2)
 
 
 class UnfoldConvTime(_DenseConv):
@@ -106,12 +121,20 @@ class UnfoldConvTime(_DenseConv):
         y = F.linear(cols, self.weight.reshape(d, d * self.kernel), self.bias)  # (B*n, d)
         return y.reshape(b, n, d)
 
+    def _window_out(self, win: Tensor) -> Tensor:  # (B, k, d) -> (B, 1, d)
+        b, k, d = win.shape
+        cols = win.transpose(1, 2).reshape(b, 1, d * k)  # (B, 1, d*k), d_in major
+        return F.linear(cols, self.weight.reshape(d, d * k), self.bias)
+
 
 # --------------------------------------------------------------------------- separable
 
 
-class _SeparableConv(nn.Module):
-    """Depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d), both with bias."""
+class _SeparableConv(WindowDecoder, nn.Module):
+    """Depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d), both with bias.
+
+    Decoding (causal): a ring of the last k - 1 inputs (WindowDecoder).
+    """
 
     def __init__(self, d: int, kernel: int, causal: bool) -> None:
         super().__init__()
@@ -133,6 +156,10 @@ class _SeparableConv(nn.Module):
     def pointwise(self, h: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         return F.linear(h, self.pointwise_weight, self.pointwise_bias)
 
+    @property
+    def d_model(self) -> int:  # type: ignore[override]
+        return self.d
+
 
 class SeparableConv1d(_SeparableConv):
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
@@ -140,6 +167,11 @@ class SeparableConv1d(_SeparableConv):
         left, right = _pads(self.kernel, self.causal, 1)
         xp = F.pad(x.transpose(1, 2), (left, right))  # (B, d, n + k - 1)
         h = F.conv1d(xp, self.depthwise_weight, self.depthwise_bias, groups=self.d)  # (B, d, n)
+        return self.pointwise(h.transpose(1, 2))
+
+    def _window_out(self, win: Tensor) -> Tensor:  # (B, k, d) -> (B, 1, d)
+        h = F.conv1d(win.transpose(1, 2), self.depthwise_weight, self.depthwise_bias,
+                     groups=self.d)  # (B, d, 1)
         return self.pointwise(h.transpose(1, 2))
 
 
@@ -153,6 +185,12 @@ class SeparableUnfold(_SeparableConv):
         h = torch.bmm(taps, self.depthwise_weight[:, 0].unsqueeze(-1))  # (d, B*n, 1)
         h = h.reshape(d, b, n).permute(1, 2, 0)  # (B, n, d)
         return self.pointwise(h + self.depthwise_bias)
+
+    def _window_out(self, win: Tensor) -> Tensor:  # (B, k, d) -> (B, 1, d)
+        b, k, d = win.shape
+        taps = win.permute(2, 0, 1).reshape(d, b, k)  # (d, B, k)
+        h = torch.bmm(taps, self.depthwise_weight[:, 0].unsqueeze(-1))  # (d, B, 1)
+        return self.pointwise(h.permute(1, 2, 0) + self.depthwise_bias)  # (B, 1, d)
 
 
 # --------------------------------------------------------------------------- path length
@@ -247,6 +285,27 @@ def separable_cost(case: LayerCase, variant: str) -> Cost:
 
 # --------------------------------------------------------------------------- registry
 
+def conv_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """One decode step: 2 B k d^2 (the k taps of one window, bias in flops_other); state:
+    the last k - 1 inputs, B min(n, k - 1) d."""
+    b, n, d, k = case.batch, case.n, case.d, case.k
+    return StepCost(flops=2 * b * k * d * d, flops_other=b * d,
+                    state_elements=b * min(n, k - 1) * d)
+
+
+def dilated_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """As :func:`conv_step_cost` for the first layer of the stack (dilation 1); a layer at
+    depth l holds (k - 1) k^l inputs (the whole stack: sum over its layers)."""
+    return conv_step_cost(case, variant)
+
+
+def separable_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """One decode step: depthwise 2 B k d, pointwise 2 B d^2; state B min(n, k - 1) d."""
+    b, n, d, k = case.batch, case.n, case.d, case.k
+    return StepCost(flops=2 * b * k * d + 2 * b * d * d, flops_other=2 * b * d,
+                    state_elements=b * min(n, k - 1) * d)
+
+
 def _builder(cls: type[nn.Module], dilated: bool = False) -> Builder:
     """A variant's ``build(case, depth)``; a dilated layer's dilation is k**depth."""
 
@@ -270,6 +329,7 @@ LAYERS = [
         summary="contiguous Conv1d(d, d, k) over time",
         variants={"conv1d": _builder(Conv1dTime), "unfold": _builder(UnfoldConvTime)},
         cost=conv_cost,
+        step_cost=conv_step_cost,
         theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)",
                       terms=("k n d^2",)),
         colour="#cc78bc",  # purple
@@ -280,6 +340,7 @@ LAYERS = [
         variants={"conv1d": _builder(Conv1dTime, dilated=True),
                   "unfold": _builder(UnfoldConvTime, dilated=True)},
         cost=dilated_cost,
+        step_cost=dilated_step_cost,
         theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(log_k n)",
                       terms=("k n d^2",)),
         colour="#fbafe4",  # pink
@@ -289,6 +350,7 @@ LAYERS = [
         summary="depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d)",
         variants={"conv1d": _builder(SeparableConv1d), "unfold": _builder(SeparableUnfold)},
         cost=separable_cost,
+        step_cost=separable_step_cost,
         theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)",
                       terms=("k n d", "n d^2")),
         colour="#949494",  # grey

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
 from harness.layers.lightconv import (
     BLOCK_TERMS,
     ConvBlock,
@@ -29,7 +29,9 @@ from harness.layers.lightconv import (
     block_other_flops,
     block_params,
     builder,
+    conv_block_step_cost,
     unfold_time,
+    window_bmm,
 )
 from harness.layers.pathlen import stacked_path_length
 from harness.registry import LayerEntry
@@ -54,6 +56,9 @@ class _DynamicConv(ConvBlock):
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _step_mix(self, win: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        return window_bmm(win, self.kernels(x_t)[:, 0])  # kernels (B, H, k) of step t
 
 
 class UnfoldDynamicConv(_DynamicConv):
@@ -120,6 +125,13 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     )
 
 
+def dynamicconv_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """2 B k d for the convolution of one position and 2 B d H k for its kernel, softmax
+    over B H k logits (5 each) (+ the block)."""
+    b, d, h, k = case.batch, case.d, case.h, case.k
+    return conv_block_step_cost(case, 2 * b * k * d + 2 * b * d * h * k, 5 * b * h * k)
+
+
 LAYERS = [LayerEntry(
     name="dynamicconv",
     family="dynamicconv",
@@ -131,6 +143,7 @@ LAYERS = [LayerEntry(
     default_variant="unfold",
     reference_variant="unfold",
     cost=dynamicconv_cost,
+    step_cost=dynamicconv_step_cost,
     theory=Theory(complexity="O(k n d + n d H k)", seq_ops="O(1)", path_length="O(n/k)",
                   terms=("k n d", "n d h k"), flag_terms=BLOCK_TERMS),
     colour="#ca9161",  # brown

@@ -15,12 +15,15 @@ This module also holds the helpers DynamicConv shares (block wrapper, unfold, ba
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
 from harness.layers.common import pad_left
+from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
@@ -58,8 +61,12 @@ def band_matmul(band: torch.Tensor, x: torch.Tensor, heads: int) -> torch.Tensor
     return out.view(b, heads, n, c).permute(0, 2, 1, 3).reshape(b, n, d)
 
 
-class ConvBlock(nn.Module):
-    """Optional Wu et al. block around a time-mixing core: Linear d->2d, GLU, core, Linear d->d."""
+class ConvBlock(WindowDecoder, nn.Module):
+    """Optional Wu et al. block around a time-mixing core: Linear d->2d, GLU, core, Linear d->d.
+
+    Decoding (causal): a ring of the last k - 1 inputs of the convolution (after the GLU
+    with ``block``); ``_step_mix(x_t, win)`` is the convolution's output for one position.
+    """
 
     def __init__(self, d_model: int, heads: int, kernel: int, causal: bool, block: bool,
                  dropout: float) -> None:
@@ -83,6 +90,18 @@ class ConvBlock(nn.Module):
         return self.out_proj(y) if self.block else y
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode_in(self, x_t: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.glu_proj(x_t), dim=-1) if self.block else x_t
+
+    def _decode_out(self, y_t: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(y_t) if self.block else y_t
+
+    def _window_out(self, win: torch.Tensor) -> torch.Tensor:  # (B, k, d) -> (B, 1, d)
+        return self._step_mix(win, win[:, -1:])
+
+    def _step_mix(self, win: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -111,6 +130,19 @@ class _LightConv(ConvBlock):
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _step_mix(self, win: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        return window_bmm(win, self.normalized_weight().expand(win.shape[0], -1, -1))
+
+
+def window_bmm(win: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """One position's output (B, 1, d) of windows (B, k, d) and per-head kernels (B, H, k):
+    one bmm, the k taps of each head's d/H channels."""
+    b, k, d = win.shape
+    h = kernels.shape[1]
+    taps = win.view(b, k, h, d // h).permute(0, 2, 3, 1).reshape(b * h, d // h, k)
+    out = torch.bmm(taps, kernels.reshape(b * h, k, 1))  # (B*H, c, 1)
+    return out.view(b, 1, d)
+
 
 class Conv1dLightConv(_LightConv):
     """Expand (H, k) to (d, 1, k) and run a depthwise F.conv1d (groups = d)."""
@@ -121,6 +153,11 @@ class Conv1dLightConv(_LightConv):
         full = w.repeat_interleave(d // self.heads, dim=0).unsqueeze(1)  # (d, 1, k)
         xt = F.pad(x.transpose(1, 2), (left, k - 1 - left))  # (B, d, n + k - 1)
         return F.conv1d(xt, full, groups=d).transpose(1, 2)  # (B, n, d)
+
+    def _step_mix(self, win: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        d = self.d_model
+        full = self.normalized_weight().repeat_interleave(d // self.heads, dim=0)  # (d, k)
+        return F.conv1d(win.transpose(1, 2), full.unsqueeze(1), groups=d).transpose(1, 2)
 
 
 class UnfoldLightConv(_LightConv):
@@ -226,6 +263,21 @@ def builder(cls: type[nn.Module]) -> Builder:
 #: The block (Linear d->2d, GLU, conv, Linear d->d) adds n d^2 to either layer's FLOPs.
 BLOCK_TERMS = {"block": ("n d^2",)}
 
+def conv_block_step_cost(case: LayerCase, conv_flops: int, other: int) -> StepCost:
+    """One decode step of LightConv / DynamicConv: the convolution's ``conv_flops`` and
+    ``other``, plus the block's 6 B d^2 (and 5 B d elementwise); state: the last k - 1
+    inputs of the convolution, B min(n, k - 1) d."""
+    step = replace(case, seq_len=1)  # the block's Linear layers see one position
+    return StepCost(flops=conv_flops + block_flops(step),
+                    flops_other=other + block_other_flops(step),
+                    state_elements=case.batch * min(case.n, case.k - 1) * case.d)
+
+
+def lightconv_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """2 B k d for the convolution of one position (+ the block)."""
+    return conv_block_step_cost(case, 2 * case.batch * case.k * case.d, 0)
+
+
 LAYERS = [LayerEntry(
     name="lightconv",
     family="lightconv",
@@ -241,6 +293,7 @@ LAYERS = [LayerEntry(
     default_variant="conv1d",
     reference_variant="unfold",
     cost=lightconv_cost,
+    step_cost=lightconv_step_cost,
     theory=Theory(complexity="O(k n d)", seq_ops="O(1)", path_length="O(n/k)",
                   terms=("k n d",), flag_terms=BLOCK_TERMS),
     colour="#029e73",  # green

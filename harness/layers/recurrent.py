@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
+from harness.layers.decoding import Decoder, State
 from harness.registry import LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
@@ -44,29 +45,73 @@ GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3}
 OTHER_PER_UNIT: dict[str, int] = {"rnn": 4, "lstm": 21, "gru": 17}
 
 
+# --------------------------------------------------------------------------- decoding
+
+
+class _RecurrentDecoder(Decoder):
+    """Decoding state: the hidden state h (and the LSTM's cell c) in a ring of two slots,
+    read at pos % 2 and written at (pos + 1) % 2, so a repeated step at one position reads
+    the same state. Live part: B d (LSTM: 2 B d), whatever the position."""
+
+    hidden_size: int
+    kind: str
+
+    def decode_init(self, batch: int, capacity: int, like: Tensor) -> State:
+        shape = (2, batch, self.hidden_size)
+        state = {"h": like.new_zeros(shape)}
+        if self.kind == "lstm":
+            state["c"] = like.new_zeros(shape)
+        return state
+
+    def decode_step(self, x_t: Tensor, state: State, pos: int) -> Tensor:
+        read, write = pos % 2, (pos + 1) % 2
+        c = state["c"][read] if "c" in state else None
+        h, c_new = self._advance(x_t[:, 0], state["h"][read], c)  # (B, d)
+        state["h"][write] = h
+        if c_new is not None:
+            state["c"][write] = c_new
+        return h.unsqueeze(1)  # (B, 1, d)
+
+    def _advance(self, x_t: Tensor, h: Tensor, c: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def state_elements(self, state: State, pos: int) -> int:
+        return sum(t[0].numel() for t in state.values())
+
+
 # --------------------------------------------------------------------------- fused
 
 
-class _FusedMixin:
+class _FusedMixin(_RecurrentDecoder):
     """Return only the hidden sequence (B, n, d), as every layer of the zoo does."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         out, _ = super().forward(x)  # type: ignore[misc]
         return out
 
+    def _advance(self, x_t: Tensor, h: Tensor, c: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None]:
+        """One step of torch's fused kernel: a length-1 sequence from state (h, c)."""
+        hx: Any = h.unsqueeze(0) if c is None else (h.unsqueeze(0), c.unsqueeze(0))
+        _, hn = super().forward(x_t.unsqueeze(1), hx)  # type: ignore[misc]
+        if c is None:
+            return hn[0], None
+        return hn[0][0], hn[1][0]
+
 
 # The mixin narrows torch's forward (input, hx) -> (output, h_n) to x -> output on purpose,
 # keeping the parameter names of nn.RNN/LSTM/GRU (the unrolled variants share them).
 class FusedRNN(_FusedMixin, nn.RNN):  # type: ignore[misc]
-    pass
+    kind = "rnn"
 
 
 class FusedLSTM(_FusedMixin, nn.LSTM):  # type: ignore[misc]
-    pass
+    kind = "lstm"
 
 
 class FusedGRU(_FusedMixin, nn.GRU):  # type: ignore[misc]
-    pass
+    kind = "gru"
 
 
 _FUSED: dict[str, Callable[..., nn.Module]] = {
@@ -82,7 +127,7 @@ def build_fused(kind: str, case: LayerCase) -> nn.Module:
 # --------------------------------------------------------------------------- unrolled
 
 
-class UnrolledCell(nn.Module):
+class UnrolledCell(_RecurrentDecoder, nn.Module):
     """A recurrent layer written as a Python loop over time steps (the unfused reference).
 
     Parameters have torch's names and shapes, so ``load_state_dict`` of a fused module's
@@ -120,6 +165,11 @@ class UnrolledCell(nn.Module):
 
     def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
+
+    def _advance(self, x_t: Tensor, h: Tensor, c: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None]:
+        out, new = self.step(x_t, h if c is None else (h, c))
+        return out, (new[1] if c is not None else None)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         if x.dim() != 3 or x.shape[-1] != self.hidden_size:
@@ -220,6 +270,16 @@ def recurrent_cost(kind: str, case: LayerCase, variant: str = "unrolled") -> Cos
     )
 
 
+def recurrent_step_cost(kind: str, case: LayerCase, variant: str = "unrolled") -> StepCost:
+    """One decode step: the input and hidden projections of one position, 4 g B d^2
+    (RNN 4 B d^2, LSTM 16 B d^2, GRU 12 B d^2); state h (LSTM: h and c), B d or 2 B d,
+    whatever n."""
+    g = GATES[kind]
+    b, d = case.batch, case.d_model
+    return StepCost(flops=4 * g * b * d * d, flops_other=OTHER_PER_UNIT[kind] * b * d,
+                    state_elements=(2 if kind == "lstm" else 1) * b * d)
+
+
 # --------------------------------------------------------------------------- registry
 
 _SUMMARIES = {
@@ -240,6 +300,9 @@ def _entry(kind: str) -> LayerEntry:
     def cost(case: LayerCase, variant: str) -> Cost:
         return recurrent_cost(kind, case, variant)
 
+    def step_cost(case: LayerCase, variant: str) -> StepCost:
+        return recurrent_step_cost(kind, case, variant)
+
     return LayerEntry(
         name=kind,
         family="recurrent",
@@ -248,6 +311,7 @@ def _entry(kind: str) -> LayerEntry:
         required=frozenset(),
         variants={"fused": fused, "unrolled": unrolled},
         default_variant="fused",
+        step_cost=step_cost,
         reference_variant="unrolled",
         cost=cost,
         theory=Theory(complexity="O(n d^2)", seq_ops="O(n)", path_length="O(n)",

@@ -349,10 +349,13 @@ def flop_metric(df: pd.DataFrame) -> str | None:
 ROWS_PER_PLOT = 2
 
 
-def scaling_plots(df: pd.DataFrame, axis: str, look: Look) -> list[Plot]:
-    """Time, FLOPs and memory against ``axis`` (log-log), one facet per metric and slice;
-    at most ROWS_PER_PLOT slices per figure, so that each fits a page."""
-    metrics = [m for m in ("time_ms_median", flop_metric(df), "peak_mem_bytes") if m]
+def scaling_plots(df: pd.DataFrame, axis: str, look: Look,
+                  metrics: Sequence[str] | None = None) -> list[Plot]:
+    """Time, FLOPs and memory (or ``metrics``) against ``axis`` (log-log), one facet per
+    metric and slice; at most ROWS_PER_PLOT slices per figure, so that each fits a page."""
+    if metrics is None:
+        metrics = [m for m in ("time_ms_median", flop_metric(df), "peak_mem_bytes") if m]
+    metrics = [m for m in metrics if m in df.columns]
     found = {m: curves(df, axis, m) for m in metrics}
     metrics = [m for m in metrics if found[m]]
     if not metrics:
@@ -385,7 +388,7 @@ def _scaling_plot(df: pd.DataFrame, axis: str, look: Look, metrics: list[str],
                     continue
                 _log_axes(ax, [v for c in items for v in c.x], metric)
                 _draw_curves(ax, items, look)
-                if metric != "peak_mem_bytes":
+                if metric not in ("peak_mem_bytes", "state_bytes"):
                     _draw_guides(ax, items, axis)
                 ax.set_xlabel(fmt.AXIS_LABEL.get(axis, axis))
                 ax.set_ylabel(fmt.METRIC_LABEL.get(metric, metric))

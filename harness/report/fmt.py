@@ -25,10 +25,11 @@ METRIC_LABEL = {
     "flops_fvcore": "FLOPs (fvcore)",
     "peak_mem_bytes": "peak memory (bytes)",
     "act_mem_analytic_bytes": "activation memory, analytic (bytes)",
+    "state_bytes": "decoding state (bytes)",
 }
 METRIC_SHORT = {
     "time_ms_median": "time", "flops_analytic": "FLOPs", "flops_torch": "FLOPs (torch)",
-    "flops_fvcore": "FLOPs (fvcore)", "peak_mem_bytes": "memory",
+    "flops_fvcore": "FLOPs (fvcore)", "peak_mem_bytes": "memory", "state_bytes": "state",
 }
 AXIS_LABEL = {a.name: a.label for a in schema.AXES if a.kind == "size"}
 AXIS_SYMBOL = theory.AXIS_SYMBOL

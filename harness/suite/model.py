@@ -217,6 +217,8 @@ class LayerSpec(_Frozen):
     variants: Annotated[Any, BeforeValidator(_variants_shape)] = None
     causal: Flags | None = None
     block: Flags | None = None
+    #: the suite's modes replaced for this layer (a few decode cases in a forward suite)
+    mode: Annotated[tuple[Mode, ...] | None, BeforeValidator(_as_tuple)] = None
     sweep: LayerSweep = LayerSweep()
 
     @model_validator(mode="before")
@@ -229,9 +231,8 @@ class LayerSpec(_Frozen):
         return value
 
     def is_bare(self) -> bool:
-        return self.variants is None and all(getattr(self, f) is None for f in FLAGS) and not (
-            self.sweep.given()
-        )
+        return (self.variants is None and self.mode is None
+                and all(getattr(self, f) is None for f in FLAGS) and not self.sweep.given())
 
 
 class Suite(_Frozen):

@@ -72,6 +72,8 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
           devices: tuple[str, ...]) -> tuple[Any, ...]:
     if axis == "device":
         return devices
+    if axis == "mode" and spec.mode is not None:
+        return tuple(dict.fromkeys(spec.mode))
     if schema.axis(axis).kind == "setting":
         return tuple(dict.fromkeys(getattr(suite, axis)))
     if axis in OPTIONAL_AXES and axis not in entry.params:
@@ -100,7 +102,8 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
         out.append(
             PlannedCase(
                 layer=spec.name, variant=variant, case=case, **point, seed=suite.seed,
-                skip_reason=entry.problem(case),
+                skip_reason=entry.problem(case) or (
+                    entry.decode_problem(case) if point["mode"] == "decode" else None),
             )
         )
     return out
