@@ -21,13 +21,18 @@ import math
 import torch
 from torch import nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
+from harness.layers.decoding import Decoder, State
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
 
 
-class _RelativeAttention(nn.Module):
+class _RelativeAttention(Decoder, nn.Module):
+    """Decoding (causal): a KV cache (B, h, capacity, dh) per k and v; step ``pos`` writes
+    row ``pos`` and scores rows 0..pos with q . (k_s + E[clip(s - pos)]). The table is a
+    parameter, not state: the state is the KV cache, 2 B pos d."""
+
     def __init__(self, d_model: int, heads: int, seq_len: int, causal: bool = False,
                  max_relative: int | None = None) -> None:
         super().__init__()
@@ -66,6 +71,39 @@ class _RelativeAttention(nn.Module):
 
     def _relative_logits(self, q: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # decoding ------------------------------------------------------------------------
+
+    def _kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, _ = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        return q, k, v
+
+    def decode_init(self, batch: int, capacity: int, like: torch.Tensor) -> State:
+        shape = (batch, self.heads, max(capacity, 1), self.d_head)
+        return {"k": like.new_zeros(shape), "v": like.new_zeros(shape)}
+
+    def decode_prefill(self, x: torch.Tensor, state: State) -> None:
+        _, k, v = self._kv(x)
+        n = x.shape[1]
+        state["k"][:, :, :n] = k
+        state["v"][:, :, :n] = v
+
+    def decode_step(self, x_t: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+        b = x_t.shape[0]
+        q, k, v = self._kv(x_t)  # each (B, h, 1, dh)
+        state["k"][:, :, pos : pos + 1] = k
+        state["v"][:, :, pos : pos + 1] = v
+        keys, values = state["k"][:, :, : pos + 1], state["v"][:, :, : pos + 1]
+        rows = self._rows(torch.arange(pos + 1, device=x_t.device) - pos)  # (pos+1, dh)
+        scores = (q @ keys.transpose(-2, -1) + q @ rows.transpose(0, 1)) * self.scale
+        ctx = scores.softmax(dim=-1) @ values  # (B, h, 1, dh)
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, 1, self.d_model))
+
+    def state_elements(self, state: State, pos: int) -> int:
+        b, h, _, dh = state["k"].shape
+        return 2 * b * h * pos * dh
 
 
 class MaterializedRelativeAttention(_RelativeAttention):
@@ -141,6 +179,19 @@ def relative_attention_cost(case: LayerCase, variant: str) -> Cost:
     )
 
 
+def relative_attention_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """One decode step (both variants decode alike): projections 8 B d^2, q K^T and p V
+    over the n + 1 held keys 4 B (n + 1) d, q against their n + 1 table rows 2 B (n + 1) d;
+    state: the KV cache of n positions, 2 B n d (the table is a parameter)."""
+    b, n, d, h = case.batch, case.n, case.d, case.h
+    keys = n + 1
+    return StepCost(
+        flops=8 * b * d * d + 6 * b * keys * d,
+        flops_other=4 * b * d + 7 * b * h * keys,
+        state_elements=2 * b * n * d,
+    )
+
+
 def _builder(cls: type[_RelativeAttention]) -> Builder:
     def build(case: LayerCase, depth: int) -> nn.Module:
         return cls(case.d_model, case.h, case.seq_len, case.causal)
@@ -162,6 +213,7 @@ LAYERS = [
         default_variant="skewed",
         reference_variant="materialized",
         cost=relative_attention_cost,
+        step_cost=relative_attention_step_cost,
         theory=Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
                       path_length="O(1)", terms=("n^2 d", "n d^2")),
         colour="#8c564b",
