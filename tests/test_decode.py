@@ -123,10 +123,11 @@ def test_state_grows_with_n_for_attention_only() -> None:
             assert step is not None
             per_n.append(step.state_elements)
         sizes[name] = per_n
-    for name in ("attention", "attention_sdpa"):
+    growing = ("attention", "attention_sdpa", "attention_relative")
+    for name in growing:
         assert sizes[name] == [2 * 2 * n * 16 for n in (8, 64, 512)]
     for name, per_n in sizes.items():
-        if name not in ("attention", "attention_sdpa"):
+        if name not in growing:
             assert per_n[1] == per_n[2], name  # constant once n passes the window
 
 

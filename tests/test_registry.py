@@ -28,10 +28,14 @@ def _pairs():
 def test_costs_scale_with_batch_and_useful_never_exceeds_executed(name, variant, causal):
     entry = registry.get(name)
     one = entry.cost_of(replace(CASE, causal=causal), variant)
+    two = entry.cost_of(replace(CASE, causal=causal, batch=2), variant)
     three = entry.cost_of(replace(CASE, causal=causal, batch=3), variant)
     # (flops_other need not scale: LightConv normalises its weights once per call)
-    for field in ("flops", "flops_useful", "activation_elements"):
+    for field in ("flops", "flops_useful"):
         assert getattr(three, field) == 3 * getattr(one, field), field
+    # activations: affine in the batch (relative attention's (n, n, dh) table is shared)
+    act = [one.activation_elements, two.activation_elements, three.activation_elements]
+    assert act[2] - act[1] == act[1] - act[0] > 0
     assert three.params == one.params
     assert 0 < one.flops_useful <= one.flops
     assert one.train_flops > one.flops
