@@ -316,6 +316,8 @@ CASE_COLUMNS = column_names("param")
 LAYER_AXES = tuple(a.name for a in AXES if a.kind != "setting")
 #: What names a case across files and machines (``harness compare``).
 IDENTITY = ("layer", "variant", *(a.name for a in AXES if a.identity))
+#: The sizes every suite sweeps (n and d): Table 1's axes, the report's main ones.
+MAIN_AXES = tuple(a.name for a in AXES if a.required)
 
 
 def markdown_table() -> str:

@@ -229,7 +229,7 @@ def table1_measured(df: pd.DataFrame, *, tol: float = EXPONENT_TOL) -> pd.DataFr
         raise ValueError(f"tol must be > 0, got {tol}")
     context = [c for c in CONTEXT if c in df.columns]
     fits = fit_exponents(df, metrics=("flops_torch", "flops_analytic", "time_ms_median"),
-                         axes=("seq_len", "d_model")).to_dict("records")
+                         axes=schema.MAIN_AXES).to_dict("records")
     params = [p for p in params_in(df) if p not in ("layer", "variant")]
     rows = []
     infos = layer_infos(df)

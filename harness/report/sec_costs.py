@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness import schema
 from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import RTOL, flop_reconciliation
 from harness.analysis.frame import numeric
@@ -148,7 +149,7 @@ def roofline(ctx: Context) -> Section:
     rows = []
     best = eff.loc[eff.groupby(["run", "layer", "variant"], sort=False)["flops_per_s"].idxmax()]
     for _, b in ctx.sort(best).iterrows():
-        at = ", ".join(f"{fmt.AXIS_SYMBOL[a]}={fmt.num(b[a])}" for a in ("seq_len", "d_model")
+        at = ", ".join(f"{fmt.AXIS_SYMBOL[a]}={fmt.num(b[a])}" for a in schema.MAIN_AXES
                        if a in b and not fmt.missing(b[a]))
         frac, roof = b["fraction_of_peak"], b["fraction_of_roofline"]
         rows.append([*ctx.lead(b), Cell(fmt.text(b["layer"])), Cell(fmt.text(b["variant"])),

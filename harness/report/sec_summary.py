@@ -99,7 +99,7 @@ def _case_name(row: Any, many: bool) -> str:
     when the report compares runs."""
     label = fmt.text(row.get("label"))
     if not label:
-        label = describe({k: row.get(k) for k in ("layer", "variant", "seq_len", "d_model")}, ())
+        label = describe({k: row.get(k) for k in ("layer", "variant", *schema.MAIN_AXES)}, ())
     return f"{label} ({row['run']})" if many else label
 
 

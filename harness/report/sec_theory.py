@@ -247,7 +247,7 @@ def crossovers(ctx: Context) -> Section:
         "nothing is extrapolated. Table 1 (Vaswani et al., sec. 4) puts the FLOP crossover "
         "of self-attention and recurrence near n = d (attention is cheaper while n < d); "
         "attention-vs-recurrence pairs are listed first.")]
-    axes = [a for a in swept_axes(ctx.df) if a in ("seq_len", "d_model")]
+    axes = [a for a in swept_axes(ctx.df) if a in schema.MAIN_AXES]
     metrics = [m for m in (flop_metric(ctx.df), "time_ms_median", "peak_mem_bytes") if m]
     ok = ctx.df[ok_mask(ctx.df)]
     flagged = int(unreliable_mask(ok).sum())
