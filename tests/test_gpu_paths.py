@@ -202,26 +202,7 @@ def test_an_oom_leaves_the_next_case_a_clean_baseline(monkeypatch):
         call.weights = weights  # type: ignore[attr-defined]
         return call, 1000, torch.device("cuda")
 
-    class NoTelemetry:
-        def __init__(self, device: str) -> None:
-            pass
-
-        def start(self) -> None:
-            pass
-
-        def stop(self, calls: int) -> dict[str, Any]:
-            return {}
-
-        def close(self) -> None:
-            pass
-
-    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
-        call()
-        return Samples((0.001,) * 3, 1, 1)
-
-    monkeypatch.setattr(mc, "prepared", prepared)
-    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
-    monkeypatch.setattr(mc, "_time_round", time_round)
+    _stub_measuring(monkeypatch, prepared)
     monkeypatch.setattr(torch.cuda, "empty_cache", allocator.empty_cache)
     settings = mc.ExecSettings(timing=TimingConfig(), memory=False, flops=False,
                                structure=False)
@@ -339,22 +320,7 @@ def test_a_cuda_case_runs_and_records_the_chosen_precision(monkeypatch, tf32):
     def prepared(planned: Any) -> Any:
         return (lambda: during.append(precision_columns())), 10, torch.device("cuda")
 
-    class NoTelemetry:
-        def __init__(self, device: str) -> None:
-            pass
-
-        start = close = lambda self: None
-
-        def stop(self, calls: int) -> dict[str, Any]:
-            return {}
-
-    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
-        call()
-        return Samples((0.001,) * 3, 1, 1)
-
-    monkeypatch.setattr(mc, "prepared", prepared)
-    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
-    monkeypatch.setattr(mc, "_time_round", time_round)
+    _stub_measuring(monkeypatch, prepared)
     before = precision_columns()
     settings = mc.ExecSettings(timing=TimingConfig(), memory=False, flops=False,
                                structure=False, tf32=tf32)
@@ -408,3 +374,26 @@ def test_a_failing_empty_cache_after_a_cuda_error_keeps_the_first_error(monkeypa
     monkeypatch.setattr(torch.cuda, "empty_cache", broken)
     row, _ = mc.execute(_planned(8), mc.ExecSettings(timing=TimingConfig()))
     assert row["status"] == "error" and row["message"].endswith("was encountered")
+
+
+def _stub_measuring(monkeypatch: pytest.MonkeyPatch, prepared: Any) -> None:
+    """measure_case with ``prepared`` building the call, no telemetry, and a round that
+    calls it once and reports three 1 ms samples."""
+    import harness.measure_case as mc
+
+    class NoTelemetry:
+        def __init__(self, device: str) -> None:
+            pass
+
+        start = close = lambda self: None
+
+        def stop(self, calls: int) -> dict[str, Any]:
+            return {}
+
+    def time_round(call: Any, working_set: int, device: Any, settings: Any) -> Samples:
+        call()
+        return Samples((0.001,) * 3, 1, 1)
+
+    monkeypatch.setattr(mc, "prepared", prepared)
+    monkeypatch.setattr(mc, "CaseTelemetry", NoTelemetry)
+    monkeypatch.setattr(mc, "_time_round", time_round)

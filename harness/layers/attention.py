@@ -337,13 +337,14 @@ def _builder(cls: type[nn.Module]) -> Builder:
     return build
 
 
-#: What the two dense layers share. Table 1 gives O(n^2 d); the projections (n d^2) are
-#: part of the layer and win for d > n.
+#: Full self-attention's theory. Table 1 gives O(n^2 d); the projections (n d^2) are part
+#: of the layer and win for d > n.
+DENSE_THEORY = Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
+                      path_length="O(1)", terms=("n^2 d", "n d^2"))
+#: What the two dense layers share.
 _dense = partial(LayerEntry, family="self-attention", params=frozenset({"heads", "causal"}),
                  required=frozenset({"heads"}), cost=attention_cost,
-                 step_cost=attention_step_cost,
-                 theory=Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
-                               path_length="O(1)", terms=("n^2 d", "n d^2")))
+                 step_cost=attention_step_cost, theory=DENSE_THEORY)
 
 LAYERS = [
     _dense(

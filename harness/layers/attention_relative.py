@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from harness.costs import Cost, StepCost
+from harness.layers.attention import DENSE_THEORY
 from harness.layers.decoding import Decoder, State
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
-from harness.theory import Theory
 
 
 class _RelativeAttention(Decoder, nn.Module):
@@ -214,8 +214,7 @@ LAYERS = [
         reference_variant="materialized",
         cost=relative_attention_cost,
         step_cost=relative_attention_step_cost,
-        theory=Theory(complexity="O(n^2 d) + O(n d^2) projections", seq_ops="O(1)",
-                      path_length="O(1)", terms=("n^2 d", "n d^2")),
+        theory=DENSE_THEORY,  # the relative logits add n^2 d_h h = n^2 d, same order
         colour="#8c564b",
     ),
 ]
