@@ -929,3 +929,26 @@ def test_growth_class_reads_a_log_step_function_as_log():
     assert growth_class(n, np.array([3, 3, 3, 4])) == "O(log n)"
     assert growth_class(n, np.ceil((n - 1) / 3)) == "O(n)"
     assert growth_class(n, n.astype(float)) == "O(n)"
+
+
+def test_two_sequence_lengths_give_no_agrees_or_disagrees_anywhere() -> None:
+    """The quick suite's shape (n in {64, 256}, one d): every growth class and exponent along
+    n comes from two points, so Table 1 and the headlines may only say inconclusive."""
+    rows = [r for r in theory_rows() if r["d_model"] == 256 and r["seq_len"] in (64, 256)]
+    for r in rows:  # conv_dilated's path 3 -> 3 is O(1) at these sizes, theory O(log n)
+        if r["layer"] == "conv_dilated":
+            r["path_length_measured"] = r["path_length_analytic"] = 3.0
+    t1 = table1_measured(frame(rows)).set_index("layer")
+    for column in ("flops_n_verdict", "time_n_verdict", "seq_ops_verdict",
+                   "path_class_verdict"):
+        assert set(t1[column]) == {"inconclusive"}, t1[column]
+    assert t1.loc["conv_dilated", "path_class"] == "O(1)"
+    assert "needs 3" in t1.loc["conv_dilated", "path_class_reason"]
+    assert (t1["path_verdict"] == "agrees").all()  # measured == analytic is no growth claim
+    said = " ".join(headlines(frame(rows)))
+    assert "disagrees" not in said and "grows as" not in said
+    # one more n and the same rows are judged again
+    three = [r for r in theory_rows() if r["d_model"] == 256 and r["seq_len"] in (64, 128, 256)]
+    t1 = table1_measured(frame(three)).set_index("layer")
+    assert t1.loc["conv", "seq_ops_verdict"] == "agrees"
+    assert t1.loc["rnn", "flops_n_verdict"] == "agrees"

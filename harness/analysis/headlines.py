@@ -195,7 +195,7 @@ def _structure_sentences(t1: pd.DataFrame, name: _Namer) -> list[str]:
         bad = judged[judged[column] == "disagrees"]
         if bad.empty:
             out.append(f"The growth class of the measured {what} matches the theory for all "
-                       f"{len(judged)} layer variants measured at 2+ sequence lengths.")
+                       f"{len(judged)} layer variants measured at 3+ sequence lengths.")
         for _, row in bad.iterrows():
             theory = row["seq_ops_theory"] if column == "seq_ops_verdict" else row["path_theory"]
             out.append(f"{name(row['layer'], [row['variant']])}: measured {what} "

@@ -97,6 +97,9 @@ def growth_class(n: np.ndarray, values: np.ndarray) -> str:
     * otherwise "O(n)" when the log-log slope is >= 0.6, else "O(log n)"; O(n/k) and O(n/r)
       are "O(n)" here. (A slope, not a fit of v against n vs log n: integer path lengths
       such as ceil(log_k n) are step functions that a straight line in n can fit better.)
+
+    Two distinct n give a class here (a description of what was seen), but Table 1 judges a
+    class only from three or more (harness.analysis.table1): with two it is inconclusive.
     """
     n = np.asarray(n, dtype=float)
     v = np.asarray(values, dtype=float)

@@ -16,7 +16,9 @@ Each cell is a verdict with a short reason:
   else the analytic model (``flops_source`` says which).
 * **Sequential ops**: the measured growth class (stats.growth_class) of
   ``seq_ops_measured`` over n vs the theory ("O(1)" or "O(n)"); measured == analytic at
-  every n is reported in the reason.
+  every n is reported in the reason. A growth class from fewer than ``MIN_POINTS`` (3)
+  distinct n is *inconclusive*, never agrees/disagrees: two points fix a slope, not a
+  class (3 -> 3 cannot tell O(1) from O(log n)).
 * **Max path length**: *agrees* when measured == analytic at every n where it was measured
   (inf == inf); the measured growth class vs the theory's is a separate cell.
 * ``note``: where time does not follow FLOPs, or the variant executes more than the useful
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from harness import schema
-from harness.analysis.exponents import best_fit, fit_exponents
+from harness.analysis.exponents import MIN_POINTS, best_fit, fit_exponents
 from harness.analysis.frame import (
     describe,
     fmt_num,
@@ -109,8 +111,14 @@ def _growth_cell(ns: np.ndarray, measured: np.ndarray, analytic: np.ndarray,
     lo, hi = int(np.argmin(ns)), int(np.argmax(ns))
     both = ~np.isnan(analytic)
     equal = bool(np.all(measured[both] == analytic[both])) if both.any() else None
+    distinct = np.unique(ns)
     if cls == "unknown":
         verdict, reason = "inconclusive", f"measured at one n only ({fmt_num(ns[lo])})"
+    elif len(distinct) < MIN_POINTS:
+        listed = ", ".join(fmt_num(v) for v in distinct)
+        verdict, reason = "inconclusive", (f"too few points: {cls} from {len(distinct)} "
+                                           f"n only ({listed}); a growth class needs "
+                                           f"{MIN_POINTS}")
     elif cls == theory_class:
         verdict, reason = "agrees", f"{cls} as theory"
     else:
