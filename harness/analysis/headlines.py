@@ -288,3 +288,50 @@ def headlines(df: pd.DataFrame, *, max_crossovers: int = 10) -> list[str]:
     sentences += _frontier_sentences(df, name, short)
     sentences += _efficiency_sentences(df, name)
     return sentences
+
+
+#: Table 1 cells a finding may name, in the order a reader cares about them.
+_CELL_WORDS = (("flops_n", "FLOPs vs n"), ("time_n", "time vs n"), ("flops_d", "FLOPs vs d"),
+               ("time_d", "time vs d"), ("seq_ops", "sequential ops"),
+               ("path", "max path length = analytic"), ("path_class", "max path length growth"))
+
+
+def _disagreements(t1: pd.DataFrame, name: _Namer) -> list[str]:
+    out = []
+    for _, row in t1.iterrows():
+        for prefix, words in _CELL_WORDS:
+            if row.get(f"{prefix}_verdict") == "disagrees":
+                out.append(f"{name(row['layer'], [row['variant']])}, {words}: disagrees "
+                           f"({row[f'{prefix}_reason']}).")
+    return out
+
+
+def findings(df: pd.DataFrame, *, limit: int = 10) -> tuple[list[str], int]:
+    """At most ``limit`` findings, most important first, and how many there were in all.
+
+    Rank: cases that did not run and memory frontiers; Table 1 disagreements;
+    attention-vs-recurrence crossovers (the paper's comparison); the notes (time not
+    following FLOPs, work beyond the useful FLOPs); FLOP counter disagreements; inconclusive fits;
+    throughput. Agreements are not findings here: the Table 1 marks show them.
+    """
+    require(df, ("status", "layer", "variant"), "findings")
+    if df.empty:
+        return ["No cases in the results."], 1
+    name, short = _Namer(df), _shortener(df)
+    t1 = table1_measured(df)
+    ranked: list[str] = []
+    failed = int((df["status"].astype(object) != "ok").sum())
+    if failed:
+        ranked.append(f"{failed} of {len(df)} cases did not run: {_counts(df)[:-1]} "
+                      "(per-case table).")
+    ranked += _frontier_sentences(df, name, short)
+    ranked += _disagreements(t1, name)
+    ranked += [s for s in _crossover_sentences(df, name, 3, short) if not s.startswith("...")]
+    if "note" in t1.columns:
+        ranked += [f"{name(r['layer'], [r['variant']])}: {r['note']}."
+                   for _, r in t1.iterrows() if str(r.get("note") or "")]
+    flops = _flop_sentences(df)
+    ranked += [s for s in flops if "disagree" in s]
+    ranked += [s for s in _exponent_sentences(t1, name, short) if "inconclusive" in s]
+    ranked += _efficiency_sentences(df, name)
+    return ranked[:limit], len(ranked)

@@ -5,14 +5,23 @@ from __future__ import annotations
 import pandas as pd
 
 from harness import __version__
-from harness.report import sec_costs, sec_decode, sec_summary, sec_theory
+from harness.report import (
+    sec_compare,
+    sec_costs,
+    sec_decode,
+    sec_overview,
+    sec_summary,
+    sec_theory,
+)
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
 from harness.report.model import Report
 
 #: Section builders in report order; every section appears, saying so when it is empty.
 SECTIONS = (
-    sec_summary.summary,
+    sec_overview.summary,
+    sec_compare.compare,
+    sec_summary.runs,
     sec_theory.table1,
     sec_theory.scaling,
     sec_theory.exponents,

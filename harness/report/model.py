@@ -1,6 +1,6 @@
 """The report as data: sections of paragraphs, bullet lists, tables and figures.
 
-The content is built once (harness.report.sections) and rendered twice, to HTML and to
+The content is built once (harness.report.build) and rendered twice, to HTML and to
 PDF, so the two formats cannot drift apart. All text here is plain text: renderers escape
 it (HTML) or protect it (matplotlib), never interpret it.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from matplotlib.figure import FigureBase
 
@@ -20,6 +21,7 @@ class Cell:
 
     text: str
     tone: str | None = None
+    detail: str = ""  # the full story behind a compact cell: a hover title in HTML
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Table:
     rows: list[list[Cell]]
     caption: str = ""
     numeric: frozenset[int] = frozenset()
+    compact: bool = False  # one-line cells, centred marks, details on hover (HTML)
 
     def __post_init__(self) -> None:
         for row in self.rows:
@@ -46,7 +49,8 @@ class Table:
         keep = [i for i in range(len(self.columns)) if i not in drop]
         return Table([self.columns[i] for i in keep],
                      [[row[i] for i in keep] for row in self.rows], self.caption,
-                     frozenset(k for k, i in enumerate(keep) if i in self.numeric))
+                     frozenset(k for k, i in enumerate(keep) if i in self.numeric),
+                     self.compact)
 
 
 @dataclass
@@ -60,6 +64,20 @@ class Plot:
     size: tuple[float, float]
     caption: str
     alt: str
+
+
+@dataclass
+class Chart:
+    """An interactive figure: a Vega-Lite spec with its data inlined (``values``).
+
+    The HTML embeds the spec (hover, legend toggles, a log/linear switch); the PDF draws the
+    same spec as a static image (harness.report.vega). ``spec`` is plain JSON data.
+    """
+
+    spec: dict[str, Any]
+    caption: str
+    alt: str
+    log_switch: bool = True  # offer the log/linear switch (the spec's log scales)
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,7 @@ class Subheading:
     text: str
 
 
-Block = Paragraph | Bullets | Subheading | Table | Plot
+Block = Paragraph | Bullets | Subheading | Table | Plot | Chart
 
 
 @dataclass

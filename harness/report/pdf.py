@@ -30,11 +30,13 @@ from matplotlib.font_manager import FontProperties, findfont
 from matplotlib.ft2font import FT2Font, LoadFlags
 from matplotlib.patches import Rectangle
 
+from harness.report import vega
 from harness.report.fmt import mpl
 from harness.report.model import (
     Block,
     Bullets,
     Cell,
+    Chart,
     Paragraph,
     Plot,
     Report,
@@ -274,6 +276,7 @@ class Pager:
 
     # -- blocks --------------------------------------------------------------------------
     def blocks(self, blocks: Sequence[Block]) -> None:
+        blocks = [chart_plot(b) if isinstance(b, Chart) else b for b in blocks]
         i = 0
         while i < len(blocks):
             block = blocks[i]
@@ -301,6 +304,25 @@ class Pager:
             else:
                 raise TypeError(f"cannot render a {type(block).__name__} block")
             i += 1
+
+
+def chart_plot(chart: Chart) -> Plot:
+    """An interactive chart as a figure on the page: the same spec drawn by Vega (through
+    vl-convert) at PNG_SCALE pixels per CSS pixel, at its natural size (96 CSS px/inch)."""
+    data = vega.png(chart.spec)
+    w_px, h_px = vega.png_size(data)
+    size = (w_px / vega.PNG_SCALE / 96, h_px / vega.PNG_SCALE / 96)
+
+    def draw(container: Any) -> None:
+        import io
+
+        from matplotlib.image import imread
+
+        ax = container.add_axes((0.0, 0.0, 1.0, 1.0))
+        ax.imshow(imread(io.BytesIO(data), format="png"), interpolation="antialiased")
+        ax.set_axis_off()
+
+    return Plot(draw, size, chart.caption, chart.alt)
 
 
 def _natural(table: Table, size: float) -> list[float]:

@@ -8,7 +8,6 @@ import pandas as pd
 
 from harness import schema
 from harness.analysis.frame import describe, numeric, ok_mask, time_notes, unreliable_mask
-from harness.analysis.headlines import headlines
 from harness.report import fmt
 from harness.report.context import Context
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Subheading, Table
@@ -132,15 +131,18 @@ def disturbed_banner(ctx: Context) -> list[Block]:
     return [Paragraph(text, "alert"), Bullets(tuple(items))]
 
 
-def summary(ctx: Context) -> Section:
+def runs(ctx: Context) -> Section:
+    """What was run and where: failures, disturbed timings case by case, the runs, the
+    sweep. (The first screen, harness.report.sec_overview, summarises it in a sentence.)"""
     blocks: list[Block] = [*disturbed_banner(ctx), Paragraph(
         "This report checks, on the hardware that produced these results, what Vaswani et al. "
         "2017 (Table 1) and Wu et al. 2019 claim on paper: how FLOPs, wall time and memory "
         "of each sequence layer grow with sequence length n and width d, how many sequential "
         "operations it needs and how long its longest dependency path is. Every number comes "
         "from the results file(s); cases that did not run (status other than ok) are listed "
-        "but never fitted. Verdicts: ✓ agrees, ✗ disagrees, ? inconclusive (too few points, "
-        "too few with reliable timing, or too wide an interval), – n/a (not measured).")]
+        "but never fitted. Verdicts: ✓ agrees, ✗ disagrees, ? inconclusive (fewer than 3 "
+        "points, too few with reliable timing, or too wide an interval), – n/a (not "
+        "measured).")]
     if ctx.df.empty:
         blocks.append(Paragraph("The results hold no cases: nothing was measured.", "alert"))
     alert = _failure_alert(ctx.df, "")
@@ -151,12 +153,6 @@ def summary(ctx: Context) -> Section:
             run_alert = _failure_alert(sub, f" in run {info.name}")
             if run_alert:
                 blocks.append(run_alert)
-    if not ctx.many:
-        blocks.append(Subheading("Findings"))
-    for info, sub in ctx.run_frames():
-        if ctx.many:
-            blocks.append(Subheading(f"Findings for {info.name}"))
-        blocks.append(Bullets(tuple(headlines(sub.drop(columns=["run"])))))
     rows = []
     for info, sub in ctx.run_frames():
         rows.append([Cell(info.name), Cell(info.suite or "–"), Cell(str(len(sub))),
@@ -166,7 +162,6 @@ def summary(ctx: Context) -> Section:
                      Cell(_unique(sub, "dtype")), Cell(_unique(sub, "mode")),
                      Cell(_unique(sub, "env_torch_version")),
                      Cell(_unique(sub, "env_torch_threads"))])
-    blocks.append(Subheading("What was run, and where"))
     blocks.append(Table(["run", "suite", "cases", "status", "device name", "device", "dtype",
                          "mode", "torch", "threads"], rows,
                         "One row per results file; the environment section has the rest.",
@@ -177,7 +172,7 @@ def summary(ctx: Context) -> Section:
         if info.description:
             blocks.append(Paragraph(f"{info.suite or info.name}: {info.description}", "small"))
         blocks.append(Bullets(tuple(_swept(sub))))
-    return Section("summary", "Summary", blocks)
+    return Section("runs", "What was run", blocks)
 
 
 def environment(ctx: Context) -> Section:

@@ -1,0 +1,118 @@
+"""Runs side by side: who each run is (device, dtype, machine, commit, date), where they
+differ, and per layer the ratio of time and memory against n with the winner.
+
+The first run given is the baseline; every other run is divided by it, case by case (same
+layer, variant and parameters; dtype and device may differ, that is what is compared).
+Timings flagged unreliable are left out of every ratio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from harness.report import charts, fmt
+from harness.report.context import Context
+from harness.report.model import Block, Cell, Paragraph, Section, Table
+
+#: (column, heading) of a run's identity, in the order a reader scans them.
+IDENTITY = (("env_device_name", "device name"), ("device", "device"), ("dtype", "dtype"),
+            ("env_hostname", "machine"), ("env_cpu_model", "CPU"),
+            ("env_torch_threads", "threads"), ("env_torch_version", "torch"),
+            ("env_git_commit", "commit"), ("env_time_utc", "measured (UTC)"))
+
+
+def _values(sub: pd.DataFrame, column: str) -> str:
+    if column not in sub.columns:
+        return "–"
+    values = [fmt.text(v) for v in sub[column].dropna().astype(str).unique()]
+    if column == "env_git_commit":
+        dirty = "env_git_dirty" in sub.columns and bool(sub["env_git_dirty"].fillna(False)
+                                                         .astype(bool).any())
+        values = [v[:10] + (" (dirty)" if dirty else "") for v in values]
+    if column == "env_time_utc" and values:
+        ordered = sorted(values)
+        first = ordered[0][:16].replace("T", " ")
+        return first if len(ordered) == 1 else f"{first} … {ordered[-1][:16].replace('T', ' ')}"
+    return fmt.value_list(values, limit=2) or "–"
+
+
+def identities(ctx: Context) -> tuple[Table, list[str]]:
+    """The identity table and the headings in which the runs differ."""
+    cells = {info.name: [_values(sub, c) for c, _ in IDENTITY]
+             for info, sub in ctx.run_frames()}
+    differ = [h for i, (_, h) in enumerate(IDENTITY)
+              if len({v[i] for v in cells.values()}) > 1]
+    rows = [[Cell(name), *[Cell(v) for v in values]] for name, values in cells.items()]
+    return Table(["run", *[h for _, h in IDENTITY]], rows,
+                 "The first run is the baseline every ratio divides by."), differ
+
+
+def _wins(points: list[dict[str, Any]]) -> str:
+    """Where the other run is cheaper (ratio < 1) along n, in words."""
+    pts = sorted(points, key=lambda p: p["n"])
+    below = [p["value"] < 1 for p in pts]
+    if all(below):
+        return "other run at every n"
+    if not any(below):
+        return "baseline at every n"
+    flips = [pts[i]["n"] for i in range(1, len(pts)) if below[i] != below[i - 1]]
+    if len(flips) == 1:
+        side = "other run" if below[-1] else "baseline"
+        return f"{side} from n = {fmt.num(flips[0])}"
+    return f"changes {len(flips)} times"
+
+
+def _ratio_table(ctx: Context) -> Table | None:
+    runs = [r.name for r in ctx.runs]
+    found = charts.pick_slice(ctx.df, keep=("run", *charts.IDENTITY))
+    if found is None:
+        return None
+    rows_df = found.rows
+    base = {f"{s.layer}\0{s.variant}\0{charts._extra(s)}": s
+            for s in charts.series(rows_df[rows_df["run"] == runs[0]], ctx.look, False)}
+    rows = []
+    for run in runs[1:]:
+        for s in charts.series(rows_df[rows_df["run"] == run], ctx.look, False):
+            cells = [Cell(run), Cell(s.name)]
+            for metric in ("time_ms_median", "peak_mem_bytes"):
+                pts = charts._ratio_points([s], None, metric, ctx.look, base=base) \
+                    if metric in rows_df.columns else []
+                if not pts:
+                    cells += [Cell("–", "n/a"), Cell("–", "n/a")]
+                    continue
+                values = [p["value"] for p in pts]
+                lo, hi = min(values), max(values)
+                span = f"{lo:.3g}×" if lo == hi else f"{lo:.3g}× … {hi:.3g}×"
+                cells += [Cell(f"{span} ({len(pts)} n)"), Cell(_wins(pts))]
+            rows.append(cells)
+    if not rows:
+        return None
+    at = f" at {found.fixed}" if found.fixed else ""
+    return Table(["run", "layer · variant", "time ratio (run ÷ baseline)", "faster",
+                  "memory ratio", "smaller"], rows,
+                 f"Ratios over the sequence lengths both runs measured{at}; below 1× the "
+                 "other run is cheaper.")
+
+
+def compare(ctx: Context) -> Section:
+    if not ctx.many:
+        return Section("compare", "Runs compared", [Paragraph(
+            "One run: nothing to compare. Give `harness report` several results (another "
+            "device, dtype, machine or commit) to set them side by side here.", "small")])
+    table, differ = identities(ctx)
+    what = ", ".join(differ) if differ else "nothing recorded (same device, dtype and commit)"
+    blocks: list[Block] = [Paragraph(
+        f"{len(ctx.runs)} runs; they differ in {what}. Baseline: {ctx.runs[0].name}."),
+        table]
+    chart = charts.comparison_chart(ctx.df, ctx.look, [r.name for r in ctx.runs])
+    if chart is not None:
+        blocks.append(chart)
+    ratios = _ratio_table(ctx)
+    if ratios is not None:
+        blocks.append(ratios)
+    else:
+        blocks.append(Paragraph("The runs share no case (same layer, variant and sizes): "
+                                "there is nothing to divide.", "small"))
+    return Section("compare", "Runs compared", blocks)
