@@ -35,8 +35,8 @@ from harness.report.model import Table
 from harness.report.style import layer_colours
 from harness.results import RunDirectory
 
-TITLES = ("Summary", "Table 1, measured vs theory", "Scaling plots", "Fitted exponents",
-          "Crossovers", "Table 1, decoding", "FLOP reconciliation", "Memory and OOM frontier",
+TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theory",
+          "Scaling plots", "Fitted exponents", "Crossovers", "Table 1, decoding", "FLOP reconciliation", "Memory and OOM frontier",
           "Roofline", "Environment", "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data
@@ -182,7 +182,8 @@ def test_every_section_appears_for_a_real_small_run(real_report):
     assert text.count("data:image/png;base64,") >= 3  # scaling, memory, roofline
     for layer in ("lstm", "attention"):
         assert f"<td>{layer}</td>" in text
-    assert "6 cases: 6 ok." in text  # the headline sentences from analysis.headlines
+    assert "6 cases (6 ran) of 2 layers" in text  # the first screen's answer
+    assert text.count('class="vl"') == 2  # headline and crossover charts
     pdf = paths[1].read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
 
@@ -190,17 +191,27 @@ def test_every_section_appears_for_a_real_small_run(real_report):
 # --------------------------------------------------------------------------- HTML contract
 
 
+def _outside_scripts(text: str) -> str:
+    return re.sub(r"<script\b[^>]*>.*?</script>", "", text, flags=re.S | re.I)
+
+
 def test_html_is_self_contained_with_no_network_reference(real_report):
     text = real_report[0].read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
     assert not re.search(r"url\(\s*['\"]?\s*(https?:|//)", text, re.I)
-    assert "<script" not in text.lower() and "<link" not in text.lower()
-    assert "@import" not in text
-    assert "http://" not in text and "https://" not in text
-    sources = re.findall(r"""src="([^"]*)\"""", text)
+    assert "<link" not in text.lower() and "@import" not in text
+    tags = re.findall(r"<script\b[^>]*>", text, re.I)
+    assert tags and all("src" not in t.lower() for t in tags)  # every script is inline
+    page = _outside_scripts(text)
+    assert "http://" not in page and "https://" not in page
+    sources = re.findall(r"""src="([^"]*)\"""", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    hrefs = re.findall(r"""href="([^"]*)\"""", text)
+    hrefs = re.findall(r"""href="([^"]*)\"""", page)
     assert hrefs and all(h.startswith("#") for h in hrefs)  # the table of contents only
+    specs = re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', text, re.S)
+    assert len(specs) == 2
+    for spec in specs:  # data inlined as values, never loaded from a URL
+        assert '"url"' not in spec and "http" not in spec and '"values"' in spec
 
 
 EVIL = "<script>alert('x')</script>"
@@ -223,7 +234,9 @@ def tiny_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], 
 def test_every_string_from_the_results_is_escaped(tiny_reports):
     paths = tiny_reports[0]  # the PDF must survive '$' (mathtext) too
     text = paths[0].read_text(encoding="utf-8")
-    assert "<script" not in text.lower() and "<img src=x" not in text and "<i>" not in text
+    assert "<script>alert" not in text.lower() and "<img src=x" not in text and "<i>" not in text
+    assert "<script" not in _outside_scripts(text).lower()  # only the report's own scripts
+    assert "\\u003cscript\\u003ealert(" in text  # inside the chart specs: JSON escapes
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
     assert "a&amp;b&lt;i&gt;$x$&lt;/i&gt;" in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -341,8 +354,9 @@ def disturbed_rows(flag: dict[str, str | None], **kwargs: object) -> list[dict]:
     return rows
 
 
-def _summary(html: str) -> str:
-    start = html.index('<section id="summary">')
+def _summary(html: str, sid: str = "runs") -> str:
+    """A section's HTML: by default 'What was run', where disturbed cases are listed."""
+    start = html.index(f'<section id="{sid}">')
     return html[start:html.index("</section>", start)]
 
 
@@ -350,11 +364,13 @@ def test_disturbed_timings_are_said_first_with_the_cases_and_their_notes(tmp_pat
     flag = {"lstm-n512-d64": CONTENDED, "attention-n512-d256": CONTENDED}
     run = write_run(tmp_path / "r", disturbed_rows(flag, failures=False))
     report = build_report(*load_runs([run]))
-    first = report.sections[0].blocks[0]  # the summary's (and the PDF's first page's) top
+    said = report.sections[0].blocks[1]  # the first screen, right below the answer
+    assert said.text.startswith("2 of 24 timings were disturbed") and "hollow" in said.text
+    first = _section(report, "runs").blocks[0]  # the details: first in 'What was run'
     assert first.kind == "alert" and first.text == (
         "Timings disturbed: 2 of 24 cases were measured while other processes competed for "
         "the CPU; they are drawn hollow and excluded from fits and crossovers of time:")
-    assert report.sections[0].blocks[1].items == tuple(f"{k}: {v}" for k, v in flag.items())
+    assert _section(report, "runs").blocks[1].items == tuple(f"{k}: {v}" for k, v in flag.items())
     summary = _summary(_html([run], tmp_path / "out"))
     assert summary.index("Timings disturbed") < summary.index("This report checks")
     assert "<li>lstm-n512-d64: contended: threads waited" in summary
@@ -368,6 +384,7 @@ def test_no_banner_and_no_hollow_note_when_every_timing_is_reliable(tmp_path):
     assert "time_unreliable" in load_runs([run])[0].columns
     text = _html([run], tmp_path / "out")
     assert "Timings disturbed" not in text and "unreliable" not in _summary(text)
+    assert "disturbed" not in _summary(text, "summary")
     assert "Hollow markers" not in text and "unreliable point" not in text
 
 
@@ -378,7 +395,7 @@ def test_the_banner_lists_at_most_ten_cases_and_counts_each_cause(tmp_path):
     flag["lstm-n64-d64"] = "spread: IQR/median 0.23"
     flag["lstm-n128-d64"] = "throttled: GPU clock 40% below its base"
     df, runs = load_runs([pd.DataFrame(disturbed_rows(flag)).assign(schema_version=1)])
-    alert, listed = build_report(df, runs).sections[0].blocks[:2]
+    alert, listed = _section(build_report(df, runs), "runs").blocks[:2]
     assert alert.text.startswith(
         "Timings disturbed: 12 of 24 cases had unreliable timings (1 with samples spread too "
         "widely, 1 measured while the GPU was throttled, 10 measured while other processes "
@@ -397,7 +414,7 @@ def test_old_results_without_time_note_still_name_the_disturbed_cases(tmp_path):
     # files written before time_note existed lack it; newer ones hold None where no reason
     assert ("time_note" not in df.columns or df["time_note"].isna().all())
     assert df["time_unreliable"].sum() == 2
-    alert, listed = build_report(df, runs).sections[0].blocks[:2]
+    alert, listed = _section(build_report(df, runs), "runs").blocks[:2]
     assert alert.text.startswith("Timings disturbed: 2 of 24 cases had timings flagged "
                                  "unreliable with no reason recorded; they are drawn hollow")
     assert listed.items == ("lstm-n256-d64: no reason recorded (IQR/median 0.25)",
@@ -543,3 +560,108 @@ def test_report_works_without_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- first screen
+
+
+def _section(report, sid: str):
+    return next(s for s in report.sections if s.id == sid)
+
+
+def _charts(section) -> list:
+    from harness.report.model import Chart
+
+    return [b for b in section.blocks if isinstance(b, Chart)]
+
+
+def test_the_quick_shape_gives_no_verdict_from_two_points(tmp_path):
+    """Two sequence lengths and one d (the quick suite): every growth check is inconclusive
+    in the first screen's marks and in the full Table 1; only measured == analytic path
+    lengths (no growth claim) may agree."""
+    rows = synthetic_rows(ds=(64,), ns=(64, 256), failures=False)
+    report = build_report(*load_runs([write_run(tmp_path / "q", rows)]))
+    summary = _section(report, "summary")
+    compact = next(b for b in summary.blocks if isinstance(b, Table) and b.compact)
+    for row in compact.rows:
+        for title, cell in zip(compact.columns, row, strict=True):
+            if title != "path = analytic":
+                assert cell.tone not in ("agrees", "disagrees"), (title, cell)
+    full = next(b for b in _section(report, "table1").blocks if isinstance(b, Table))
+    judged = [(full.columns[i], c.text) for r in full.rows for i, c in enumerate(r)
+              if c.tone in ("agrees", "disagrees")]
+    assert all(col == "max path length" and "= analytic" in txt for col, txt in judged)
+    answer = summary.blocks[0].text
+    assert "0 disagree" in answer and "sweep 3 or more n" not in answer  # paths agree
+    # the same rows at three n are judged
+    three = synthetic_rows(ds=(64,), ns=(64, 128, 256), failures=False)
+    report = build_report(*load_runs([write_run(tmp_path / "t", three)]))
+    compact = next(b for b in _section(report, "summary").blocks
+                   if isinstance(b, Table) and b.compact)
+    assert any(c.tone == "agrees" for r in compact.rows for c in r[2:4])
+
+
+def test_first_screen_answers_with_a_chart_marks_and_at_most_ten_findings(tmp_path):
+    from harness.report.model import Bullets, Chart
+
+    rows = synthetic_rows()
+    rows[7].update(time_unreliable=True, time_note="contended: synthetic")  # lstm n=512 d=256
+    report = build_report(*load_runs([write_run(tmp_path / "r", rows)]))
+    summary = _section(report, "summary")
+    answer = summary.blocks[0]
+    assert answer.kind == "answer" and 3 <= answer.text.count(". ") + 1 <= 6
+    assert isinstance(summary.blocks[2], Chart)  # the headline right after the answer
+    headline, cross = _charts(summary)
+    spec = headline.spec
+    assert [p["title"]["text"] for p in spec["hconcat"]] == ["Time vs n", "Peak memory vs n"]
+    time_layers = spec["hconcat"][0]["layer"]
+    guides = {v["guide"] for v in time_layers[0]["data"]["values"]}
+    assert guides == {"∝ n", "∝ n²"}  # lstm/lightconv linear, attention quadratic
+    points = time_layers[-1]["data"]["values"]
+    hollow = [p for p in points if p["hollow"]]
+    assert [(p["layer"], p["n"]) for p in hollow] == [("lstm", 512.0)]
+    assert "unreliable" in hollow[0]["time"] and "case" in hollow[0]
+    assert any(layer.get("params", [{}])[0].get("bind") == "legend" for layer in time_layers)
+    rules = [lay["data"]["values"][0] for lay in cross.spec["hconcat"][0]["layer"]
+             if lay["mark"]["type"] == "rule" and "n" in lay["data"]["values"][0]]
+    assert {r["label"] for r in rules} == {"n = d", "n = 2d"}
+    assert {r["n"] for r in rules} == {256.0, 512.0}  # d = 256 has as many n as d = 64
+    bullets = [b for b in summary.blocks if isinstance(b, Bullets)]
+    assert len(bullets) == 1 and 1 <= len(bullets[0].items) <= 10
+    assert "did not run" in bullets[0].items[0]  # failures rank first
+
+
+def test_chart_specs_cannot_break_out_of_their_script_element():
+    from harness.report.html import spec_json
+    from harness.report.model import Chart
+
+    evil = "</script><script>alert(1)</script>&<!--"
+    text = str(spec_json(Chart({"data": {"values": [{"a": evil}]}}, "", "")))
+    assert "<" not in text and ">" not in text and "&" not in text
+    import json
+
+    assert json.loads(text)["data"]["values"][0]["a"] == evil
+
+
+def test_runs_compared_side_by_side_with_identity_ratios_and_winner(tmp_path):
+    small = {"layers": ("lstm", "attention"), "ds": (64,), "ns": (64, 128, 256),
+             "failures": False}
+    a = write_run(tmp_path / "a", synthetic_rows(device_name="CPU A", **small))
+    b = write_run(tmp_path / "b", synthetic_rows(device_name="GPU B", slow=0.25, **small))
+    report = build_report(*load_runs([a, b]))
+    section = _section(report, "compare")
+    assert "differ in device name" in section.blocks[0].text
+    identity, ratios = (x for x in section.blocks if isinstance(x, Table))
+    assert [r[1].text for r in identity.rows] == ["CPU A", "GPU B"]
+    assert ratios.columns[:4] == ["run", "layer · variant", "time ratio (run ÷ baseline)",
+                                  "faster"]
+    assert {r[3].text for r in ratios.rows} == {"other run at every n"}
+    assert all(r[2].text.endswith("(3 n)") for r in ratios.rows)
+    assert {r[5].text for r in ratios.rows} == {"baseline at every n"} or \
+        all("1×" in r[4].text for r in ratios.rows)  # same memory: ratio 1
+    (chart,) = _charts(section)
+    values = [v for lay in chart.spec["hconcat"][0]["layer"]
+              for v in lay.get("data", {}).get("values", []) if "series" in v]
+    assert values and all(0.2 < v["value"] < 0.5 for v in values)  # 0.25x + fixed overhead
+    one = build_report(*load_runs([a]))
+    assert "nothing to compare" in _section(one, "compare").blocks[0].text

@@ -208,7 +208,7 @@ def guides(ss: list[Series], points: list[dict[str, Any]]) -> list[dict[str, Any
     y0 = float(np.exp(np.mean(np.log(starts))))
     out = []
     for e in sorted(exps):
-        label = f"∝ {fmt.power('n', e)}"
+        label = "∝ n" if e == 1 else f"∝ {fmt.power('n', e)}"
         for x in np.geomspace(x0, x1, 16):
             out.append({"guide": label, "n": float(x), "value": y0 * (float(x) / x0) ** e})
     return out
@@ -336,7 +336,7 @@ def headline(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart | None:
     if found is None or found.rows.empty:
         return None
     ss = series(found.rows, look, len(runs) > 1)
-    panels = []
+    panels: list[dict[str, Any]] = []
     hollow = False
     for metric, title, y_title, kind in (
             ("time_ms_median", "Time vs n", "median time (ms)", "time"),
@@ -422,7 +422,7 @@ def crossover_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart 
     rules = [] if found.d is None else [
         {"n": m * found.d, "label": label} for m, label in ((1, "n = d"), (2, "n = 2d"))
         if lo <= m * found.d <= hi]
-    panels = []
+    panels: list[dict[str, Any]] = []
     flop = "flops_analytic" if "flops_analytic" in found.rows.columns else None
     ref_name = look.label(*ref_key)
     for metric, title in ((flop, "FLOPs"), ("time_ms_median", "Time")):
@@ -459,7 +459,7 @@ def comparison_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart
     base_rows = rows[rows["run"] == runs[0]]
     base = {f"{s.layer}\0{s.variant}\0{_extra(s)}": s
             for s in series(base_rows, look, False)}
-    panels = []
+    panels: list[dict[str, Any]] = []
     for metric, title in (("time_ms_median", "Time"), ("peak_mem_bytes", "Peak memory")):
         if metric not in rows.columns:
             continue

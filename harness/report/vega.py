@@ -27,7 +27,8 @@ def bundle() -> str:
     """Vega, Vega-Lite and Vega-Embed as one script that sets ``window.vegaEmbed``."""
     import vl_convert
 
-    return str(vl_convert.javascript_bundle(vl_version=VL_VERSION))
+    return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;",
+                                            vl_version=VL_VERSION))
 
 
 def static_spec(spec: dict[str, Any]) -> dict[str, Any]:
