@@ -36,7 +36,8 @@ from harness.report.style import layer_colours
 from harness.results import RunDirectory
 
 TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theory",
-          "Scaling plots", "Fitted exponents", "Crossovers", "Table 1, decoding", "FLOP reconciliation", "Memory and OOM frontier",
+          "Scaling plots", "Fitted exponents", "Crossovers", "Table 1, decoding",
+          "FLOP reconciliation", "Memory and OOM frontier",
           "Roofline", "Environment", "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data
