@@ -593,7 +593,7 @@ def test_the_quick_shape_gives_no_verdict_from_two_points(tmp_path):
               if c.tone in ("agrees", "disagrees")]
     assert all(col == "max path length" and "= analytic" in txt for col, txt in judged)
     answer = summary.blocks[0].text
-    assert "0 disagree" in answer and "sweep 3 or more n" not in answer  # paths agree
+    assert "0 disagree" in answer and "too few points" in answer  # the cause, counted
     # the same rows at three n are judged
     three = synthetic_rows(ds=(64,), ns=(64, 128, 256), failures=False)
     report = build_report(*load_runs([write_run(tmp_path / "t", three)]))

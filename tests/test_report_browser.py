@@ -60,6 +60,10 @@ def test_every_chart_renders_and_no_request_leaves_the_file(browser, reports, wh
     hollow = browser.evaluate(
         session, "document.querySelectorAll('.mark-symbol path[fill=\"white\"]').length")
     assert hollow >= 1  # the unreliable timing is a hollow point
+    wide = browser.evaluate(session, "Array.from(document.querySelectorAll('.tw, figure'))"
+                                     ".filter(t => t.scrollWidth > t.clientWidth + 1).length")
+    assert wide == 0  # nothing overflows at 1280 px
+    assert browser.evaluate(session, "document.documentElement.scrollWidth") <= 1280
     requests = browser.requests(session)
     assert requests and all(u == page.resolve().as_uri() or u.startswith("data:")
                             for u in requests), requests

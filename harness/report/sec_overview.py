@@ -95,16 +95,21 @@ def _what_ran(ctx: Context) -> str:
 
 
 def _tally(t1: pd.DataFrame) -> str:
-    cells = [_verdict(v) for c in _COLUMNS if c[1] in t1.columns for v in t1[c[1]]]
-    judged = [v for v in cells if v != "n/a"]
+    cells = [(_verdict(v), str(r)) for c in _COLUMNS if c[1] in t1.columns
+             for v, r in zip(t1[c[1]], t1[c[3]], strict=True)]
+    judged = [v for v, _ in cells if v != "n/a"]
     if not judged:
         return "No check of Table 1 could be made (nothing measured)."
     counts = {v: judged.count(v) for v in ("agrees", "disagrees", "inconclusive")}
-    text = (f"Against the papers' Table 1, {counts['agrees']} of {len(judged)} checks agree, "
-            f"{counts['disagrees']} disagree and {counts['inconclusive']} are inconclusive")
-    if counts["inconclusive"] == len(judged):
-        return text + " (too few sequence lengths to judge any growth: sweep 3 or more n)."
-    return text + "."
+    why: dict[str, int] = {}
+    for verdict, reason in cells:
+        if verdict == "inconclusive":
+            key = reason.split(" (")[0].split(":")[0]
+            why[key] = why.get(key, 0) + 1
+    causes = ", ".join(f"{k} {w}" for w, k in sorted(why.items(), key=lambda i: -i[1]))
+    return (f"Against the papers' Table 1, {counts['agrees']} of {len(judged)} checks agree, "
+            f"{counts['disagrees']} disagree and {counts['inconclusive']} are inconclusive"
+            + (f" ({causes})." if causes else "."))
 
 
 def _spread(t1: pd.DataFrame) -> str:
