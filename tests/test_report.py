@@ -666,3 +666,14 @@ def test_runs_compared_side_by_side_with_identity_ratios_and_winner(tmp_path):
     assert values and all(0.2 < v["value"] < 0.5 for v in values)  # 0.25x + fixed overhead
     one = build_report(*load_runs([a]))
     assert "nothing to compare" in _section(one, "compare").blocks[0].text
+
+
+def test_the_table1_example_stays_one_file_under_5_mb(tmp_path):
+    """The committed Table-1 baseline (140 cases) as HTML: charts, bundle and PNGs inlined,
+    still under the 5 MB a report may weigh."""
+    baseline = REPO / "results" / "baselines" / "table1-cpu"
+    (page,) = write_report([baseline], tmp_path, formats=("html",))
+    size = page.stat().st_size
+    assert 1_000_000 < size < 5_000_000, size
+    text = page.read_text(encoding="utf-8")
+    assert text.count('class="vl"') == 2 and text.count("<script>") == 2
