@@ -5,7 +5,7 @@ Every spec is plain JSON built from the results dataframe only (status ok rows).
 look: a layer keeps its report colour, a variant its dash (the layer's variants in name
 order), a run its point shape; clicking a legend entry shows that series alone (shift-click
 adds more); hovering a point shows the case's metrics. A timing flagged unreliable is a
-hollow point, exactly as in the static figures, and is left out of every ratio.
+hollow point, exactly as in the static figures; so is a ratio that involves one.
 """
 
 from __future__ import annotations
@@ -379,7 +379,9 @@ def _reference(rows: pd.DataFrame) -> tuple[str, str] | None:
 
 def _ratio_points(ss: list[Series], ref: Series | None, metric: str, look: Look,
                   base: dict[str, Series] | None = None) -> list[dict[str, Any]]:
-    """Per series and n: cost / the reference's cost at the same n (both reliable)."""
+    """Per series and n: cost / the reference's cost at the same n; ``hollow`` where either
+    timing was unreliable (drawn hollow, left out of every ratio a sentence or table
+    quotes)."""
     out = []
     for s in ss:
         other = base.get(f"{s.layer}\0{s.variant}\0{_extra(s)}") if base is not None else ref
@@ -389,10 +391,9 @@ def _ratio_points(ss: list[Series], ref: Series | None, metric: str, look: Look,
         theirs = {p["n"]: p for p in cost_points([other], metric, look)}
         for n in sorted(set(mine) & set(theirs)):
             a, b = mine[n], theirs[n]
-            if a["hollow"] or b["hollow"]:
-                continue
             ratio = a["value"] / b["value"]
             out.append({**a, "value": ratio, "value_text": f"{ratio:.3g}×",
+                        "hollow": bool(a["hollow"] or b["hollow"]),
                         "time": f"{a['value_text']} vs {b['value_text']}"})
     return out
 
@@ -443,7 +444,7 @@ def crossover_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart 
                f"{which}, log-log. Above the line at 1 the layer costs more than "
                "attention; where a curve crosses 1 is the crossover. Vaswani et al. put the "
                "FLOP crossover of attention and recurrence near n = d (dashed), LSTM-like "
-               "layers near n = 2d. Time ratios leave out unreliable timings.")
+               "layers near n = 2d. Hollow: a ratio with an unreliable timing.")
     return Chart(figure(panels), caption, "cost ratio to self-attention against n")
 
 
@@ -481,5 +482,6 @@ def comparison_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart
     at = f" at {found.fixed}" if found.fixed else ""
     caption = (f"Each run's cost divided by the first run's ({runs[0]}) for the same layer, "
                f"variant and n{at}: below 1 the other run is faster (smaller), above 1 the "
-               "first run wins. Unreliable timings are left out.")
+               "first run wins. Hollow: a ratio with an unreliable timing (the table "
+               "below leaves those out).")
     return Chart(figure(panels), caption, "run-against-run cost ratio against n")

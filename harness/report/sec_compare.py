@@ -3,7 +3,8 @@ differ, and per layer the ratio of time and memory against n with the winner.
 
 The first run given is the baseline; every other run is divided by it, case by case (same
 layer, variant and parameters; dtype and device may differ, that is what is compared).
-Timings flagged unreliable are left out of every ratio.
+Timings flagged unreliable are drawn hollow in the chart and left out of the ratio table
+(unless a layer has nothing else, which its cells then say).
 """
 
 from __future__ import annotations
@@ -82,18 +83,23 @@ def _ratio_table(ctx: Context) -> Table | None:
                 if not pts:
                     cells += [Cell("–", "n/a"), Cell("–", "n/a")]
                     continue
-                values = [p["value"] for p in pts]
+                sure = [p for p in pts if not p["hollow"]]
+                note = "" if sure else ", unreliable timings only"
+                use = sure or pts
+                values = [p["value"] for p in use]
                 lo, hi = min(values), max(values)
                 span = f"{lo:.3g}×" if lo == hi else f"{lo:.3g}× … {hi:.3g}×"
-                cells += [Cell(f"{span} ({len(pts)} n)"), Cell(_wins(pts))]
+                cells += [Cell(f"{span} ({len(use)} n{note})", "inconclusive" if note else None),
+                          Cell(_wins(use), "inconclusive" if note else None)]
             rows.append(cells)
     if not rows:
         return None
     at = f" at {found.fixed}" if found.fixed else ""
     return Table(["run", "layer · variant", "time ratio (run ÷ baseline)", "faster",
                   "memory ratio", "smaller"], rows,
-                 f"Ratios over the sequence lengths both runs measured{at}; below 1× the "
-                 "other run is cheaper.")
+                 f"Ratios over the sequence lengths both runs measured{at}, leaving out "
+                 "unreliable timings (where every timing was unreliable, the cell says so and "
+                 "is shaded as inconclusive); below 1× the other run is cheaper.")
 
 
 def compare(ctx: Context) -> Section:
