@@ -114,11 +114,14 @@ def add_parser(subparsers: Any) -> None:
         "report",
         help="write an HTML and PDF report from results files",
         description="Build a report from one or more results files (or run directories): "
-        "Table 1 measured against the theory, scaling plots with theory slopes, fitted "
-        "exponents, crossovers, FLOP reconciliation, memory and OOM frontier, roofline, "
-        "environment and every case. Several results compare runs in one report. The HTML "
-        "is one self-contained file (no network); the PDF needs no LaTeX. Reads only the "
-        "results, so it works without torch or a GPU.",
+        "a first screen with the answer (what ran, what it shows, time and memory vs n, "
+        "Table 1 as marks, crossovers, ten findings), then Table 1 measured against the "
+        "theory, scaling plots with theory slopes, fitted exponents, crossovers, FLOP "
+        "reconciliation, memory and OOM frontier, roofline, environment and every case. "
+        "Several results are set side by side (per layer, time and memory ratio vs n, who "
+        "wins, each run's device, commit and date). The HTML is one self-contained file with "
+        "interactive charts (no network); the PDF needs no LaTeX. Reads only the results, so "
+        "it works without torch or a GPU.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
