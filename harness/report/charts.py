@@ -34,7 +34,7 @@ _SHAPES = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross
 _DASHES = ([1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3])
 #: Parameters a run's identity (not its sweep) consists of: never matched between runs.
 IDENTITY = ("dtype", "device")
-_FORMAT = {"time": ".3~g", "bytes": ".3~s", "ratio": ".3~g", "flops": ".3~s"}
+_FORMAT = {"time": ".3~r", "bytes": ".3~s", "ratio": ".4~r", "flops": ".3~s"}
 
 
 @dataclass
@@ -110,7 +110,8 @@ def _name(look: Look, layer: str, variant: str, extra: str, run: str, many: bool
 
 @dataclass
 class Series:
-    name: str
+    name: str  # unique in the chart (the run included when runs are compared)
+    label: str  # the legend entry: layer · variant (extra), shared by the runs
     run: str
     layer: str
     variant: str
@@ -127,8 +128,10 @@ def series(rows: pd.DataFrame, look: Look, many: bool,
         values = dict(zip(keys, key, strict=True))
         layer, variant = values["layer"], values["variant"]
         extra = describe({p: sub[p].iloc[0] for p in extra_keys}, ())
-        out.append(Series(_name(look, layer, variant, extra, values.get("run", ""), many),
-                          values.get("run", ""), layer, variant, sub))
+        run = values.get("run", "")
+        out.append(Series(_name(look, layer, variant, extra, run, many),
+                          _name(look, layer, variant, extra, run, False), run, layer,
+                          variant, sub))
     order = {r: i for i, r in enumerate(look.markers)}
     out.sort(key=lambda s: (look.rank(s.layer), s.variant, s.name, order.get(s.run, 0)))
     return out
@@ -173,7 +176,8 @@ def cost_points(ss: list[Series], metric: str, look: Look) -> list[dict[str, Any
             use = good if good.any() else at
             first = s.rows[use].iloc[0]
             value = float(y[use].median())
-            out.append({"series": s.name, "layer": s.layer, "variant": s.variant, "run": s.run,
+            out.append({"series": s.name, "label": s.label, "layer": s.layer,
+                        "variant": s.variant, "run": s.run,
                         "dash": _dash(look, s.layer, s.variant), "n": float(x), "value": value,
                         "hollow": not bool(good.any()),
                         "value_text": _value_text(metric, value), **_tooltip_row(first)})
@@ -217,10 +221,13 @@ def guides(ss: list[Series], points: list[dict[str, Any]]) -> list[dict[str, Any
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _x(title: str = "sequence length n") -> dict[str, Any]:
+def _x(ticks: Sequence[float] = (), title: str = "sequence length n") -> dict[str, Any]:
+    """The n axis, log base 2; ``ticks``: label exactly the measured n when few."""
+    axis: dict[str, Any] = {"format": "~g", "grid": True}
+    if 0 < len(ticks) <= 12:
+        axis["values"] = list(ticks)
     return {"field": "n", "type": "quantitative", "title": title,
-            "scale": {"type": "log", "base": 2, "nice": False},
-            "axis": {"format": "~g", "grid": True}}
+            "scale": {"type": "log", "base": 2, "nice": False}, "axis": axis}
 
 
 def _y(title: str, kind: str) -> dict[str, Any]:
@@ -230,10 +237,10 @@ def _y(title: str, kind: str) -> dict[str, Any]:
 
 
 def _colour(ss: list[Series], look: Look, legend: bool) -> dict[str, Any]:
-    names = list(dict.fromkeys(s.name for s in ss))
-    colours = [look.colours.get(next(s.layer for s in ss if s.name == n), "#444444")
+    names = list(dict.fromkeys(s.label for s in ss))
+    colours = [look.colours.get(next(s.layer for s in ss if s.label == n), "#444444")
                for n in names]
-    return {"field": "series", "type": "nominal", "sort": names,
+    return {"field": "label", "type": "nominal", "sort": names,
             "scale": {"domain": names, "range": colours},
             "legend": {"title": vega.LEGEND_HINT, "orient": "right",
                        "symbolType": "stroke", "labelLimit": 260} if legend else None}
@@ -261,6 +268,8 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
     ``rules``: vertical marks ({"n": x, "label": text}); ``hrule``: a horizontal line."""
     many = len(runs) > 1
     colour = _colour(ss, look, legend)
+    ticks = sorted({p["n"] for p in points})
+    x = _x(ticks)
     tips = [{"field": f, "type": "nominal" if f != "n" else "quantitative",
              "title": {"value_text": "value", "series": "series"}.get(f, f)} for f in _TIPS]
     if many:
@@ -269,7 +278,7 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
     if guide_points:
         layers.append({"data": {"values": guide_points}, "mark": {
             "type": "line", "strokeDash": [2, 3], "color": GUIDE, "strokeWidth": 1},
-            "encoding": {"x": _x(), "y": _y(y_title, kind), "detail": {"field": "guide"}}})
+            "encoding": {"x": x, "y": _y(y_title, kind), "detail": {"field": "guide"}}})
         layers.append({"data": {"values": guide_points},
                        "transform": [{"window": [{"op": "rank", "as": "r"}],
                                       "groupby": ["guide"],
@@ -277,7 +286,7 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
                                      {"filter": "datum.r == 1"}],
                        "mark": {"type": "text", "align": "right", "dx": -3, "dy": -6,
                                 "color": GUIDE, "fontSize": 10},
-                       "encoding": {"x": _x(), "y": _y(y_title, kind),
+                       "encoding": {"x": x, "y": _y(y_title, kind),
                                     "text": {"field": "guide"}}})
     if hrule is not None:
         layers.append({"data": {"values": [{"value": hrule}]},
@@ -295,15 +304,15 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
     line: dict[str, Any] = {
         "data": {"values": points},
         "mark": {"type": "line", "strokeWidth": 1.8},
-        "encoding": {"x": _x(), "y": _y(y_title, kind), "color": colour,
+        "encoding": {"x": x, "y": _y(y_title, kind), "color": colour,
                      "strokeDash": _dash_enc(), "detail": {"field": "series"},
                      "opacity": _opacity()}}
     if legend:
-        line["params"] = [{"name": "pick", "select": {"type": "point", "fields": ["series"]},
+        line["params"] = [{"name": "pick", "select": {"type": "point", "fields": ["label"]},
                            "bind": "legend"}]
     layers.append(line)
     for hollow in (False, True):
-        enc: dict[str, Any] = {"x": _x(), "y": _y(y_title, kind), "color": colour,
+        enc: dict[str, Any] = {"x": x, "y": _y(y_title, kind), "color": colour,
                                "opacity": _opacity(), "tooltip": tips}
         if many:
             enc["shape"] = _shape(runs)

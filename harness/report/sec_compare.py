@@ -9,8 +9,10 @@ Timings flagged unreliable are drawn hollow in the chart and left out of the rat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.report import charts, fmt
@@ -53,6 +55,8 @@ def identities(ctx: Context) -> tuple[Table, list[str]]:
 def _wins(points: list[dict[str, Any]]) -> str:
     """Where the other run is cheaper (ratio < 1) along n, in words."""
     pts = sorted(points, key=lambda p: p["n"])
+    if all(abs(p["value"] - 1) <= TIE for p in pts):
+        return f"neither (within {TIE:.0%})"
     below = [p["value"] < 1 for p in pts]
     if all(below):
         return "other run at every n"
@@ -65,36 +69,86 @@ def _wins(points: list[dict[str, Any]]) -> str:
     return f"changes {len(flips)} times"
 
 
-def _ratio_table(ctx: Context) -> Table | None:
+@dataclass
+class Ratios:
+    """One layer variant of one run against the baseline: ratio points per metric."""
+
+    run: str
+    name: str
+    points: dict[str, list[dict[str, Any]]]
+
+    def usable(self, metric: str) -> tuple[list[dict[str, Any]], bool]:
+        """The reliable points, or all of them (and True) when none is reliable."""
+        pts = self.points.get(metric, [])
+        sure = [p for p in pts if not p["hollow"]]
+        return (sure, False) if sure else (pts, bool(pts))
+
+
+METRICS = ("time_ms_median", "peak_mem_bytes")
+TIE = 0.01  # ratios this close to 1 are a tie
+
+
+def ratios(ctx: Context) -> tuple[list[Ratios], str]:
+    """Every run but the first, divided by the first, per layer variant; and the slice."""
     runs = [r.name for r in ctx.runs]
     found = charts.pick_slice(ctx.df, keep=("run", *charts.IDENTITY))
     if found is None:
-        return None
+        return [], ""
     rows_df = found.rows
     base = {f"{s.layer}\0{s.variant}\0{charts._extra(s)}": s
             for s in charts.series(rows_df[rows_df["run"] == runs[0]], ctx.look, False)}
-    rows = []
+    out = []
     for run in runs[1:]:
         for s in charts.series(rows_df[rows_df["run"] == run], ctx.look, False):
-            cells = [Cell(run), Cell(s.name)]
-            for metric in ("time_ms_median", "peak_mem_bytes"):
-                pts = charts._ratio_points([s], None, metric, ctx.look, base=base) \
-                    if metric in rows_df.columns else []
-                if not pts:
-                    cells += [Cell("–", "n/a"), Cell("–", "n/a")]
-                    continue
-                sure = [p for p in pts if not p["hollow"]]
-                note = "" if sure else ", unreliable timings only"
-                use = sure or pts
-                values = [p["value"] for p in use]
-                lo, hi = min(values), max(values)
-                span = f"{lo:.3g}×" if lo == hi else f"{lo:.3g}× … {hi:.3g}×"
-                cells += [Cell(f"{span} ({len(use)} n{note})", "inconclusive" if note else None),
-                          Cell(_wins(use), "inconclusive" if note else None)]
-            rows.append(cells)
+            out.append(Ratios(run, s.name, {
+                m: charts._ratio_points([s], None, m, ctx.look, base=base)
+                for m in METRICS if m in rows_df.columns}))
+    return out, found.fixed
+
+
+def answer(ctx: Context) -> str:
+    """One sentence per compared run for the first screen: in how many layer variants it is
+    faster than the baseline, and the median time ratio."""
+    found, _ = ratios(ctx)
+    out = []
+    for run in [r.name for r in ctx.runs[1:]]:
+        mine = [r for r in found if r.run == run]
+        medians, shaky = [], 0
+        for r in mine:
+            pts, unreliable = r.usable("time_ms_median")
+            if pts:
+                medians.append(float(np.median([p["value"] for p in pts])))
+                shaky += unreliable
+        if not medians:
+            continue
+        faster = sum(m < 1 for m in medians)
+        note = (f"; {shaky} of them from unreliable timings only" if shaky else "")
+        out.append(f"Against {ctx.runs[0].name}, {run} is faster in time for {faster} of "
+                   f"{len(medians)} layer variants (median time ratio "
+                   f"{float(np.median(medians)):.2f}×{note}).")
+    return " ".join(out)
+
+
+def _ratio_table(ctx: Context) -> Table | None:
+    found, fixed = ratios(ctx)
+    rows = []
+    for r in found:
+        cells = [Cell(r.run), Cell(r.name)]
+        for metric in METRICS:
+            pts, unreliable = r.usable(metric)
+            if not pts:
+                cells += [Cell("–", "n/a"), Cell("–", "n/a")]
+                continue
+            note = ", unreliable timings only" if unreliable else ""
+            values = [p["value"] for p in pts]
+            lo, hi = min(values), max(values)
+            span = f"{lo:.3g}×" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}× … {hi:.3g}×"
+            tone = "inconclusive" if unreliable else None
+            cells += [Cell(f"{span} ({len(pts)} n{note})", tone), Cell(_wins(pts), tone)]
+        rows.append(cells)
     if not rows:
         return None
-    at = f" at {found.fixed}" if found.fixed else ""
+    at = f" at {fixed}" if fixed else ""
     return Table(["run", "layer · variant", "time ratio (run ÷ baseline)", "faster",
                   "memory ratio", "smaller"], rows,
                  f"Ratios over the sequence lengths both runs measured{at}, leaving out "

@@ -15,7 +15,7 @@ from harness.analysis.crossovers import crossovers as find_crossovers
 from harness.analysis.frame import numeric, ok_mask, unreliable_mask
 from harness.analysis.headlines import findings
 from harness.analysis.table1 import table1_measured
-from harness.report import charts, fmt
+from harness.report import charts, fmt, sec_compare
 from harness.report.context import Context
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Subheading, Table
 
@@ -166,8 +166,8 @@ def _disturbed(ctx: Context) -> str:
 def summary(ctx: Context) -> Section:
     """The first screen."""
     t1 = ctx.sort(ctx.per_run(table1_measured))
-    sentences = [_what_ran(ctx), _tally(t1) if not t1.empty else "",
-                 _spread(t1), _attention_crossings(ctx)]
+    sentences = [_what_ran(ctx), sec_compare.answer(ctx) if ctx.many else "",
+                 _tally(t1) if not t1.empty else "", _spread(t1), _attention_crossings(ctx)]
     blocks: list[Block] = [Paragraph(" ".join(s for s in sentences if s), "answer")]
     disturbed = _disturbed(ctx)
     if disturbed:
