@@ -5,9 +5,11 @@
 (no torch, no GPU needed) and computes every number with :mod:`harness.analysis`.
 
 Modules: ``inputs`` (results -> one frame with a ``run`` column), ``build`` and the
-``sec_*`` modules (the content, once, as :mod:`~harness.report.model` blocks), ``figures``
-and ``style`` (matplotlib/seaborn, fixed colours), ``html`` and ``pdf`` (the renderers),
-``fmt`` (numbers and units), ``command`` (the CLI).
+``sec_*`` modules (the content, once, as :mod:`~harness.report.model` blocks;
+``sec_overview`` is the first screen, ``sec_compare`` runs side by side), ``charts``
+(interactive Vega-Lite specs, data inlined) and ``vega`` (the inlined bundle, static renders
+for the PDF), ``figures`` and ``style`` (matplotlib/seaborn, fixed colours), ``html`` and
+``pdf`` (the renderers), ``fmt`` (numbers and units), ``command`` (the CLI).
 """
 
 from harness.report.command import add_parser, default_out_dir, parse_formats, write_report
