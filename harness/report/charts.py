@@ -116,6 +116,7 @@ class Series:
     layer: str
     variant: str
     rows: pd.DataFrame
+    extra: str = ""  # the layer-specific parameters that make it a series of its own
 
 
 def series(rows: pd.DataFrame, look: Look, many: bool,
@@ -131,7 +132,7 @@ def series(rows: pd.DataFrame, look: Look, many: bool,
         run = values.get("run", "")
         out.append(Series(_name(look, layer, variant, extra, run, many),
                           _name(look, layer, variant, extra, run, False), run, layer,
-                          variant, sub))
+                          variant, sub, extra))
     order = {r: i for i, r in enumerate(look.markers)}
     out.sort(key=lambda s: (look.rank(s.layer), s.variant, s.name, order.get(s.run, 0)))
     return out
@@ -372,7 +373,7 @@ def headline(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart | None:
     return Chart(figure(panels), caption, "time and peak memory against sequence length")
 
 
-def _reference(rows: pd.DataFrame) -> tuple[str, str] | None:
+def reference_layer(rows: pd.DataFrame) -> tuple[str, str] | None:
     """The (layer, variant) every cost is divided by: dense attention if present, else the
     first self-attention layer in report order."""
     infos = layer_infos(rows)
@@ -386,14 +387,14 @@ def _reference(rows: pd.DataFrame) -> tuple[str, str] | None:
     return pick, variant
 
 
-def _ratio_points(ss: list[Series], ref: Series | None, metric: str, look: Look,
+def ratio_points(ss: list[Series], ref: Series | None, metric: str, look: Look,
                   base: dict[str, Series] | None = None) -> list[dict[str, Any]]:
     """Per series and n: cost / the reference's cost at the same n; ``hollow`` where either
     timing was unreliable (drawn hollow, left out of every ratio a sentence or table
     quotes)."""
     out = []
     for s in ss:
-        other = base.get(f"{s.layer}\0{s.variant}\0{_extra(s)}") if base is not None else ref
+        other = base.get(f"{s.layer}\0{s.variant}\0{extra_of(s)}") if base is not None else ref
         if other is None or other is s:
             continue
         mine = {p["n"]: p for p in cost_points([s], metric, look)}
@@ -407,8 +408,8 @@ def _ratio_points(ss: list[Series], ref: Series | None, metric: str, look: Look,
     return out
 
 
-def _extra(s: Series) -> str:
-    return s.name.split(" (", 1)[1].split(")")[0] if " (" in s.name else ""
+def extra_of(s: Series) -> str:
+    return s.extra
 
 
 def crossover_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart | None:
@@ -419,7 +420,7 @@ def crossover_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart 
     found = pick_slice(df)
     if found is None or found.rows.empty:
         return None
-    ref_key = _reference(found.rows)
+    ref_key = reference_layer(found.rows)
     if ref_key is None:
         return None
     ss = series(found.rows, look, False)
@@ -438,7 +439,7 @@ def crossover_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart 
     for metric, title in ((flop, "FLOPs"), ("time_ms_median", "Time")):
         if metric is None or metric not in found.rows.columns:
             continue
-        pts = _ratio_points(ss, ref, metric, look)
+        pts = ratio_points(ss, ref, metric, look)
         if not pts:
             continue
         panels.append(panel([s for s in ss if s is not ref], pts,
@@ -467,7 +468,7 @@ def comparison_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart
         return None
     rows = found.rows
     base_rows = rows[rows["run"] == runs[0]]
-    base = {f"{s.layer}\0{s.variant}\0{_extra(s)}": s
+    base = {f"{s.layer}\0{s.variant}\0{extra_of(s)}": s
             for s in series(base_rows, look, False)}
     panels: list[dict[str, Any]] = []
     for metric, title in (("time_ms_median", "Time"), ("peak_mem_bytes", "Peak memory")):
@@ -479,7 +480,7 @@ def comparison_chart(df: pd.DataFrame, look: Look, runs: Sequence[str]) -> Chart
             ss = series(rows[rows["run"] == run], look, False)
             for s in ss:
                 s.name = s.name + (f" · {run}" if len(runs) > 2 else "")
-            pts += _ratio_points(ss, None, metric, look, base=base)
+            pts += ratio_points(ss, None, metric, look, base=base)
             ss_all += ss
         if pts:
             panels.append(panel(ss_all, pts, title=f"{title}: run ÷ {runs[0]}",

@@ -95,13 +95,13 @@ def ratios(ctx: Context) -> tuple[list[Ratios], str]:
     if found is None:
         return [], ""
     rows_df = found.rows
-    base = {f"{s.layer}\0{s.variant}\0{charts._extra(s)}": s
+    base = {f"{s.layer}\0{s.variant}\0{charts.extra_of(s)}": s
             for s in charts.series(rows_df[rows_df["run"] == runs[0]], ctx.look, False)}
     out = []
     for run in runs[1:]:
         for s in charts.series(rows_df[rows_df["run"] == run], ctx.look, False):
             out.append(Ratios(run, s.name, {
-                m: charts._ratio_points([s], None, m, ctx.look, base=base)
+                m: charts.ratio_points([s], None, m, ctx.look, base=base)
                 for m in METRICS if m in rows_df.columns}))
     return out, found.fixed
 

@@ -132,7 +132,7 @@ def _attention_crossings(ctx: Context) -> str:
     found = charts.pick_slice(df)
     if found is None or "time_ms_median" not in found.rows.columns:
         return ""
-    ref = charts._reference(found.rows)
+    ref = charts.reference_layer(found.rows)
     if ref is None:
         return ""
     cross = find_crossovers(found.rows.drop(columns=["run"]), "time_ms_median", "seq_len")
