@@ -493,8 +493,10 @@ def _kept(item: _Timed) -> tuple[float, ...]:
     ).samples
 
 
-def plain_progress(stream: Any = sys.stderr) -> Progress:
-    """One line per step, for CI logs: the case, its status, its median so far, its note."""
+def plain_progress(stream: Any = sys.stderr,
+                   busy: Callable[[], tuple[int, int]] | None = None) -> Progress:
+    """One line per step, for CI logs: the case, its status, its median so far, its note;
+    with ``busy`` (an executor of several devices), how many devices are measuring."""
 
     def report(done: int, total: int, row: Mapping[str, Any]) -> None:
         median = row.get("time_ms_median")
@@ -507,7 +509,11 @@ def plain_progress(stream: Any = sys.stderr) -> Progress:
         note = row.get("time_note")
         if row.get("status") == "ok" and note:
             extra = f" [{note}]"
-        print(f"[{done}/{total}] {row.get('label')}: {row.get('status')}{timing}{extra}",
-              file=stream, flush=True)
+        devices = ""
+        if busy is not None:
+            now, of = busy()
+            devices = f" [{now}/{of} devices busy]"
+        print(f"[{done}/{total}]{devices} {row.get('label')}: {row.get('status')}{timing}"
+              f"{extra}", file=stream, flush=True)
 
     return report
