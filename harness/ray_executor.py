@@ -197,6 +197,11 @@ class RayExecutor:
         return (sum(1 for s in self._slots if s.job is not None),
                 sum(self._capacity(k) for k in kinds))
 
+    def running(self) -> list[dict[str, Any]]:
+        """The actors measuring now: their info (pid, host, gpus) and the case's label."""
+        return [{**slot.info, "label": slot.job.job[1].label} for slot in self._slots
+                if slot.info and slot.job is not None]
+
     # -- actors -------------------------------------------------------------------------
 
     def _start(self, kind: Kind) -> _Slot:

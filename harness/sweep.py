@@ -507,7 +507,7 @@ def plain_progress(stream: Any = sys.stderr,
         msg = row.get("message") or ""
         extra = f" ({msg})" if row.get("status") != "ok" and msg else ""
         note = row.get("time_note")
-        if row.get("status") == "ok" and note:
+        if row.get("status") == "ok" and isinstance(note, str) and note:  # NaN: a reused row
             extra = f" [{note}]"
         devices = ""
         if busy is not None:
