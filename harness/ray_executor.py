@@ -199,8 +199,12 @@ class RayExecutor:
 
     def running(self) -> list[dict[str, Any]]:
         """The actors measuring now: their info (pid, host, gpus) and the case's label."""
-        return [{**slot.info, "label": slot.job.job[1].label} for slot in self._slots
-                if slot.info and slot.job is not None]
+        out = []
+        for slot in list(self._slots):  # may be read from another thread (a progress display)
+            info, pending = slot.info, slot.job
+            if info and pending is not None:
+                out.append({**info, "label": pending.job[1].label})
+        return out
 
     # -- actors -------------------------------------------------------------------------
 
