@@ -10,8 +10,9 @@ round with a small budget, so that the measuring itself is nearly constant):
   and the harness imported); against the local executor's first worker process ready;
 * **per case**: the wall time of ``run_cases`` over the cases with one device (the local
   worker; Ray with 1 CPU and threads 1, so one actor), after start-up, divided by the
-  number of cases; the difference is what scheduling a case through Ray adds (a remote
-  call, pickling the row and its samples back, the node's environment record).
+  number of cases, and the part of it the rows' ``wall_s`` (measuring) does not explain:
+  what getting a case to its worker and its row back costs (a pipe or a Ray call, pickling,
+  the environment record, writing the part).
 
 A benchmark, not a test: its numbers depend on the machine and on what else runs on it.
 """
@@ -61,7 +62,9 @@ def _plan(cases: int, folder: Path) -> tuple[Any, list[Any]]:
     return suite, expand(suite)
 
 
-def _sweep(plan: list[Any], suite: Any, folder: Path, executor: Any, env: Any) -> float:
+def _sweep(plan: list[Any], suite: Any, folder: Path, executor: Any, env: Any
+           ) -> tuple[float, float]:
+    """(seconds the sweep took, seconds its rows say measuring took: the sum of wall_s)."""
     from harness.results import RunDirectory
     from harness.run_command import exec_settings
     from harness.sweep import run_cases
@@ -75,7 +78,7 @@ def _sweep(plan: list[Any], suite: Any, folder: Path, executor: Any, env: Any) -
     took = time.perf_counter() - started
     if outcome.rows_written != len(plan):
         raise SystemExit(f"only {outcome.rows_written} of {len(plan)} cases written")
-    return took
+    return took, float(run.merge()["wall_s"].sum())
 
 
 def _warm(executor: Any, planned: Any, settings: Any) -> Any:
@@ -130,13 +133,14 @@ def main() -> None:
             remote.append(_sweep(plan, suite, folder / f"ray{i}", on_ray, node_env))
         ray.shutdown()
 
-    per_local = min(local) / args.cases
-    per_ray = min(remote) / args.cases
     print(f"start-up: local worker ready {local_start:.2f} s; ray.init {init_s:.2f} s, "
           f"then first actor ready {actor_s:.2f} s")
-    print(f"per case ({args.cases} cases, 1 device, best of {args.repeat}): local "
-          f"{per_local * 1e3:.0f} ms, ray {per_ray * 1e3:.0f} ms, "
-          f"overhead {(per_ray - per_local) * 1e3:+.0f} ms ({per_ray / per_local:.2f}x)")
+    print(f"per case ({args.cases} cases, 1 device, best of {args.repeat} sweeps):")
+    for name, runs in (("local", local), ("ray", remote)):
+        took, measuring = min(runs)
+        print(f"  {name:5s}: {took / args.cases * 1e3:6.0f} ms a case, of which measuring "
+              f"(wall_s) {measuring / args.cases * 1e3:6.0f} ms, around it "
+              f"{(took - measuring) / args.cases * 1e3:5.0f} ms")
 
 
 if __name__ == "__main__":

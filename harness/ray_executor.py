@@ -159,11 +159,10 @@ class RayExecutor:
                                         f"({one_line(exc)})") from None
             self._owned = True
         self._server = ray.remote(CaseServer)
-        total = ray.cluster_resources()
-        self._gpus = int(total.get("GPU", 0))
-        self._cpus = int(total.get("CPU", 0))
-        self._node_cpus = max((int(n.get("Resources", {}).get("CPU", 0))
-                               for n in ray.nodes() if n.get("Alive")), default=0)
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        #: GPUs and CPUs of each live node: an actor fits on one node or nowhere
+        self._node_gpus = [int(n.get("GPU", 0)) for n in nodes]
+        self._node_cpus = [int(n.get("CPU", 0)) for n in nodes]
 
     # -- checks and capacity --------------------------------------------------------------
 
@@ -175,21 +174,23 @@ class RayExecutor:
             raise HarnessInputError(
                 f"--executor ray: device {pinned[0]} names a GPU, but Ray gives each case a "
                 "whole GPU of its choosing; write device: cuda")
-        if cuda and self._gpus < 1:
+        if cuda and sum(self._node_gpus) < 1:
             raise HarnessInputError(
                 f"--executor ray: {len(cuda)} CUDA cases, but the Ray cluster has no GPU "
                 "(start its nodes with GPUs, or run the suite with --device cpu)")
         if any(p.runnable and not str(p.device).startswith("cuda") for p in plan):
             need = max(1, threads or 1)
-            if need > self._node_cpus:
+            if need > max(self._node_cpus, default=0):
                 raise HarnessInputError(
-                    f"--executor ray: measure.threads {need} > {self._node_cpus} CPUs of the "
+                    f"--executor ray: measure.threads {need} > "
+                    f"{max(self._node_cpus, default=0)} CPUs of the "
                     "largest Ray node; set measure.threads to at most that")
 
     def _capacity(self, kind: Kind) -> int:
+        """How many actors of ``kind`` the cluster can hold at once."""
         if kind[0] == "cuda":
-            return self._gpus
-        return max(1, self._cpus // kind[1])
+            return sum(self._node_gpus)
+        return max(1, sum(cpus // kind[1] for cpus in self._node_cpus))
 
     def busy(self) -> tuple[int, int]:
         """(devices measuring now, devices this sweep may use)."""
@@ -305,7 +306,8 @@ class RayExecutor:
         hopeless: list[tuple[_Pending, str]] = []
         for pending in list(queue):
             kind = kind_of(pending.job[1], pending.job[2])
-            if self._failures.get(kind, 0) >= self.max_start_failures:
+            started = any(s.kind == kind and s.info for s in self._slots)
+            if self._failures.get(kind, 0) >= self.max_start_failures and not started:
                 queue.remove(pending)
                 hopeless.append((pending, f"no Ray worker could start ({self._last_failure})"))
                 continue

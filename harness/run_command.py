@@ -245,6 +245,10 @@ def _executor(args: argparse.Namespace, plan: list[Any], threads: int, timeout_s
 def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     from harness.sweep import run_cases
 
+    if getattr(args, "executor", "local") == "ray":
+        from harness.ray_executor import import_ray
+
+        import_ray()  # without Ray: one line naming the extra, before any folder is made
     shard, indices = _shard(plan, suite, getattr(args, "shard", None))
     if indices is not None:
         plan = [plan[i] for i in indices]

@@ -2,7 +2,10 @@
 
 Cases run one at a time in a worker process, so a hung case can be stopped (the worker
 is killed at the per-case timeout and a fresh one started) and a crash of one case (the
-kernel's OOM killer, a segfault in a native kernel) cannot take the sweep down. Each row is
+kernel's OOM killer, a segfault in a native kernel) cannot take the sweep down. Where the
+jobs run is an :class:`Executor`'s business: :class:`LocalExecutor` (one worker here) by
+default, ``harness.ray_executor.RayExecutor`` (a worker per device of a Ray cluster); the
+driver below - what to reuse, rows, parts, rounds, retries - is the same for both. Each row is
 persisted as soon as the case ends (see harness.results), so SIGKILL loses only the case
 in flight, and ``resume`` finishes what is missing.
 

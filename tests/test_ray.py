@@ -7,6 +7,7 @@ runs join it with ``--ray-address``; the in-process tests use it directly.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -217,7 +218,7 @@ def test_cuda_cases_each_hold_a_whole_gpu(cluster, tmp_path):
     assert df["started_s"].notna().all() and df["ended_s"].notna().all()
     for _, runs in df.groupby("env_cuda_visible_devices"):
         spans = sorted(zip(runs["started_s"], runs["ended_s"], strict=True))
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start  # one case at a time on each GPU
     # rows from the measuring worker: the device as asked, the host's facts
     assert (df["env_device"] == "cuda").all() and df["env_hostname"].notna().all()

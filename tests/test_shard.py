@@ -32,7 +32,7 @@ def test_shard_spec_parses_and_refuses_nonsense():
     assert Shard.parse(" 2/8 ") == Shard(2, 8)
     assert Shard(2, 8).tag == "shard-2-of-8"
     for bad in ("0/3", "4/3", "1/0", "a/3", "1-3", "2"):
-        with pytest.raises(ValueError, match="I/N|1 <= I <= N"):
+        with pytest.raises(ValueError, match=r"I/N|1 <= I <= N"):
             Shard.parse(bad)
 
 
@@ -125,4 +125,4 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch, capsys)
            if not line.startswith("harness: layer plugin")]
     assert code == 2
     assert len(err) == 1 and '.[ray]' in err[0], err
-    assert not Path(tmp_path / "r" / "results.parquet").exists()
+    assert not (tmp_path / "r").exists()
