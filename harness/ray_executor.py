@@ -148,6 +148,7 @@ class RayExecutor:
         ray = import_ray()
         self._ray = ray
         if not ray.is_initialized():
+            _reachable(self.address)
             options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
             if self.address is None:
                 options["include_dashboard"] = False
@@ -373,6 +374,19 @@ class RayExecutor:
         if self._owned:
             self._ray.shutdown()
             self._owned = False
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Bad input, at once, for a HOST:PORT nobody answers at (Ray itself retries for
+    minutes); other forms (None, 'auto', ray://...) are left to Ray."""
+    match = re.fullmatch(r"([\w.-]+):(\d+)", address or "")
+    if match is None:
+        return
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout_s).close()
+    except OSError as exc:
+        raise HarnessInputError(f"--ray-address {address}: nothing answers there ({exc}); "
+                                "start the cluster with 'ray start --head'") from None
 
 
 def _first_line(exc: BaseException) -> str:

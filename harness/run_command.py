@@ -245,27 +245,24 @@ def _executor(args: argparse.Namespace, plan: list[Any], threads: int, timeout_s
 def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     from harness.sweep import run_cases
 
-    if getattr(args, "executor", "local") == "ray":
-        from harness.ray_executor import import_ray
-
-        import_ray()  # without Ray: one line naming the extra, before any folder is made
     shard, indices = _shard(plan, suite, getattr(args, "shard", None))
     if indices is not None:
         plan = [plan[i] for i in indices]
     run_dir = choose_run_dir(suite.name, args.out, resume=args.resume, force=args.force,
                              tag=shard.tag if shard else None)
-    run_dir.create()
-    if args.force:
-        _clear(run_dir)
-        run_dir.create()
-    (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
     from harness.doctor import summary_line
     from harness.measure.system import cpu_load
 
     load = cpu_load()
     threads, why = resolve_threads(suite.measure.threads, load,
                                    resumed=_threads_of(run_dir) if args.resume else None)
+    # Ray joined and checked against the plan before any folder is made
     executor = _executor(args, plan, threads, suite.measure.timeout_s)
+    run_dir.create()
+    if args.force:
+        _clear(run_dir)
+        run_dir.create()
+    (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
     if executor is None:  # the machine that measures is this one
         print(summary_line(_first_device(plan), load), file=sys.stderr)
     if why:

@@ -235,3 +235,14 @@ def test_a_plan_the_cluster_cannot_run_is_bad_input(cluster, tmp_path):
     _, plan = _load(_suite(tmp_path, TINY))
     with pytest.raises(HarnessInputError, match="CPUs of the largest Ray node"):
         executor.check(plan, threads=64)
+
+
+def test_an_address_nobody_answers_at_is_one_line_and_no_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = harness("run", str(_suite(tmp_path)), "--out", str(out), "--executor", "ray",
+                   "--ray-address", "127.0.0.1:1")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith("harness: layer plugin")]  # an environment's warning
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "ray start" in lines[0], lines
+    assert not out.exists()

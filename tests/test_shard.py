@@ -102,6 +102,8 @@ def test_three_shards_merged_equal_the_unsharded_case_set(tmp_path):
               "suite.yaml differs")
     _one_line(harness("merge", *map(str, outs), "--out", str(merged)), "already holds results")
     _one_line(harness("run", str(suite_file), "--shard", "3/2"), "--shard", "1 <= I <= N")
+    _one_line(harness("run", str(suite_file), "--ray-address", "127.0.0.1:1"),
+              "only with --executor ray")
 
 
 def _one_line(proc, *needles: str) -> None:
