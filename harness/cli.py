@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "after saving; --resume finishes only the missing cases.",
         epilog="examples:\n  harness run suites/quick.yaml\n"
         "  harness run suites/table1.yaml --out results/t1 --resume\n"
-        "  harness run suites/lightconv.yaml --set sweep.seq_len=[256] --device cpu",
+        "  harness run suites/lightconv.yaml --set sweep.seq_len=[256] --device cpu\n"
+        "  harness run suites/gpu-scale.yaml --executor ray --ray-address auto\n"
+        "  harness run suites/seeds.yaml --shard 2/8 --out results/seeds/2 --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_suite_args(p)

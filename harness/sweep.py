@@ -64,6 +64,8 @@ def env_fingerprint(env: dict[str, Any], cpu_timer: str = "perf_counter") -> str
 
 
 K = TypeVar("K")
+#: A job for a measuring process: ("case" | "round", the case, its settings).
+Job = tuple[str, PlannedCase, ExecSettings]
 
 #: Said in a row's message (or a round's note) when its CUDA error ended the worker.
 CONTEXT_LOST = "worker replaced: a CUDA error can leave the context unusable"
@@ -91,7 +93,7 @@ def _worker_main(conn: Any) -> None:
             return
 
 
-def serve_job(job: tuple[str, PlannedCase, ExecSettings]) -> tuple[Any, bool]:
+def serve_job(job: Job) -> tuple[Any, bool]:
     """One job in a measuring process (a worker here, a Ray actor in harness.ray_executor):
     ``("case", ...)`` -> ``((row, rounds), lost)``, ``("round", ...)`` -> ``((status, samples
     or reason), lost)``. ``lost``: a CUDA error (not an OOM) ended the job; an illegal address
@@ -181,7 +183,7 @@ class Worker:
         """One more timing round of a case; raises RoundFailed with the worker's reason."""
         return round_value(self._ask(("round", planned, settings), timeout_s))
 
-    def _ask(self, job: tuple[str, Any, ExecSettings], timeout_s: float) -> Any:
+    def _ask(self, job: Job, timeout_s: float) -> Any:
         self._wait_ready()
         self._conn.send(job)
         if not self._conn.poll(timeout_s):
@@ -255,10 +257,6 @@ class _Timed:
 
     def contended(self) -> bool:
         return self.row.get("time_rounds_clean") == 0
-
-
-#: A job for a measuring process: ("case" | "round", the case, its settings).
-Job = tuple[str, PlannedCase, ExecSettings]
 
 
 @dataclass(frozen=True)
