@@ -8,11 +8,12 @@ round with a small budget, so that the measuring itself is nearly constant):
 
 * **start-up**: ``ray.init`` of a local instance, then its first worker actor ready (torch
   and the harness imported); against the local executor's first worker process ready;
-* **per case**: the wall time of ``run_cases`` over the cases with one device (the local
-  worker; Ray with 1 CPU and threads 1, so one actor), after start-up, divided by the
-  number of cases, and the part of it the rows' ``wall_s`` (measuring) does not explain:
-  what getting a case to its worker and its row back costs (a pipe or a Ray call, pickling,
-  the environment record, writing the part).
+* **per case**: a sweep over the cases with one device (the local worker; Ray with 1 CPU
+  and threads 1, so one actor), after start-up. The worker stamps each case's start and end
+  (``started_s``, ``ended_s``); the gap from one case's end to the next one's start is what
+  getting a row back and the next case to the worker costs (a pipe or a Ray call, pickling,
+  writing the part). The median gap is the per-case overhead; the sweep's wall time over
+  the cases is printed too (it includes ending the worker, once per sweep).
 
 A benchmark, not a test: its numbers depend on the machine and on what else runs on it.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -64,7 +66,7 @@ def _plan(cases: int, folder: Path) -> tuple[Any, list[Any]]:
 
 def _sweep(plan: list[Any], suite: Any, folder: Path, executor: Any, env: Any
            ) -> tuple[float, float]:
-    """(seconds the sweep took, seconds its rows say measuring took: the sum of wall_s)."""
+    """(median seconds between one case's end and the next one's start, sweep seconds)."""
     from harness.results import RunDirectory
     from harness.run_command import exec_settings
     from harness.sweep import run_cases
@@ -78,7 +80,9 @@ def _sweep(plan: list[Any], suite: Any, folder: Path, executor: Any, env: Any
     took = time.perf_counter() - started
     if outcome.rows_written != len(plan):
         raise SystemExit(f"only {outcome.rows_written} of {len(plan)} cases written")
-    return took, float(run.merge()["wall_s"].sum())
+    rows = run.merge().sort_values("started_s")
+    gaps = rows["started_s"].to_numpy()[1:] - rows["ended_s"].to_numpy()[:-1]
+    return float(statistics.median(gaps)), took
 
 
 def _warm(executor: Any, planned: Any, settings: Any) -> Any:
@@ -137,10 +141,9 @@ def main() -> None:
           f"then first actor ready {actor_s:.2f} s")
     print(f"per case ({args.cases} cases, 1 device, best of {args.repeat} sweeps):")
     for name, runs in (("local", local), ("ray", remote)):
-        took, measuring = min(runs)
-        print(f"  {name:5s}: {took / args.cases * 1e3:6.0f} ms a case, of which measuring "
-              f"(wall_s) {measuring / args.cases * 1e3:6.0f} ms, around it "
-              f"{(took - measuring) / args.cases * 1e3:5.0f} ms")
+        gap, took = min(runs)
+        print(f"  {name:5s}: {gap * 1e3:5.1f} ms from a case's end to the next one's start "
+              f"(median); the sweep {took / args.cases * 1e3:4.0f} ms a case")
 
 
 if __name__ == "__main__":
