@@ -1,4 +1,5 @@
-"""Command line: ``harness layers | validate | run | doctor`` (and report, compare, history).
+"""Command line: ``harness layers | validate | run | merge | doctor`` (and report, compare,
+history).
 
 Bad input (a malformed suite, an impossible request, a corrupt results file) is reported
 as one line on stderr and exit code 2, never a traceback.
@@ -22,6 +23,9 @@ examples:
   harness validate suites/quick.yaml      # cases per layer, impossible combinations listed
   harness run suites/quick.yaml           # sweep on CPU, write results/quick/<timestamp>/
   harness run suites/table1.yaml --set sweep.seq_len=[128,256] --device cpu
+  harness run suites/gpu-scale.yaml --executor ray --ray-address auto   # every GPU of a cluster
+  harness run suites/seeds.yaml --shard 2/8 --out results/seeds/2   # one job of an array
+  harness merge results/seeds/* --out results/seeds-all
   harness report results/quick/<run> --out reports/quick
   harness compare results/main/results.parquet results/pr/results.parquet --format markdown
   harness doctor --device cuda            # is this machine quiet enough to time layers now?
@@ -103,7 +107,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.run_command import run_suite
 
-    suite, plan = _load(args, check_device=True)
+    # on Ray the devices are the workers': the cluster is checked, not this machine
+    suite, plan = _load(args, check_device=args.executor != "ray")
     return run_suite(suite, plan, args)
 
 
@@ -164,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "after saving; --resume finishes only the missing cases.",
         epilog="examples:\n  harness run suites/quick.yaml\n"
         "  harness run suites/table1.yaml --out results/t1 --resume\n"
-        "  harness run suites/lightconv.yaml --set sweep.seq_len=[256] --device cpu",
+        "  harness run suites/lightconv.yaml --set sweep.seq_len=[256] --device cpu\n"
+        "  harness run suites/gpu-scale.yaml --executor ray --ray-address auto\n"
+        "  harness run suites/seeds.yaml --shard 2/8 --out results/seeds/2 --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_suite_args(p)
@@ -189,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report", action="store_true",
         help="do not write report.html / report.pdf into the run folder at the end",
     )
+    p.add_argument(
+        "--shard", metavar="I/N",
+        help="run only shard I of N (a deterministic share balanced by estimated cost, for "
+        "job arrays); its default folder ends in shard-I-of-N; combine with 'harness merge'",
+    )
+    p.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local: one worker process on this machine (default); ray: every device of a "
+        "Ray cluster at once (pip install -e \".[ray]\"; docs/scale-out.md)",
+    )
+    p.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="with --executor ray: the cluster to join (e.g. 10.0.0.1:6379, or 'auto'); "
+        "default: a local Ray instance on this machine",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -209,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=_cmd_doctor)
+
+    from harness.merge_command import add_parser as add_merge_parser
+
+    add_merge_parser(sub)
 
     from harness.report.command import add_parser as add_report_parser
 

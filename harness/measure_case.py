@@ -266,8 +266,11 @@ def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sam
 
     Returns the row and the case's timing rounds (empty when it was not timed).
     """
+    started = time.time()  # the node's clock: when cases ran, and on which device at once
     with _case_settings(planned, settings):
-        return _execute(planned, settings)
+        row, rounds = _execute(planned, settings)
+    row.update(started_s=started, ended_s=time.time())
+    return row, rounds
 
 
 def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:

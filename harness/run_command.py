@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -27,18 +28,23 @@ def _has_results(path: Path) -> bool:
 
 
 def choose_run_dir(suite_name: str, out: str | None, *, resume: bool, force: bool,
-                   root: Path = Path("results")) -> RunDirectory:
-    """The run folder: new by default, the newest run with --resume, replaced with --force."""
+                   root: Path = Path("results"), tag: str | None = None) -> RunDirectory:
+    """The run folder: new by default, the newest run with --resume, replaced with --force.
+
+    ``tag`` (a shard's, e.g. ``shard-2-of-8``) ends the default folder's name, and a resumed
+    shard looks only at folders of that shard."""
     if out is None:
         base = root / suite_name
+        suffix = f"-{tag}" if tag else ""
         if resume:
-            runs = sorted(p for p in base.glob("*") if p.is_dir() and _has_results(p))
+            runs = sorted(p for p in base.glob(f"*{suffix}") if p.is_dir() and _has_results(p)
+                          and (tag or "-shard-" not in p.name))
             if runs:
                 return RunDirectory(runs[-1])
             print(f"harness: no earlier run of suite {suite_name!r} under {base} to resume; "
                   "starting from scratch", file=sys.stderr)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        return RunDirectory(base / stamp)
+        return RunDirectory(base / f"{stamp}{suffix}")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise HarnessInputError(f"{path}: exists and is not a directory; choose another --out")
@@ -136,6 +142,11 @@ def round_config(m: Any) -> Any:
     )
 
 
+def case_env(device: str, dtype: str, tf32: bool, threads: int | None) -> dict[str, Any]:
+    """The environment record of a case measured by this process with ``threads`` threads."""
+    return dict(_environment(device, dtype, tf32), env_torch_threads=threads)
+
+
 @lru_cache(maxsize=16)
 def _environment(device: str, dtype: str, tf32: bool = False) -> dict[str, Any]:
     from harness.measure.env import environment
@@ -146,19 +157,24 @@ def _environment(device: str, dtype: str, tf32: bool = False) -> dict[str, Any]:
     return env
 
 
-def _progress():
-    """A tqdm bar on a terminal (steps are case rounds), plain lines in a log."""
+def _progress(busy: Callable[[], tuple[int, int]] | None = None):
+    """One tqdm bar for the whole sweep on a terminal (steps are case rounds), plain lines in
+    a log; with ``busy`` (an executor of several devices) both say how many are measuring."""
     from harness.sweep import plain_progress
 
     if not sys.stderr.isatty():
-        return plain_progress(sys.stderr), lambda: None
+        return plain_progress(sys.stderr, busy), lambda: None
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="round", dynamic_ncols=True, file=sys.stderr)
 
     def report(done: int, total: int, row: dict[str, Any]) -> None:
         bar.total = total
-        bar.set_postfix_str(f"{row.get('label')}: {row.get('status')}", refresh=False)
+        devices = ""
+        if busy is not None:
+            now, of = busy()
+            devices = f" | {now}/{of} devices busy"
+        bar.set_postfix_str(f"{row.get('label')}: {row.get('status')}{devices}", refresh=False)
         bar.update(done - bar.n)
 
     return report, bar.close
@@ -194,38 +210,82 @@ def summary_table(df: Any, limit: int = 60) -> str:
     return "\n".join(lines)
 
 
+def _shard(plan: list[Any], suite: Any, spec: str | None) -> tuple[Any, list[int] | None]:
+    """The shard asked for (None) and the indices of its cases in ``plan`` (None: all)."""
+    if spec is None:
+        return None, None
+    from harness.shard import Shard, select
+
+    try:
+        shard = Shard.parse(spec)
+    except ValueError as exc:
+        raise HarnessInputError(f"--shard: {exc}") from None
+    return shard, select(plan, shard, suite.measure)
+
+
+def _executor(args: argparse.Namespace, plan: list[Any], threads: int, timeout_s: float
+              ) -> Any:
+    """None for the local executor; a RayExecutor for --executor ray (checked against the
+    cluster: bad input when it can never run the plan)."""
+    if getattr(args, "executor", "local") != "ray":
+        if getattr(args, "ray_address", None):
+            raise HarnessInputError("--ray-address: only with --executor ray")
+        return None
+    from harness.ray_executor import RayExecutor
+
+    executor = RayExecutor(timeout_s=timeout_s, address=args.ray_address)
+    try:
+        executor.check(plan, threads)
+    except HarnessInputError:
+        executor.close(interrupted=False)
+        raise
+    return executor
+
+
 def run_suite(suite: Any, plan: list[Any], args: argparse.Namespace) -> int:
     from harness.sweep import run_cases
 
-    run_dir = choose_run_dir(suite.name, args.out, resume=args.resume, force=args.force)
-    run_dir.create()
-    if args.force:
-        _clear(run_dir)
-        run_dir.create()
-    (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
+    shard, indices = _shard(plan, suite, getattr(args, "shard", None))
+    if indices is not None:
+        plan = [plan[i] for i in indices]
+    run_dir = choose_run_dir(suite.name, args.out, resume=args.resume, force=args.force,
+                             tag=shard.tag if shard else None)
     from harness.doctor import summary_line
     from harness.measure.system import cpu_load
 
     load = cpu_load()
     threads, why = resolve_threads(suite.measure.threads, load,
                                    resumed=_threads_of(run_dir) if args.resume else None)
-    print(summary_line(_first_device(plan), load), file=sys.stderr)
+    # Ray joined and checked against the plan before any folder is made
+    executor = _executor(args, plan, threads, suite.measure.timeout_s)
+    run_dir.create()
+    if args.force:
+        _clear(run_dir)
+        run_dir.create()
+    (run_dir.path / "suite.yaml").write_text(suite.to_yaml())
+    if executor is None:  # the machine that measures is this one
+        print(summary_line(_first_device(plan), load), file=sys.stderr)
     if why:
         print(f"harness: {why}", file=sys.stderr)
     base = replace(exec_settings(suite), threads=threads)
 
     def settings_for(planned: Any) -> Any:
-        env = dict(_environment(planned.device, planned.dtype, base.tf32),
-                   env_torch_threads=threads)
-        return replace(base, env=env)
+        if executor is not None:  # the driver need not have the device; workers record theirs
+            from harness.ray_executor import node_env
 
-    print(f"harness: {len(plan)} cases of suite {suite.name!r} -> {run_dir.path}",
+            return replace(base, env=node_env(planned, base))
+        return replace(base, env=case_env(planned.device, planned.dtype, base.tf32, threads))
+
+    where = f" (shard {shard.index}/{shard.count})" if shard else ""
+    how = " on Ray" if executor is not None else ""
+    print(f"harness: {len(plan)} cases of suite {suite.name!r}{where}{how} -> {run_dir.path}",
           file=sys.stderr)
-    report, close = _progress()
+    report, close = _progress(executor.busy if executor is not None else None)
     try:
         outcome = run_cases(
             plan, run_dir, settings_for, timeout_s=suite.measure.timeout_s,
             resume=args.resume, isolate=not args.no_isolate, progress=report,
+            indices=indices, executor=executor,
         )
     finally:
         close()

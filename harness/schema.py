@@ -162,6 +162,9 @@ COLUMNS: tuple[Column, ...] = (
          "time"),
     _col("wall_s", "float", "s", "what measuring the case cost, from its build to its structure",
          "time"),
+    _col("started_s", "float", "s", "when the measuring process began the case (its first round), "
+         "seconds since the Unix epoch on that node's clock", "time"),
+    _col("ended_s", "float", "s", "when it finished that, same clock", "time"),
     # memory
     _col("peak_mem_bytes", "Int64", "bytes", "peak allocated during one call above what was "
          "allocated before it", "memory", info=True),
@@ -229,6 +232,8 @@ COLUMNS: tuple[Column, ...] = (
     _col("env_git_dirty", "bool", "", "uncommitted changes in that checkout", "env"),
     _col("env_harness_version", "str", "", "harness version", "env", info=True),
     _col("env_hostname", "str", "", "machine name", "env"),
+    _col("env_cuda_visible_devices", "str", "", "CUDA_VISIBLE_DEVICES of the measuring process "
+         "(with Ray: the GPU the case held)", "env"),
     _col("env_platform", "str", "", "operating system", "env"),
     _col("env_time_utc", "str", "", "when the environment was recorded (ISO 8601)", "env"),
     _col("env_driver_version", "str", "", "NVIDIA driver version (NVML)", "env"),

@@ -2,7 +2,10 @@
 
 Cases run one at a time in a worker process, so a hung case can be stopped (the worker
 is killed at the per-case timeout and a fresh one started) and a crash of one case (the
-kernel's OOM killer, a segfault in a native kernel) cannot take the sweep down. Each row is
+kernel's OOM killer, a segfault in a native kernel) cannot take the sweep down. Where the
+jobs run is an :class:`Executor`'s business: :class:`LocalExecutor` (one worker here) by
+default, ``harness.ray_executor.RayExecutor`` (a worker per device of a Ray cluster); the
+driver below - what to reuse, rows, parts, rounds, retries - is the same for both. Each row is
 persisted as soon as the case ends (see harness.results), so SIGKILL loses only the case
 in flight, and ``resume`` finishes what is missing.
 
@@ -23,9 +26,9 @@ import multiprocessing as mp
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from harness.measure.timing import Samples, TimingResult
 from harness.measure_case import (
@@ -60,6 +63,10 @@ def env_fingerprint(env: dict[str, Any], cpu_timer: str = "perf_counter") -> str
     return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+K = TypeVar("K")
+#: A job for a measuring process: ("case" | "round", the case, its settings).
+Job = tuple[str, PlannedCase, ExecSettings]
+
 #: Said in a row's message (or a round's note) when its CUDA error ended the worker.
 CONTEXT_LOST = "worker replaced: a CUDA error can leave the context unusable"
 
@@ -70,9 +77,7 @@ def _on_cuda(planned: PlannedCase) -> bool:
 
 def _worker_main(conn: Any) -> None:
     """Serve jobs until told to stop. A case on CUDA that fails with an error (not an OOM:
-    that is status ``oom``) ends the worker after its reply: an illegal address or a
-    device-side assert poisons the CUDA context, and every later case would fail in it. The
-    reply says so (``(result, True)``) and the sweep starts a fresh worker for the next case."""
+    that is status ``oom``) ends the worker after its reply (see :func:`serve_job`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     conn.send("ready")  # imports are done: start-up time is not charged to a case
     while True:
@@ -82,31 +87,46 @@ def _worker_main(conn: Any) -> None:
             return
         if job is None:
             return
-        kind, planned, settings = job
-        lost = False
-        if kind == "round":
-            try:
-                result: Any = ("ok", retime(planned, settings))
-            except BaseException as exc:  # noqa: BLE001 - the sweep keeps earlier rounds
-                lost = _on_cuda(planned) and not is_oom(exc)
-                result = ("error", one_line(exc) + (f" ({CONTEXT_LOST})" if lost else ""))
-            conn.send((result, lost))
-            if lost:
-                return
-            continue
-        try:
-            result = execute(planned, settings)
-        except BaseException as exc:  # noqa: BLE001 - report, never die silently
-            row = case_row(planned)
-            row.update(settings.env, status="error", message=one_line(exc))
-            result = (row, [])
-        row = result[0]
-        lost = _on_cuda(planned) and row.get("status") == "error"
-        if lost:
-            row["message"] = "; ".join(m for m in (row.get("message"), CONTEXT_LOST) if m)
+        result, lost = serve_job(job)
         conn.send((result, lost))
         if lost:
             return
+
+
+def serve_job(job: Job) -> tuple[Any, bool]:
+    """One job in a measuring process (a worker here, a Ray actor in harness.ray_executor):
+    ``("case", ...)`` -> ``((row, rounds), lost)``, ``("round", ...)`` -> ``((status, samples
+    or reason), lost)``. ``lost``: a CUDA error (not an OOM) ended the job; an illegal address
+    or a device-side assert poisons the CUDA context, and every later case would fail in it,
+    so the process must be replaced before the next case. The row or reason says so."""
+    kind, planned, settings = job
+    lost = False
+    if kind == "round":
+        try:
+            result: Any = ("ok", retime(planned, settings))
+        except BaseException as exc:  # noqa: BLE001 - the sweep keeps earlier rounds
+            lost = _on_cuda(planned) and not is_oom(exc)
+            result = ("error", one_line(exc) + (f" ({CONTEXT_LOST})" if lost else ""))
+        return result, lost
+    try:
+        result = execute(planned, settings)
+    except BaseException as exc:  # noqa: BLE001 - report, never die silently
+        row = case_row(planned)
+        row.update(settings.env, status="error", message=one_line(exc))
+        result = (row, [])
+    row = result[0]
+    lost = _on_cuda(planned) and row.get("status") == "error"
+    if lost:
+        row["message"] = "; ".join(m for m in (row.get("message"), CONTEXT_LOST) if m)
+    return result, lost
+
+
+def round_value(reply: tuple[str, Any]) -> Samples:
+    """A round's samples from a worker's ``(status, value)`` reply; RoundFailed if it failed."""
+    status, value = reply
+    if status != "ok":
+        raise RoundFailed(value)
+    return value
 
 
 class CaseTimeout(Exception):
@@ -161,12 +181,9 @@ class Worker:
 
     def round(self, planned: PlannedCase, settings: ExecSettings, timeout_s: float) -> Samples:
         """One more timing round of a case; raises RoundFailed with the worker's reason."""
-        status, value = self._ask(("round", planned, settings), timeout_s)
-        if status != "ok":
-            raise RoundFailed(value)
-        return value
+        return round_value(self._ask(("round", planned, settings), timeout_s))
 
-    def _ask(self, job: tuple[str, Any, ExecSettings], timeout_s: float) -> Any:
+    def _ask(self, job: Job, timeout_s: float) -> Any:
         self._wait_ready()
         self._conn.send(job)
         if not self._conn.poll(timeout_s):
@@ -242,6 +259,102 @@ class _Timed:
         return self.row.get("time_rounds_clean") == 0
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a job: its value (``(row, rounds)`` for a case, ``Samples`` for a
+    round) or why there is none (CaseTimeout, WorkerDied, RoundFailed)."""
+
+    value: Any = None
+    error: Exception | None = None
+    wall_s: float = 0.0  # from the job's start to its end, as the executor saw it
+    #: why an earlier attempt of the job was lost (its worker died) and it ran again
+    retried: str | None = None
+    #: env_fingerprint of the environment that measured it, where not the driver's
+    fingerprint: str | None = None
+
+
+class Executor(Protocol):
+    """Runs jobs in measuring processes and says what became of each, in any order.
+
+    ``each`` takes ``(key, job)`` pairs and yields ``(key, outcome)`` pairs, one per job; a
+    timeout or a dead worker is an outcome, never an exception. ``fingerprint`` is the
+    environment a job would be measured in (what a resumed run compares earlier rows with);
+    ``busy`` says how many devices are measuring now and how many there are.
+    """
+
+    def each(self, jobs: Iterable[tuple[K, Job]]) -> Iterator[tuple[K, Outcome]]: ...
+
+    def fingerprint(self, planned: PlannedCase, settings: ExecSettings) -> str: ...
+
+    def busy(self) -> tuple[int, int]: ...
+
+    def close(self, *, interrupted: bool) -> None: ...
+
+
+class LocalExecutor:
+    """One job at a time in one worker process (or in this process, without ``isolate``),
+    the worker replaced after a timeout, a crash or a lost CUDA context."""
+
+    def __init__(self, timeout_s: float, *, isolate: bool = True) -> None:
+        self.timeout_s = timeout_s
+        self.isolate = isolate
+        self._worker: Worker | InlineWorker | None = None
+        self._running = False
+
+    def each(self, jobs: Iterable[tuple[K, Job]]) -> Iterator[tuple[K, Outcome]]:
+        for key, job in jobs:
+            yield key, self.one(job)
+
+    def one(self, job: Job) -> Outcome:
+        kind, planned, settings = job
+        started = time.perf_counter()
+        self._running = True
+        try:
+            worker = self._get()
+            if kind == "case":
+                value: Any = worker.run(planned, settings, self.timeout_s)
+            else:
+                value = worker.round(planned, settings, self.timeout_s)
+        except (CaseTimeout, WorkerDied) as exc:
+            self._drop()
+            return Outcome(error=exc, wall_s=time.perf_counter() - started)
+        except RoundFailed as exc:
+            self._drop_if_lost()
+            return Outcome(error=exc, wall_s=time.perf_counter() - started)
+        finally:
+            self._running = False
+        self._drop_if_lost()
+        return Outcome(value=value, wall_s=time.perf_counter() - started)
+
+    def fingerprint(self, planned: PlannedCase, settings: ExecSettings) -> str:
+        return env_fingerprint(settings.env, settings.cpu_timer)
+
+    def busy(self) -> tuple[int, int]:
+        return int(self._running), 1
+
+    def _get(self) -> Worker | InlineWorker:
+        if self._worker is None:
+            self._worker = Worker() if self.isolate else InlineWorker()
+        return self._worker
+
+    def _drop(self) -> None:
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+
+    def _drop_if_lost(self) -> None:
+        if self._worker is not None and self._worker.lost:
+            self._drop()  # it ended itself after a CUDA error: the next case gets a fresh one
+
+    def close(self, *, interrupted: bool) -> None:
+        if self._worker is not None:
+            if interrupted:
+                self._worker.kill()
+            else:
+                self._worker.close()
+            self._worker = None
+
+
 def _reusable(earlier: Mapping[str, Any] | None, fingerprint: str, rounds: int) -> bool:
     """An earlier row a resumed run keeps: final status, same environment, all its rounds."""
     if earlier is None or earlier.get("status") not in FINAL_STATUSES:
@@ -264,6 +377,8 @@ def run_cases(
     resume: bool = False,
     isolate: bool = True,
     progress: Progress | None = None,
+    indices: Sequence[int] | None = None,
+    executor: Executor | None = None,
 ) -> RunOutcome:
     """Measure every planned case not already finished; persist each row as it changes.
 
@@ -271,9 +386,11 @@ def run_cases(
     (a suite may sweep devices and dtypes). With ``resume``, a case is measured again unless
     an earlier row has a final status, was measured in the same environment and has all
     its rounds. Rounds 2.. of every case follow round 1 of all cases (see module docstring).
+    ``indices``: each case's place in the whole plan (``case_index``) when ``plan`` is a
+    shard of it. ``executor`` runs the jobs (default: :class:`LocalExecutor`).
     """
     finished = run_dir.finished() if resume else {}
-    worker: Worker | InlineWorker | None = None
+    pool: Executor = executor or LocalExecutor(timeout_s, isolate=isolate)
     written = reused = 0
     interrupted = False
     timed: list[_Timed] = []
@@ -284,94 +401,84 @@ def run_cases(
         if progress:
             progress(steps[0], steps[1], row)
 
-    def get_worker() -> Worker | InlineWorker:
-        nonlocal worker
-        if worker is None:
-            worker = Worker() if isolate else InlineWorker()
-        return worker
-
-    def drop_worker() -> None:
-        nonlocal worker
-        if worker is not None:
-            worker.kill()
-            worker = None
-
-    def drop_if_lost() -> None:
-        if worker is not None and worker.lost:
-            drop_worker()  # it ended itself after a CUDA error: the next case gets a fresh one
-
-    def another_round(item: _Timed, label: str) -> None:
-        try:
-            item.rounds.append(get_worker().round(item.planned, item.settings, timeout_s))
-        except (CaseTimeout, WorkerDied) as exc:
-            drop_worker()
-            item.problems.append(f"{label} {exc}")
-        except RoundFailed as exc:
-            drop_if_lost()
-            item.problems.append(f"{label} failed: {exc}")
-        result = apply_timing(item.row, item.rounds, item.settings)
-        if item.problems:
-            note = item.row.get("time_note")
-            item.row["time_note"] = "; ".join([*([note] if note else []), *item.problems])
-        run_dir.write_case(item.row, result.samples)
-        step(item.row)
-
-    try:
-        for index, planned in enumerate(plan):
+    def first_rounds() -> Iterator[tuple[tuple[int, PlannedCase, ExecSettings, str], Job]]:
+        """The cases to measure; reused and impossible cases are settled on the way."""
+        nonlocal reused
+        for index, planned in zip(indices if indices is not None else range(len(plan)), plan,
+                                  strict=True):
             settings = settings_for(planned)
-            fingerprint = env_fingerprint(settings.env, settings.cpu_timer)
             earlier = finished.get(planned.case_id)
-            if _reusable(earlier, fingerprint, settings.rounds):
+            fingerprint = env_fingerprint(settings.env, settings.cpu_timer)
+            # asked only where there is an earlier row: a remote executor asks a worker
+            if earlier is not None and _reusable(earlier, pool.fingerprint(planned, settings),
+                                                 settings.rounds):
                 reused += 1
                 step(earlier or {}, settings.rounds)
                 continue
-            rounds: list[Samples] = []
             if planned.skip_reason:
                 row, rounds = execute(planned, settings)
+                settle(index, planned, settings, fingerprint, row, rounds)
+                continue
+            yield (index, planned, settings, fingerprint), ("case", planned, settings)
+
+    def settle(index: int, planned: PlannedCase, settings: ExecSettings, fingerprint: str,
+               row: Row, rounds: list[Samples]) -> None:
+        nonlocal written
+        row["case_index"] = index
+        row["env_fingerprint"] = fingerprint
+        item = _Timed(planned, settings, row, list(rounds), [])
+        run_dir.write_case(row, _kept(item))
+        written += 1
+        step(row)
+        if row.get("status") == "ok" and settings.rounds > 1:
+            timed.append(item)
+        elif settings.rounds > 1:
+            step(row, settings.rounds - 1)  # a failed case has no more rounds
+
+    def more_rounds(items: Sequence[_Timed], label: str) -> None:
+        jobs = (((item, label), ("round", item.planned, item.settings)) for item in items)
+        for (item, what), done in pool.each(jobs):
+            if done.error is None:
+                item.rounds.append(done.value)
+            elif isinstance(done.error, RoundFailed):
+                item.problems.append(f"{what} failed: {done.error}")
             else:
-                started = time.perf_counter()
-                try:
-                    row, rounds = get_worker().run(planned, settings, timeout_s)
-                    drop_if_lost()
-                except (CaseTimeout, WorkerDied) as exc:
-                    drop_worker()
-                    row = case_row(planned)
-                    row.update(settings.env)
-                    timed_out = isinstance(exc, CaseTimeout)
-                    row.update(
-                        status="timeout" if timed_out else "error",
-                        message=str(exc),
-                        wall_s=time.perf_counter() - started,
-                    )
-            row["case_index"] = index
-            row["env_fingerprint"] = fingerprint
-            item = _Timed(planned, settings, row, list(rounds), [])
-            run_dir.write_case(row, _kept(item))
-            written += 1
-            step(row)
-            if row.get("status") == "ok" and settings.rounds > 1:
-                timed.append(item)
-            elif settings.rounds > 1:
-                step(row, settings.rounds - 1)  # a failed case has no more rounds
+                item.problems.append(f"{what} {done.error}")
+            result = apply_timing(item.row, item.rounds, item.settings)
+            if item.problems:
+                note = item.row.get("time_note")
+                item.row["time_note"] = "; ".join([*([note] if note else []), *item.problems])
+            run_dir.write_case(item.row, result.samples)
+            step(item.row)
+
+    try:
+        for (index, planned, settings, fingerprint), done in pool.each(first_rounds()):
+            rounds: list[Samples] = []
+            if done.error is None:
+                row, rounds = done.value
+            else:
+                row = case_row(planned)
+                row.update(settings.env)
+                timed_out = isinstance(done.error, CaseTimeout)
+                row.update(status="timeout" if timed_out else "error",
+                           message=str(done.error), wall_s=done.wall_s)
+            if done.retried:
+                note = row.get("time_note")
+                row["time_note"] = "; ".join(
+                    [*([note] if note else []), f"run again: {done.retried}"])
+            settle(index, planned, settings, done.fingerprint or fingerprint, row, rounds)
 
         for number in range(2, max((t.settings.rounds for t in timed), default=1) + 1):
-            for item in timed:
-                if number <= item.settings.rounds:
-                    another_round(item, f"round {number}")
+            more_rounds([t for t in timed if number <= t.settings.rounds], f"round {number}")
 
         for attempt in range(1, max((t.settings.retries for t in timed), default=0) + 1):
             again = [t for t in timed if t.contended() and attempt <= t.settings.retries]
             steps[1] += len(again)
-            for item in again:
-                another_round(item, f"retry {attempt}")
+            more_rounds(again, f"retry {attempt}")
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if worker is not None:
-            if interrupted:
-                worker.kill()
-            else:
-                worker.close()
+        pool.close(interrupted=interrupted)
     contended = sum(1 for t in timed if t.contended())
     return RunOutcome(rows_written=written, reused=reused, interrupted=interrupted,
                       contended=contended)
@@ -387,8 +494,10 @@ def _kept(item: _Timed) -> tuple[float, ...]:
     ).samples
 
 
-def plain_progress(stream: Any = sys.stderr) -> Progress:
-    """One line per step, for CI logs: the case, its status, its median so far, its note."""
+def plain_progress(stream: Any = sys.stderr,
+                   busy: Callable[[], tuple[int, int]] | None = None) -> Progress:
+    """One line per step, for CI logs: the case, its status, its median so far, its note;
+    with ``busy`` (an executor of several devices), how many devices are measuring."""
 
     def report(done: int, total: int, row: Mapping[str, Any]) -> None:
         median = row.get("time_ms_median")
@@ -399,9 +508,13 @@ def plain_progress(stream: Any = sys.stderr) -> Progress:
         msg = row.get("message") or ""
         extra = f" ({msg})" if row.get("status") != "ok" and msg else ""
         note = row.get("time_note")
-        if row.get("status") == "ok" and note:
+        if row.get("status") == "ok" and isinstance(note, str) and note:  # NaN: a reused row
             extra = f" [{note}]"
-        print(f"[{done}/{total}] {row.get('label')}: {row.get('status')}{timing}{extra}",
-              file=stream, flush=True)
+        devices = ""
+        if busy is not None:
+            now, of = busy()
+            devices = f" [{now}/{of} devices busy]"
+        print(f"[{done}/{total}]{devices} {row.get('label')}: {row.get('status')}{timing}"
+              f"{extra}", file=stream, flush=True)
 
     return report

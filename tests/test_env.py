@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ EXPECTED_KEYS = {
     "env_git_dirty",
     "env_harness_version",
     "env_hostname",
+    "env_cuda_visible_devices",
     "env_platform",
     "env_time_utc",
     *NVML_KEYS,
@@ -46,6 +48,7 @@ def test_cpu_record_has_every_column_and_true_values() -> None:
     assert all(key.startswith("env_") for key in record)
     assert record["env_device"] == "cpu"
     assert record["env_device_name"] == record["env_cpu_model"]
+    assert record["env_cuda_visible_devices"] == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert record["env_torch_threads"] == torch.get_num_threads()
     assert record["env_torch_interop_threads"] == torch.get_num_interop_threads()
     assert record["env_torch_version"] == torch.__version__

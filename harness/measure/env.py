@@ -60,6 +60,7 @@ def environment(device: str) -> dict[str, object]:
         "env_git_dirty": dirty,
         "env_harness_version": harness.__version__,
         "env_hostname": socket.gethostname(),
+        "env_cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "env_platform": platform.platform(),
         "env_time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
