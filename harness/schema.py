@@ -41,7 +41,8 @@ class Axis:
     unit: str
     meaning: str
     #: size: a positive integer swept in the suite's ``sweep`` (batch also at the top level);
-    #: flag: a boolean a layer may take (suite and per-layer key, a list crosses it);
+    #: flag: a boolean; an optional one is a layer's (a suite and per-layer key), one every
+    #: layer takes is how a case runs (a ``sweep`` key: compile); a list crosses it;
     #: setting: a suite-level choice (a scalar or a list) that is not part of the layer's shape
     kind: Kind
     #: only some layers take it (``LayerEntry.params``): None / False for the others
@@ -103,12 +104,14 @@ AXES: tuple[Axis, ...] = (
     Axis("mode", str, "", "forward (under inference_mode), train (forward + backward) or "
          "decode (one new token per sequence after seq_len positions held in the layer's "
          "state)", "setting", choices=("forward", "train", "decode")),
+    Axis("compile", bool, "", "the timed call runs under torch.compile (default inductor "
+         "backend); FLOPs and structure are the eager module's", "flag"),
 )
 
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
 #: runs as one stretch, smallest n first as written.
-PLAN_ORDER = ("device", "dtype", "mode", "causal", "block", "batch", "d_model", "heads",
-              "kernel", "window", "seq_len")
+PLAN_ORDER = ("device", "dtype", "mode", "compile", "causal", "block", "batch", "d_model",
+              "heads", "kernel", "window", "seq_len")
 
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
@@ -162,6 +165,14 @@ COLUMNS: tuple[Column, ...] = (
          "time"),
     _col("wall_s", "float", "s", "what measuring the case cost, from its build to its structure",
          "time"),
+    _col("compile_s", "float", "s", "compile: the first compiled call of the case (tracing and "
+         "code generation), never in the samples; later rounds compile again, uncounted",
+         "time", info=True),
+    _col("compile_graphs", "Int64", "graphs", "compile: graphs torch.compile compiled in that "
+         "first call (a graph break splits a layer into several)", "time", info=True),
+    _col("compile_recompiles", "Int64", "compilations", "compile: compilations after the first "
+         "call, in warm-ups and samples of every round (above 0 marks the time unreliable)",
+         "time", info=True),
     # memory
     _col("peak_mem_bytes", "Int64", "bytes", "peak allocated during one call above what was "
          "allocated before it", "memory", info=True),
