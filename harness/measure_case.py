@@ -137,7 +137,7 @@ def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str, *,
 def _compiled(module: torch.nn.Module) -> Callable[..., Any]:
     from harness.measure.compiled import compile_module
 
-    return compile_module(module)  # type: ignore[no-any-return]
+    return compile_module(module)
 
 
 @lru_cache(maxsize=256)

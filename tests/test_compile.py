@@ -15,8 +15,13 @@ from harness.cli import main
 from harness.errors import HarnessInputError
 from harness.measure import compiled
 from harness.measure.compiled import CompileFailed, CompileWatch, first_call
-from harness.measure.timing import Samples, TimingConfig, TimingResult, collect_samples, \
-    perf_counter_timer
+from harness.measure.timing import (
+    Samples,
+    TimingConfig,
+    TimingResult,
+    collect_samples,
+    perf_counter_timer,
+)
 from harness.results import read_results
 from harness.suite import load_suite
 from harness.suite.plan import expand
@@ -105,6 +110,23 @@ def test_no_compiler_is_a_skip_with_the_reason(tmp_path: Path, monkeypatch) -> N
     assert [c.skip_reason for c in cases] == [None, "compile: no C++ compiler"]
 
 
+def test_validate_without_a_cpp_compiler_gives_the_reason(tmp_path: Path) -> None:
+    """A real torch with its compiler pointed nowhere: the compiled case is skipped, why."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = suite_file(tmp_path, layers=["conv"], sweep={**BASE["sweep"], "compile": True})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXX": str(tmp_path / "no-such-g++")}
+    proc = subprocess.run([sys.executable, "-m", "harness", "validate", str(path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "conv-n8-d4-k3-compile: compile: inductor found no C++ compiler" in proc.stdout
+    assert "install g++ or set CXX" in proc.stdout
+
+
 # --- the compile call, apart from the samples ------------------------------------------
 
 
@@ -166,9 +188,10 @@ def test_a_failing_first_call_says_torch_compile_failed() -> None:
     def broken() -> None:
         raise RuntimeError("backend='inductor' raised:\nCppCompileError: no cc1plus")
 
-    with pytest.raises(CompileFailed, match="torch.compile failed: RuntimeError: backend="
-                       "'inductor' raised: CppCompileError: no cc1plus"):
+    with pytest.raises(CompileFailed) as err:
         first_call(broken, handler=FakeHandler())
+    assert str(err.value) == ("torch.compile failed: RuntimeError: backend='inductor' raised: "
+                              "CppCompileError: no cc1plus")
 
 
 def test_the_watch_sees_a_real_recompile() -> None:

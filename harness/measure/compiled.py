@@ -46,7 +46,7 @@ def dynamo_handler() -> CallbackHandler | None:
         from torch._dynamo import callback_handler
     except ImportError:  # an older or stripped torch: recompiles cannot be observed
         return None
-    return callback_handler  # type: ignore[no-any-return]
+    return callback_handler
 
 
 class CompileWatch:
@@ -56,8 +56,8 @@ class CompileWatch:
     methods (tests); ``count`` is None when there is no handler (not observable).
     """
 
-    def __init__(self, handler: CallbackHandler | None | str = "torch") -> None:
-        self._handler = dynamo_handler() if handler == "torch" else handler
+    def __init__(self, handler: CallbackHandler | str | None = "torch") -> None:
+        self._handler = dynamo_handler() if isinstance(handler, str) else handler
         self.count: int | None = None if self._handler is None else 0
         self.ids: list[str] = []  # dynamo's compile ids, e.g. '0/1': frame 0, recompile 1
 
@@ -120,7 +120,7 @@ def _load_compiler() -> None:
 
 
 def first_call(call: Callable[[], None], *, clock: Callable[[], float] = time.perf_counter,
-               handler: CallbackHandler | None | str = "torch") -> FirstCall:
+               handler: CallbackHandler | str | None = "torch") -> FirstCall:
     """Run the compiled ``call`` once: dynamo traces and inductor generates code here.
 
     Raises :class:`CompileFailed` with the reason when compiling fails.
