@@ -25,10 +25,9 @@ from typing import Any, Protocol
 
 #: Why a compiled decode case is refused (a skipped row): see docs/metrics.md, "Compiled".
 DECODE_REASON = (
-    "compile: decode cases are not run compiled (the timed step writes the layer's state "
-    "in place at a Python-int position, which torch.compile specialises on; a compiled "
-    "decoder needs a static cache and CUDA graphs, which the harness does not build); "
-    "set compile: false for mode: decode"
+    "compile: decode is not run compiled (the step updates the layer's state in place at a "
+    "Python-int position, on which torch.compile specialises); set compile: false for "
+    "mode: decode"
 )
 
 
