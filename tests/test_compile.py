@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -249,3 +250,35 @@ def test_a_compiled_case_runs_with_eager_flops_and_structure(tmp_path: Path, mod
     assert eager.get("compile_s") is None and eager.get("compile_recompiles") is None
     for column in ("flops_torch", "flops_fvcore", "path_length_measured", "seq_ops_measured"):
         assert comp[column] == eager[column], column
+
+
+# --- analysis and report ---------------------------------------------------------------
+
+
+def test_compiled_cases_pair_with_their_eager_twins(tmp_path: Path) -> None:
+    from test_report import _html, _row, write_run
+
+    from harness.analysis.compiled import compile_pairs
+
+    rows = [_row("lstm", n, 64, i, device_name="cpu", slow=1.0, compile=c,
+                 compile_s=3.0 if c else None, compile_graphs=1 if c else None,
+                 compile_recompiles=(1 if n == 128 else 0) if c else None,
+                 time_unreliable=bool(c and n == 128))
+            for i, (n, c) in enumerate([(64, False), (64, True), (128, False), (128, True)])]
+    rows[1]["time_ms_median"] = rows[0]["time_ms_median"] / 2
+    rows.append(_row("attention", 64, 64, 4, device_name="cpu", slow=1.0, compile=False))
+    rows.append(_row("attention", 64, 64, 5, device_name="cpu", slow=1.0, compile=True,
+                     status="error", message="CompileFailed: torch.compile failed: boom"))
+    df = pd.DataFrame(rows)
+    pairs = compile_pairs(df).set_index(["layer", "case"])
+    assert pairs.loc[("lstm", "n=64 d=64 b=1"), "ratio"] == pytest.approx(0.5)
+    slow = pairs.loc[("lstm", "n=128 d=64 b=1")]
+    assert slow["recompiles"] == 1 and slow["unreliable"]
+    failed = pairs.loc[("attention", "n=64 d=64 h=4 b=1")]
+    assert failed["status"] == "error" and pd.isna(failed["ratio"])
+    assert compile_pairs(df[df["compile"].eq(False)]).empty  # no compiled case, no pairs
+
+    html = _html([write_run(tmp_path / "run", rows)], tmp_path / "out")
+    section = html[html.index("Compiled vs eager</h2>"):]
+    assert "0.50x" in section and "(unreliable)" in section
+    assert "torch.compile failed: boom" in section
