@@ -93,6 +93,14 @@ def test_sweep_compile_crosses_every_layer_and_names_the_case(tmp_path: Path) ->
     assert cases[3].skip_reason == compiled.DECODE_REASON and cases[2].runnable
 
 
+def test_the_suite_as_run_keeps_the_compile_sweep(tmp_path: Path) -> None:
+    from harness.suite import parse_suite
+
+    suite = load_suite(suite_file(tmp_path, sweep={**BASE["sweep"], "compile": [False, True]}))
+    again = parse_suite(yaml.safe_load(suite.to_yaml()), check_device=False)
+    assert again.sweep.compile == (False, True) and expand(again) == expand(suite)
+
+
 def test_a_layer_sweep_replaces_the_suites_compile(tmp_path: Path) -> None:
     layers = ["conv", {"name": "gru", "sweep": {"compile": True}}]
     cases = plan(tmp_path, layers=layers, sweep={**BASE["sweep"], "compile": [False]})
@@ -183,6 +191,16 @@ def test_a_recompile_while_timing_marks_the_time_unreliable() -> None:
     assert clean.recompiles == 0 and not clean.unreliable
     eager = TimingResult.from_rounds([Samples((0.01, 0.01, 0.01), 1, 1)])
     assert eager.recompiles is None
+
+
+def test_a_recompile_during_a_benchmark_flags_it() -> None:
+    from harness.bench.plugin import recompile_info
+
+    assert recompile_info(0, {"time_note": None}) == {"compile_recompiles": 0}
+    flagged = recompile_info(2, {"time_note": "contended: x"})
+    assert flagged["time_unreliable"] is True
+    assert flagged["time_note"] == ("contended: x; recompiled 2x while timing (rounds may "
+                                    "hold compile time)")
 
 
 def test_a_failing_first_call_says_torch_compile_failed() -> None:

@@ -312,6 +312,8 @@ def _layer_dict(spec: LayerSpec) -> Any:
     for key in FLAGS:
         if getattr(spec, key) is not None:
             out[key] = scalar_or_list(getattr(spec, key))
+    if spec.mode is not None:
+        out["mode"] = scalar_or_list(spec.mode)
     if spec.sweep.given():
         out["sweep"] = {axis: list(values) for axis, values in spec.sweep.given().items()}
     return out
