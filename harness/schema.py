@@ -169,7 +169,8 @@ COLUMNS: tuple[Column, ...] = (
          "code generation), never in the samples; later rounds compile again, uncounted",
          "time", info=True),
     _col("compile_graphs", "Int64", "graphs", "compile: graphs torch.compile compiled in that "
-         "first call (a graph break splits a layer into several)", "time", info=True),
+         "first call (0: dynamo captured nothing and the layer ran eager, as nn.LSTM does; a "
+         "graph break makes several)", "time", info=True),
     _col("compile_recompiles", "Int64", "compilations", "compile: compilations after the first "
          "call, in warm-ups and samples of every round (above 0 marks the time unreliable)",
          "time", info=True),

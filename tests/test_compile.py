@@ -164,8 +164,10 @@ class ScriptedCall:
 def test_compile_time_is_its_own_number_and_never_a_sample() -> None:
     handler = FakeHandler()
     call = ScriptedCall(handler, compile_s=5.0, call_s=0.01)
-    first = first_call(call, clock=call.clock, handler=handler)
-    assert first.seconds == 5.0 and first.graphs == 1 and handler.callbacks == []
+    made = iter([7, 8])  # graphs compiled so far in the process, before and after
+    first = first_call(call, clock=call.clock, handler=handler, graphs=lambda: next(made))
+    assert (first.seconds, first.graphs, first.frames) == (5.0, 1, 1)
+    assert handler.callbacks == []
     config = TimingConfig(min_warmup=1, warmup_s=0.0, budget_s=0.05, min_samples=3,
                           min_block_s=0.0)
     with CompileWatch(handler) as watch:
@@ -220,7 +222,7 @@ def test_the_watch_sees_a_real_recompile() -> None:
     torch.compiler.reset()
     fn = torch.compile(lambda x: x * 2 + 1)
     first = first_call(lambda: fn(torch.ones(3)))
-    assert first.graphs == 1
+    assert first.graphs == 1 and first.frames == 1
     with CompileWatch() as same:
         fn(torch.ones(3))
     with CompileWatch() as changed:

@@ -80,7 +80,22 @@ class FirstCall:
     """The compiling call of a case: how long it took and what it compiled."""
 
     seconds: float
-    graphs: int | None  # compilations seen (None: not observable)
+    graphs: int | None  # graphs compiled (0: dynamo captured nothing); None: not observable
+    frames: int | None  # compilations started (frames dynamo traced); None: not observable
+
+
+def compiled_graphs() -> int | None:
+    """Graphs dynamo has compiled in this process so far, or None where torch does not say.
+
+    Read from dynamo's statistics counters (``torch._dynamo.utils.counters``, private but
+    the count torch's own tests use): a frame dynamo traced without capturing a graph (an
+    nn.LSTM, which dynamo leaves to eager by default) starts a compilation but adds none.
+    """
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return None
+    return int(counters["stats"]["unique_graphs"])
 
 
 class CompileFailed(RuntimeError):
@@ -119,11 +134,15 @@ def _load_compiler() -> None:
 
 
 def first_call(call: Callable[[], None], *, clock: Callable[[], float] = time.perf_counter,
-               handler: CallbackHandler | str | None = "torch") -> FirstCall:
+               handler: CallbackHandler | str | None = "torch",
+               graphs: Callable[[], int | None] = compiled_graphs) -> FirstCall:
     """Run the compiled ``call`` once: dynamo traces and inductor generates code here.
 
-    Raises :class:`CompileFailed` with the reason when compiling fails.
+    ``clock`` times it; ``handler`` (see :class:`CompileWatch`) and ``graphs`` (a count of
+    graphs compiled so far) say what it compiled. Raises :class:`CompileFailed` with the
+    reason when compiling fails.
     """
+    before = graphs()
     with CompileWatch(handler) as watch:
         started = clock()
         try:
@@ -131,7 +150,9 @@ def first_call(call: Callable[[], None], *, clock: Callable[[], float] = time.pe
         except Exception as exc:
             raise CompileFailed(f"torch.compile failed: {reason(exc)}") from exc
         seconds = clock() - started
-    return FirstCall(seconds, watch.count)
+    after = graphs()
+    made = None if before is None or after is None else after - before
+    return FirstCall(seconds, made, watch.count)
 
 
 def reason(exc: BaseException) -> str:
