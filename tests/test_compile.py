@@ -302,3 +302,15 @@ def test_compiled_cases_pair_with_their_eager_twins(tmp_path: Path) -> None:
     section = html[html.index("Compiled vs eager</h2>"):]
     assert "0.50x" in section and "(unreliable)" in section
     assert "torch.compile failed: boom" in section
+
+
+def test_a_layer_dynamo_leaves_to_eager_compiles_no_graph(tmp_path: Path) -> None:
+    """nn.LSTM: dynamo traces the frame but captures no graph (torch._dynamo.config.allow_rnn
+    is off), so the 'compiled' call is the eager kernel; the row says so with 0 graphs."""
+    from harness.measure_case import ExecSettings, execute
+
+    (case,) = plan(tmp_path, layers=["lstm"], sweep={**BASE["sweep"], "compile": True})
+    settings = ExecSettings(timing=TimingConfig(min_warmup=1, warmup_s=0.0, budget_s=0.01,
+                                                min_samples=2), threads=1, structure=False)
+    row, _ = execute(case, settings)
+    assert row["status"] == "ok" and row["compile_graphs"] == 0
