@@ -36,8 +36,8 @@ from harness.report.style import layer_colours
 from harness.results import RunDirectory
 
 TITLES = ("Summary", "Table 1, measured vs theory", "Scaling plots", "Fitted exponents",
-          "Crossovers", "Table 1, decoding", "Compiled vs eager", "FLOP reconciliation", "Memory and OOM frontier",
-          "Roofline", "Environment", "Per-case results")
+          "Crossovers", "Table 1, decoding", "Compiled vs eager", "FLOP reconciliation",
+          "Memory and OOM frontier", "Roofline", "Environment", "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data
 
