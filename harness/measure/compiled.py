@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: Why a compiled decode case is refused (a skipped row): see docs/metrics.md, "Compiled".
+#: Why a compiled decode case is refused (a skipped row); docs/compile.md says more.
 DECODE_REASON = (
     "compile: decode is not run compiled (the step updates the layer's state in place at a "
     "Python-int position, on which torch.compile specialises); set compile: false for "
