@@ -231,18 +231,26 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
 
 
 def _time_round(call: Callable[[], None], working_set: int, device: Any,
-                settings: ExecSettings, *, compiled: bool = False) -> Samples:
-    """One timing round; for a compiled call (already past its first call) the
-    compilations during the round are counted into ``Samples.recompiles``."""
-    from harness.measure.compiled import CompileWatch
+                settings: ExecSettings) -> Samples:
     from harness.measure.timing import round_on_device
 
-    with CompileWatch() if compiled else contextlib.nullcontext() as watch:
-        samples = round_on_device(
-            call, device=device, config=settings.timing, working_set=working_set,
-            flush_l2=settings.flush_l2, cpu_timer=settings.cpu_timer, wait=wait_counter(),
-        )
-    return replace(samples, recompiles=watch.count) if watch is not None else samples
+    return round_on_device(
+        call, device=device, config=settings.timing, working_set=working_set,
+        flush_l2=settings.flush_l2, cpu_timer=settings.cpu_timer, wait=wait_counter(),
+    )
+
+
+def _round(call: Callable[[], None], working_set: int, device: Any, settings: ExecSettings,
+           *, compiled: bool) -> Samples:
+    """One timing round; for a compiled call (already past its first call) the
+    compilations during the round are counted into ``Samples.recompiles``."""
+    if not compiled:
+        return _time_round(call, working_set, device, settings)
+    from harness.measure.compiled import CompileWatch
+
+    with CompileWatch() as watch:
+        samples = _time_round(call, working_set, device, settings)
+    return replace(samples, recompiles=watch.count)
 
 
 def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
@@ -257,8 +265,7 @@ def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
         call, working_set, device = prepared(planned)
         if planned.case.compile:
             first_call(call)
-        return _time_round(call, working_set, device, settings,
-                           compiled=planned.case.compile)
+        return _round(call, working_set, device, settings, compiled=planned.case.compile)
 
 
 def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
@@ -366,7 +373,7 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
             row.update(compile_s=compiled.seconds, compile_graphs=compiled.graphs)
         telemetry = CaseTelemetry(str(device))  # after the build: the CUDA context exists
         telemetry.start()
-        first = _time_round(call, working_set, device, settings, compiled=case.compile)
+        first = _round(call, working_set, device, settings, compiled=case.compile)
         rounds.append(first)
         row.update(telemetry.stop(
             calls=first.warmup_calls + first.calls_per_sample * len(first.samples)

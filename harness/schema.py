@@ -113,6 +113,11 @@ AXES: tuple[Axis, ...] = (
 PLAN_ORDER = ("device", "dtype", "mode", "compile", "causal", "block", "batch", "d_model",
               "heads", "kernel", "window", "seq_len")
 
+#: Axes added after results files were first written, with the value every row of an older
+#: file had: reading such a file fills the column in (harness.results.fill_added_axes), and
+#: a case at that value keeps the case_id it always had (harness.suite.plan).
+ADDED_AXES: dict[str, object] = {"compile": False}
+
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
 SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "batch")

@@ -107,6 +107,13 @@ def test_a_layer_sweep_replaces_the_suites_compile(tmp_path: Path) -> None:
     assert [(c.layer, c.case.compile) for c in cases] == [("conv", False), ("gru", True)]
 
 
+def test_results_written_before_the_axis_read_as_eager() -> None:
+    from conftest import REPO
+
+    df = read_results(REPO / "results" / "baselines" / "table1-cpu")
+    assert len(df) and df["compile"].dtype == "boolean" and not df["compile"].any()
+
+
 def test_a_bad_compile_value_is_one_line_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(HarnessInputError) as err:
         load_suite(suite_file(tmp_path, sweep={**BASE["sweep"], "compile": ["yes please"]}))

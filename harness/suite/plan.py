@@ -27,8 +27,6 @@ from harness.suite.model import FLAGS, OPTIONAL_AXES, SWEEP_FLAGS, LayerSpec, Su
 
 #: Bump when the meaning of a case's parameters changes: every case_id changes with it.
 CASE_ID_VERSION = 1
-#: Axes added since CASE_ID_VERSION 1, with the default at which they stay out of the id.
-LATER_AXES: dict[str, Any] = {"compile": False}
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,13 @@ class PlannedCase:
     def case_id(self) -> str:
         """A short, stable hash of ``params()``: same parameters, same id, on any run.
 
-        An axis added after the ids were first issued (:data:`LATER_AXES`) is left out at
-        its default, so a case that does not use it keeps the id it always had (resume
-        and compare of older results still match it).
+        An axis added after the ids were first issued (``schema.ADDED_AXES``) is left out
+        at its old value, so a case that does not use it keeps the id it always had
+        (resume and compare of older results still match it).
         """
+        added = schema.ADDED_AXES
         params = {k: v for k, v in self.params().items()
-                  if not (k in LATER_AXES and v == LATER_AXES[k])}
+                  if not (k in added and v == added[k])}
         text = json.dumps({"v": CASE_ID_VERSION, **params}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
