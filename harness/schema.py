@@ -149,8 +149,8 @@ COLUMNS: tuple[Column, ...] = (
          timed=True),
     _col("time_samples", "Int64", "samples", "samples the statistics come from", "time"),
     _col("time_calls_per_sample", "Int64", "calls", "calls timed together as one sample", "time"),
-    _col("time_unreliable", "bool", "", "contention, throttling or spread detected (see "
-         "time_note)", "time"),
+    _col("time_unreliable", "bool", "", "contention, throttling, spread or a recompile "
+         "detected (see time_note)", "time"),
     _col("time_note", "str", "", "why the time is unreliable, and failed later rounds", "time"),
     _col("time_timer", "str", "", "the clock: perf_counter, process_time or cuda_event", "time"),
     _col("time_l2_flushed", "bool", "", "L2 cache flushed before each sample (CUDA)", "time"),
