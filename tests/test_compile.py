@@ -203,7 +203,9 @@ def test_a_recompile_while_timing_marks_the_time_unreliable() -> None:
 
 
 def test_a_recompile_during_a_benchmark_flags_it() -> None:
-    from harness.bench.plugin import recompile_info
+    from harness.bench.plugin import CASE_PARAMS, recompile_info
+
+    assert "compile" in CASE_PARAMS  # parametrized like every axis (--benchmark-group-by)
 
     assert recompile_info(0, {"time_note": None}) == {"compile_recompiles": 0}
     flagged = recompile_info(2, {"time_note": "contended: x"})
