@@ -262,12 +262,11 @@ def test_a_compile_failure_is_an_error_row_and_the_sweep_goes_on(tmp_path: Path,
         assert rows.loc[layer, "status"] == "ok"
 
 
-@pytest.mark.parametrize("mode", ["train"])
-def test_a_compiled_case_runs_with_eager_flops_and_structure(tmp_path: Path, mode: str) -> None:
-    """One real compile (forward + backward through the compiled conv)."""
+def test_a_compiled_case_runs_with_eager_flops_and_structure(tmp_path: Path) -> None:
+    """One real compile, in train mode: forward and backward through the compiled conv."""
     from harness.measure_case import ExecSettings, execute
 
-    cases = plan(tmp_path, layers=["conv"], mode=mode,
+    cases = plan(tmp_path, layers=["conv"], mode="train",
                  sweep={**BASE["sweep"], "compile": [False, True]})
     settings = ExecSettings(timing=TimingConfig(min_warmup=1, warmup_s=0.0, budget_s=0.01,
                                                 min_samples=2), threads=1,
