@@ -77,14 +77,19 @@ def checks(
 ) -> list[Check]:
     """Every check for ``device`` (auto, cpu, cuda, cuda:N), reading the machine now unless
     ``state`` is given. CPU load is sampled over ``window_s`` seconds."""
+    from harness.measure.compiled import compile_problem
+
     resolved, problem = _resolve(device)
     if state is None:
         state = snapshot(resolved, window_s=window_s)
-    return judge(state, device_problem=problem)
+    return judge(state, device_problem=problem, compile_problem=compile_problem(resolved))
 
 
-def judge(state: SystemState, *, device_problem: str | None = None) -> list[Check]:
-    """The verdicts on one snapshot of the machine (pure: no reading here)."""
+def judge(state: SystemState, *, device_problem: str | None = None,
+          compile_problem: str | None = None) -> list[Check]:
+    """The verdicts on one snapshot of the machine (pure: no reading here).
+    ``compile_problem``: why torch.compile cannot run on the device (suites with
+    ``sweep.compile: true`` then plan those cases as skipped), or None."""
     out = [
         Check("device", state.device, "warn", f"{state.device} {device_problem}")
         if device_problem
@@ -96,6 +101,9 @@ def judge(state: SystemState, *, device_problem: str | None = None) -> list[Chec
         _cpu_mhz(state.cpu_mhz),
         _torch_threads(state),
         _thread_env(state),
+        Check("torch.compile", "unavailable", "info", compile_problem)
+        if compile_problem
+        else Check("torch.compile", "available", "ok"),
     ]
     if state.device.startswith("cuda"):
         out += _gpu(state)

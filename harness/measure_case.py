@@ -89,30 +89,41 @@ def case_row(planned: PlannedCase) -> Row:
                                                 decode=planned.mode == "decode"))
 
 
-def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str, *,
+              compile: bool = False) -> Callable[[], None]:
     """The timed unit of work: a forward under inference_mode, forward + backward, or one
     decode step (harness.layers.decoding.DecodeCall: a step at position n of a state
     prefilled outside the call; repeating it leaves the state as it was, so every call
-    costs the same)."""
+    costs the same).
+
+    ``compile``: the forward (and, in train, the backward through it) runs under
+    torch.compile (harness.measure.compiled); nothing is compiled until the first call.
+    """
+    if compile and mode == "decode":
+        from harness.measure.compiled import DECODE_REASON
+
+        raise ValueError(DECODE_REASON)
     if mode == "forward":
         module.eval()
+        run = _compiled(module) if compile else module
 
         def forward() -> None:
             with torch.inference_mode():
-                module(x)
+                run(x)
 
         return forward
     if mode == "train":
         module.train()
         x = x.detach().requires_grad_(True)
-        with torch.no_grad():
+        with torch.no_grad():  # the eager module: compiling happens in the first timed call
             grad_out = torch.randn_like(module(x))
+        run = _compiled(module) if compile else module
 
         def train_step() -> None:
             # Gradients accumulate into the .grad buffers the first call allocated, as in
             # gradient accumulation; freeing them here would hide frees from the CPU memory
             # measurement (it sees only what the call allocates) and add allocator work.
-            module(x).backward(grad_out)
+            run(x).backward(grad_out)
 
         return train_step
     if mode == "decode":  # x: (B, n + 1, d), n positions prefilled, then one token timed
@@ -121,6 +132,12 @@ def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[
         module.eval()
         return DecodeCall(module, x)
     raise ValueError(f"mode must be 'forward', 'train' or 'decode', got {mode!r}")
+
+
+def _compiled(module: torch.nn.Module) -> Callable[..., Any]:
+    from harness.measure.compiled import compile_module
+
+    return compile_module(module)
 
 
 @lru_cache(maxsize=256)
@@ -162,8 +179,14 @@ def _decode_problem(layer: str, variant: str) -> str | None:
 
 
 def _structure_key(case: LayerCase) -> LayerCase:
-    """Structure does not depend on width or batch: measure on a narrow instance."""
-    return replace(case, d_model=2 * (case.heads or 1), batch=1)
+    """Structure does not depend on width or batch: measure on a narrow instance (always
+    the eager module: compiling changes how the graph runs, not what depends on what)."""
+    return replace(_eager(case), d_model=2 * (case.heads or 1), batch=1)
+
+
+def _eager(case: LayerCase) -> LayerCase:
+    """The case run without torch.compile: what FLOPs and structure are measured on."""
+    return replace(case, compile=False)
 
 
 @contextlib.contextmanager
@@ -191,7 +214,8 @@ def _threads(count: int | None) -> Iterator[None]:
 
 def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.device]:
     """The case's timed call, its working set (bytes) and its device, built from the seed
-    (the pytest plugin times the same call)."""
+    (the pytest plugin times the same call). A compiled case's call compiles in its first
+    call: run :func:`harness.measure.compiled.first_call` before timing it."""
     from harness.measure.timing import working_set_bytes
 
     entry = registry.get(planned.layer)
@@ -202,7 +226,7 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
     module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
     positions = case.seq_len + (planned.mode == "decode")  # decode: the prefill and a token
     x = torch.randn(case.batch, positions, case.d_model, device=device, dtype=dtype)
-    call = make_call(module, x, planned.mode)
+    call = make_call(module, x, planned.mode, compile=case.compile)
     return call, working_set_bytes(module, x), device
 
 
@@ -216,14 +240,32 @@ def _time_round(call: Callable[[], None], working_set: int, device: Any,
     )
 
 
+def _round(call: Callable[[], None], working_set: int, device: Any, settings: ExecSettings,
+           *, compiled: bool) -> Samples:
+    """One timing round; for a compiled call (already past its first call) the
+    compilations during the round are counted into ``Samples.recompiles``."""
+    if not compiled:
+        return _time_round(call, working_set, device, settings)
+    from harness.measure.compiled import CompileWatch
+
+    with CompileWatch() as watch:
+        samples = _time_round(call, working_set, device, settings)
+    return replace(samples, recompiles=watch.count)
+
+
 def retime(planned: PlannedCase, settings: ExecSettings) -> Samples:
-    """One more round of a measured case: rebuilt from its seed, warmed up, timed.
+    """One more round of a measured case: rebuilt from its seed (compiled again, outside
+    the round, when it is a compiled case), warmed up, timed.
 
     Raises on failure (the sweep keeps the rounds it has and says why in the note).
     """
+    from harness.measure.compiled import first_call
+
     with _case_settings(planned, settings):
         call, working_set, device = prepared(planned)
-        return _time_round(call, working_set, device, settings)
+        if planned.case.compile:
+            first_call(call)
+        return _round(call, working_set, device, settings, compiled=planned.case.compile)
 
 
 def apply_timing(row: Row, rounds: list[Samples], settings: ExecSettings
@@ -274,6 +316,7 @@ def execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sam
 
 
 def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Samples]]:
+    from harness.measure.compiled import first_call
     from harness.measure.memory import measure_peak_memory
 
     row = case_row(planned)
@@ -328,9 +371,12 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
     call: Callable[[], None] | None = None
     try:
         call, working_set, device = prepared(planned)
+        if case.compile:  # compile in a call of its own: never a warm-up or a sample
+            compiled = first_call(call)
+            row.update(compile_s=compiled.seconds, compile_graphs=compiled.graphs)
         telemetry = CaseTelemetry(str(device))  # after the build: the CUDA context exists
         telemetry.start()
-        first = _time_round(call, working_set, device, settings)
+        first = _round(call, working_set, device, settings, compiled=case.compile)
         rounds.append(first)
         row.update(telemetry.stop(
             calls=first.warmup_calls + first.calls_per_sample * len(first.samples)
@@ -358,10 +404,11 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
             apply_timing(row, rounds, settings)
         return row, rounds
 
-    # 2. counted FLOPs: outside the timed calls, cached per distinct case
+    # 2. counted FLOPs: outside the timed calls, cached per distinct case, on the eager
+    # module (what the layer computes; a compiled case's kernels may fuse or reorder it)
     if settings.flops:
         try:
-            counts = _flop_counts(planned.layer, planned.variant, case, planned.mode)
+            counts = _flop_counts(planned.layer, planned.variant, _eager(case), planned.mode)
             uncounted = [*counts["uncounted_torch"], *counts["uncounted_fvcore"],
                          *counts.get("uncounted_torch_train", ())]
             notes = [counts.get("note")]

@@ -253,10 +253,23 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{p}: schema version {version} is newer than this harness understands "
             f"({SCHEMA_VERSION}); upgrade the harness"
         )
-    df = table.to_pandas()
+    df = fill_added_axes(table.to_pandas())
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise HarnessInputError(f"{p}: missing columns {', '.join(missing)}")
+    return df
+
+
+def fill_added_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every axis added since it was written (``schema.ADDED_AXES``) filled in
+    with the value all its rows had (an older file: no compile column, every case eager)."""
+    lacking = {k: v for k, v in schema.ADDED_AXES.items() if k not in df.columns}
+    if not lacking:
+        return df
+    df = df.copy()
+    for name, value in lacking.items():
+        df[name] = _COERCE[schema.column(name).dtype](pd.Series([value] * len(df), dtype=object,
+                                                                 index=df.index))
     return df
 
 

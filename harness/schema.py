@@ -41,7 +41,8 @@ class Axis:
     unit: str
     meaning: str
     #: size: a positive integer swept in the suite's ``sweep`` (batch also at the top level);
-    #: flag: a boolean a layer may take (suite and per-layer key, a list crosses it);
+    #: flag: a boolean; an optional one is a layer's (a suite and per-layer key), one every
+    #: layer takes is how a case runs (a ``sweep`` key: compile); a list crosses it;
     #: setting: a suite-level choice (a scalar or a list) that is not part of the layer's shape
     kind: Kind
     #: only some layers take it (``LayerEntry.params``): None / False for the others
@@ -103,12 +104,19 @@ AXES: tuple[Axis, ...] = (
     Axis("mode", str, "", "forward (under inference_mode), train (forward + backward) or "
          "decode (one new token per sequence after seq_len positions held in the layer's "
          "state)", "setting", choices=("forward", "train", "decode")),
+    Axis("compile", bool, "", "the timed call runs under torch.compile (default inductor "
+         "backend); FLOPs and structure are the eager module's", "flag"),
 )
 
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
 #: runs as one stretch, smallest n first as written.
-PLAN_ORDER = ("device", "dtype", "mode", "causal", "block", "batch", "d_model", "heads",
-              "kernel", "window", "seq_len")
+PLAN_ORDER = ("device", "dtype", "mode", "compile", "causal", "block", "batch", "d_model",
+              "heads", "kernel", "window", "seq_len")
+
+#: Axes added after results files were first written, with the value every row of an older
+#: file had: reading such a file fills the column in (harness.results.fill_added_axes), and
+#: a case at that value keeps the case_id it always had (harness.suite.plan).
+ADDED_AXES: dict[str, object] = {"compile": False}
 
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
@@ -141,8 +149,8 @@ COLUMNS: tuple[Column, ...] = (
          timed=True),
     _col("time_samples", "Int64", "samples", "samples the statistics come from", "time"),
     _col("time_calls_per_sample", "Int64", "calls", "calls timed together as one sample", "time"),
-    _col("time_unreliable", "bool", "", "contention, throttling or spread detected (see "
-         "time_note)", "time"),
+    _col("time_unreliable", "bool", "", "contention, throttling, spread or a recompile "
+         "detected (see time_note)", "time"),
     _col("time_note", "str", "", "why the time is unreliable, and failed later rounds", "time"),
     _col("time_timer", "str", "", "the clock: perf_counter, process_time or cuda_event", "time"),
     _col("time_l2_flushed", "bool", "", "L2 cache flushed before each sample (CUDA)", "time"),
@@ -165,6 +173,15 @@ COLUMNS: tuple[Column, ...] = (
     _col("started_s", "float", "s", "when the measuring process began the case (its first round), "
          "seconds since the Unix epoch on that node's clock", "time"),
     _col("ended_s", "float", "s", "when it finished that, same clock", "time"),
+    _col("compile_s", "float", "s", "compile: the first compiled call of the case (tracing and "
+         "code generation), never in the samples; later rounds compile again, uncounted",
+         "time", info=True),
+    _col("compile_graphs", "Int64", "graphs", "compile: graphs torch.compile compiled in that "
+         "first call (0: dynamo captured nothing and the layer ran eager, as nn.LSTM does; a "
+         "graph break makes several)", "time", info=True),
+    _col("compile_recompiles", "Int64", "compilations", "compile: compilations after the first "
+         "call, in warm-ups and samples of every round (above 0 marks the time unreliable)",
+         "time", info=True),
     # memory
     _col("peak_mem_bytes", "Int64", "bytes", "peak allocated during one call above what was "
          "allocated before it", "memory", info=True),

@@ -27,6 +27,7 @@ class LayerCase:
     ``window`` is the number of positions a restricted attention sees (r in Vaswani et al.);
     ``block`` asks LightConv/DynamicConv for the full Wu et al. block
     (Linear d->2d, GLU, convolution, Linear d->d) instead of the bare convolution.
+    ``compile`` is how the case runs, not its shape: builders and cost models ignore it.
     """
 
     seq_len: int  # n
@@ -37,6 +38,7 @@ class LayerCase:
     causal: bool = False
     block: bool = False
     batch: int = 1
+    compile: bool = False  # the timed call runs under torch.compile (builders ignore it)
 
     def __post_init__(self) -> None:
         for axis in schema.AXES:

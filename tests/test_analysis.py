@@ -41,7 +41,7 @@ def case(layer: str, variant: str, n: int, d: int, **extra: object) -> dict[str,
     row: dict[str, object] = dict(
         layer=layer, variant=variant, seq_len=n, d_model=d, heads=None, kernel=None,
         window=None, causal=False, block=False, batch=1, dtype="float32", device="cpu",
-        mode="forward", seed=0, status="ok",
+        mode="forward", compile=False, seed=0, status="ok",
     )
     row.update(extra)
     return row

@@ -290,6 +290,13 @@ def test_a_quiet_tuned_machine_is_all_ok() -> None:
         assert verdicts[name].status == "ok", verdicts[name]
 
 
+def test_torch_compile_without_a_compiler_is_said_with_the_reason() -> None:
+    assert by_name(judge(QUIET))["torch.compile"].status == "ok"
+    reason = "compile: inductor found no C++ compiler for CPU code; install g++ or set CXX"
+    check = by_name(judge(QUIET, compile_problem=reason))["torch.compile"]
+    assert (check.value, check.status, check.advice) == ("unavailable", "info", reason)
+
+
 def test_another_busy_process_warns_with_advice() -> None:
     busy = dataclasses.replace(QUIET, load=BUSY_LOAD, load_average=(1.02, 0.9, 0.5))
     verdicts = by_name(judge(busy))

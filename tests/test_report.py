@@ -37,7 +37,7 @@ from harness.results import RunDirectory
 
 TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theory",
           "Scaling plots", "Fitted exponents", "Crossovers", "Table 1, decoding",
-          "FLOP reconciliation", "Memory and OOM frontier",
+          "Compiled vs eager", "FLOP reconciliation", "Memory and OOM frontier",
           "Roofline", "Environment", "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data

@@ -61,17 +61,21 @@ def test_settings_are_fields_of_a_planned_case_and_a_suite() -> None:
 
 
 def test_flags_are_suite_and_per_layer_keys() -> None:
-    flags = schema.axis_names("flag")
+    flags = schema.axis_names("flag", optional=True)  # a layer's flags
     assert [k for k in Suite.model_fields if k in flags] == list(flags)
     assert [k for k in LayerSpec.model_fields if k in flags] == list(flags)
     assert all(Suite.model_fields[f].default == (False,) for f in flags)
 
 
-def test_sweep_keys_are_the_sizes_and_the_required_ones_are_required() -> None:
+def test_sweep_keys_are_the_sizes_and_the_flags_every_layer_takes() -> None:
     suite = parse_suite({"name": "s", "layers": ["lstm"],
                          "sweep": {"seq_len": [8], "d_model": 4, "heads": 2, "kernel": 3,
-                                   "window": 5, "batch": 2}}, check_device=False)
-    assert tuple(suite.sweep.given()) == schema.axis_names("size")
+                                   "window": 5, "batch": 2, "compile": True}},
+                        check_device=False)
+    swept = tuple(a.name for a in schema.AXES
+                  if a.kind == "size" or (a.kind == "flag" and not a.optional))
+    assert tuple(suite.sweep.given()) == swept
+    assert "compile" not in Suite.model_fields  # a sweep key only
     required = {name for name, f in type(suite.sweep).model_fields.items() if f.is_required()}
     assert required == {a.name for a in schema.AXES if a.required}
 

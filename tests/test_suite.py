@@ -292,7 +292,7 @@ def test_non_string_keys(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("  d_model: [64]\n", "  d_model: [64]\n  1: [2]\n"))
     assert error_of(path) == (
         f"{path}: sweep: key 1 is not a known key "
-        "(known keys: seq_len, d_model, heads, kernel, window, batch)"
+        "(known keys: seq_len, d_model, heads, kernel, window, batch, compile)"
     )
 
 
@@ -599,10 +599,11 @@ def test_case_id_is_stable_and_distinct(tmp_path: Path) -> None:
     assert first.params() == {
         "layer": "rnn", "variant": "fused", "seq_len": 128, "d_model": 64, "heads": None,
         "kernel": None, "window": None, "causal": False, "block": False, "batch": 1,
-        "dtype": "float32", "device": "cpu", "mode": "forward", "seed": 0}
-    assert first.case_id == "7b7d967d4ecc"
+        "dtype": "float32", "device": "cpu", "mode": "forward", "compile": False, "seed": 0}
+    assert first.case_id == "7b7d967d4ecc"  # the same since before the compile axis
     for change in ({"seed": 1}, {"dtype": "float64"}, {"variant": "unrolled"},
-                   {"case": dataclasses.replace(first.case, batch=2)}):
+                   {"case": dataclasses.replace(first.case, batch=2)},
+                   {"case": dataclasses.replace(first.case, compile=True)}):
         assert dataclasses.replace(first, **change).case_id != first.case_id
     # the label and skip reason are presentation, not identity
     assert dataclasses.replace(first, label="x", skip_reason="y").case_id == first.case_id

@@ -56,7 +56,9 @@ from harness.theory import family_rank
 from harness.values import count
 
 EXPONENT_TOL = 0.15
-CONTEXT = schema.axis_names("setting")
+#: One Table-1 row per layer, variant and each of these: the settings, and how a case runs
+#: (compile: a compiled layer's exponents are its own row, never fitted with the eager's)
+CONTEXT = (*schema.axis_names("setting"), *schema.axis_names("flag", optional=False))
 STRUCTURE_PARAMS = schema.axis_names(optional=True)
 
 

@@ -319,8 +319,28 @@ def benchmark_case(benchmark: Any, case: SuiteCase) -> dict[str, Any]:
 
     call, _, device = prepared(planned)
     use_device_timer(benchmark, device)
-    info.update(watched(benchmark, call, case.wait))
+    if not planned.case.compile:
+        info.update(watched(benchmark, call, case.wait))
+        return info
+    from harness.measure.compiled import CompileWatch, first_call
+
+    first_call(call)  # compiled again for this call: outside pytest-benchmark's timing
+    with CompileWatch() as watch:
+        info.update(watched(benchmark, call, case.wait))
+    info.update(recompile_info(watch.count, info))
+    benchmark.extra_info.update(info)
     return info
+
+
+def recompile_info(count: int | None, info: Mapping[str, Any]) -> dict[str, Any]:
+    """``compile_recompiles`` of a compiled benchmark (compilations during pytest-benchmark's
+    calibration, warm-up and rounds), and the flag and note when there were any."""
+    out: dict[str, Any] = {"compile_recompiles": count}
+    if count:
+        note = f"recompiled {count}x while timing (rounds may hold compile time)"
+        out["time_unreliable"] = True
+        out["time_note"] = "; ".join(n for n in (info.get("time_note"), note) if n)
+    return out
 
 
 def watched(benchmark: Any, call: Any, wait: WaitCounter | None) -> dict[str, Any]:

@@ -119,6 +119,8 @@ class TimingResult:
     note: str | None = None  # why the result is unreliable (contention, spread), else None
     sampled_s: float | None = None  # sum of all rounds' sampled block times
     wall_s: float | None = None  # what timing the case took on the wall clock, in all
+    #: torch.compile: compilations during the rounds' warm-ups and samples (None: not watched)
+    recompiles: int | None = None
 
     @classmethod
     def from_samples(
@@ -175,8 +177,9 @@ class TimingResult:
     ) -> TimingResult:
         """Statistics of a case timed in several rounds: the least disturbed samples.
 
-        Contention (:func:`harness.measure.contention.select_rounds`) and spread each make
-        the result unreliable, and each adds its reason to ``note``.
+        Contention (:func:`harness.measure.contention.select_rounds`), spread and a
+        torch.compile recompilation during a round each make the result unreliable, and
+        each adds its reason to ``note``.
         """
         if not rounds:
             raise ValueError("a TimingResult needs at least one round")
@@ -190,17 +193,22 @@ class TimingResult:
             timer=rounds[0].timer,
             l2_flushed=rounds[0].l2_flushed,
         )
-        notes = [n for n in (chosen.note, base.note) if n]
+        watched = [r.recompiles for r in rounds if r.recompiles is not None]
+        recompiles = sum(watched) if watched else None
+        recompiled = (f"recompiled {recompiles}x while timing (samples may hold compile time)"
+                      if recompiles else None)
+        notes = [n for n in (chosen.note, base.note, recompiled) if n]
         walls = [r.wall_s for r in rounds]
         return replace(
             base,
-            unreliable=base.unreliable or chosen.contended,
+            unreliable=base.unreliable or chosen.contended or bool(recompiles),
             rounds=len(rounds),
             rounds_clean=None if chosen.disturbed_frac is None else chosen.clean_rounds,
             disturbed_frac=chosen.disturbed_frac,
             note="; ".join(notes) or None,
             sampled_s=math.fsum(s * r.calls_per_sample for r in rounds for s in r.samples),
             wall_s=None if None in walls else math.fsum(w for w in walls if w is not None),
+            recompiles=recompiles,
         )
 
     def as_row(self) -> dict[str, object]:
@@ -222,6 +230,7 @@ class TimingResult:
             "time_disturbed_frac": self.disturbed_frac,
             "time_sampled_s": self.sampled_s,
             "time_wall_s": self.wall_s,
+            "compile_recompiles": self.recompiles,
         }
 
 
@@ -233,6 +242,7 @@ class Samples:
     CPU during each block (:mod:`harness.measure.contention`); None when not observable.
     ``wall_s`` is what the whole collection took on the wall clock (warm-up, sizing and
     the engine's own overhead included): the cost of the measurement, not a result.
+    ``recompiles`` is set by the caller that watched torch.compile during the round.
     """
 
     samples: tuple[float, ...]  # per-call seconds
@@ -242,6 +252,8 @@ class Samples:
     wall_s: float | None = None
     timer: str = "perf_counter"  # the clock that produced the samples
     l2_flushed: bool = False
+    #: torch.compile: compilations seen during the round (None: not a compiled case)
+    recompiles: int | None = None
 
 
 def _grow(calls: int, block_s: float, target_s: float, cap: int) -> int:

@@ -7,6 +7,7 @@ import pandas as pd
 from harness import __version__
 from harness.report import (
     sec_compare,
+    sec_compile,
     sec_costs,
     sec_decode,
     sec_overview,
@@ -27,6 +28,7 @@ SECTIONS = (
     sec_theory.exponents,
     sec_theory.crossovers,
     sec_decode.decoding,
+    sec_compile.compiled,
     sec_costs.flops,
     sec_costs.memory,
     sec_costs.roofline,

@@ -53,7 +53,9 @@ from harness.report.style import (
 from harness.theory import Term, exponent
 
 #: Parameters a figure is faceted by when they vary (the layer-specific ones never are).
-SHARED_ORDER = (*schema.SIZE_PRIORITY, *schema.axis_names("setting"), "seed")
+#: (compile: eager and compiled rows of a layer are separate facets, never one median)
+SHARED_ORDER = (*schema.SIZE_PRIORITY, *schema.axis_names("setting"),
+                *schema.axis_names("flag", optional=False), "seed")
 MAX_SLICES = 4
 FLOP_METRICS = ("flops_analytic", "flops_torch", "flops_fvcore")
 

@@ -37,8 +37,10 @@ VARIANT_CHOICES = ("default", "all")
 AXES = tuple(a for a in schema.PLAN_ORDER if schema.axis(a).kind == "size")
 #: Axes that only some layers take (``LayerEntry.params`` says which).
 OPTIONAL_AXES = schema.axis_names("size", optional=True)
-#: Boolean settings that only some layers take.
-FLAGS = schema.axis_names("flag")
+#: Boolean settings that only some layers take (top-level and per-layer keys).
+FLAGS = schema.axis_names("flag", optional=True)
+#: Booleans every layer takes, how a case runs (``sweep`` keys, crossed like sizes: compile).
+SWEEP_FLAGS = schema.axis_names("flag", optional=False)
 
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -143,18 +145,20 @@ class _Frozen(BaseModel):
 
 
 class SweepAxes(_Frozen):
-    """A ``sweep`` mapping: one field per size axis of :mod:`harness.schema` (column order)."""
+    """A ``sweep`` mapping: one field per size axis and per sweep flag (:data:`SWEEP_FLAGS`)
+    of :mod:`harness.schema` (column order)."""
 
     if TYPE_CHECKING:  # the fields are made from the schema: an axis's values, or None
 
         def __getattr__(self, axis: str) -> tuple[int, ...] | None: ...
 
-    def given(self) -> dict[str, tuple[int, ...]]:
+    def given(self) -> dict[str, tuple[Any, ...]]:
         """The axes given, in column order."""
-        return {axis: getattr(self, axis) for axis in _SIZES if getattr(self, axis) is not None}
+        return {axis: getattr(self, axis) for axis in _SWEPT if getattr(self, axis) is not None}
 
 
 _SIZES = schema.axis_names("size")
+_SWEPT = tuple(a.name for a in schema.AXES if a.name in _SIZES or a.name in SWEEP_FLAGS)
 _SETTINGS = schema.axis_names("setting")
 
 if TYPE_CHECKING:  # for type checkers: the models below, made from the schema
@@ -166,6 +170,7 @@ else:
         __doc__="Sweep axes; in a layer override every axis is optional and replaces the "
         "suite's.",
         **{axis: (Axis | None, None) for axis in _SIZES},
+        **{flag: (Flags | None, None) for flag in SWEEP_FLAGS},
     )
     Sweep = create_model(
         "Sweep", __base__=LayerSweep, __module__=__name__,
@@ -307,6 +312,8 @@ def _layer_dict(spec: LayerSpec) -> Any:
     for key in FLAGS:
         if getattr(spec, key) is not None:
             out[key] = scalar_or_list(getattr(spec, key))
+    if spec.mode is not None:
+        out["mode"] = scalar_or_list(spec.mode)
     if spec.sweep.given():
         out["sweep"] = {axis: list(values) for axis, values in spec.sweep.given().items()}
     return out

@@ -23,7 +23,7 @@ from harness import registry, schema
 from harness.registry import LayerEntry
 from harness.spec import LayerCase
 from harness.suite.check import resolve_device
-from harness.suite.model import FLAGS, OPTIONAL_AXES, LayerSpec, Suite
+from harness.suite.model import FLAGS, OPTIONAL_AXES, SWEEP_FLAGS, LayerSpec, Suite
 
 #: Bump when the meaning of a case's parameters changes: every case_id changes with it.
 CASE_ID_VERSION = 1
@@ -54,8 +54,16 @@ class PlannedCase:
 
     @property
     def case_id(self) -> str:
-        """A short, stable hash of ``params()``: same parameters, same id, on any run."""
-        text = json.dumps({"v": CASE_ID_VERSION, **self.params()}, sort_keys=True)
+        """A short, stable hash of ``params()``: same parameters, same id, on any run.
+
+        An axis added after the ids were first issued (``schema.ADDED_AXES``) is left out
+        at its old value, so a case that does not use it keeps the id it always had
+        (resume and compare of older results still match it).
+        """
+        added = schema.ADDED_AXES
+        params = {k: v for k, v in self.params().items()
+                  if not (k in added and v == added[k])}
+        text = json.dumps({"v": CASE_ID_VERSION, **params}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -82,6 +90,8 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
         if axis not in entry.params:
             return (False,)
         values = getattr(spec, axis) or getattr(suite, axis)
+    elif axis in SWEEP_FLAGS:  # a layer's sweep replaces the suite's; neither: off
+        values = spec.sweep.given().get(axis) or getattr(suite.sweep, axis) or (False,)
     else:
         values = spec.sweep.given().get(axis)
         if values is None:
@@ -103,10 +113,18 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
             PlannedCase(
                 layer=spec.name, variant=variant, case=case, **point, seed=suite.seed,
                 skip_reason=entry.problem(case) or (
-                    entry.decode_problem(case) if point["mode"] == "decode" else None),
+                    entry.decode_problem(case) if point["mode"] == "decode" else None) or (
+                    _compile_problem(point["mode"], point["device"]) if case.compile else None),
             )
         )
     return out
+
+
+def _compile_problem(mode: str, device: str) -> str | None:
+    """Why a compiled case cannot run (decode, or no compiler for the device), or None."""
+    from harness.measure.compiled import DECODE_REASON, compile_problem
+
+    return DECODE_REASON if mode == "decode" else compile_problem(device)
 
 
 def expand(suite: Suite) -> list[PlannedCase]:
