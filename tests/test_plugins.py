@@ -207,7 +207,7 @@ def test_an_installed_plugin_runs_end_to_end(tmp_path):
         name: mm
         device: cpu
         batch: 2
-        layers: [meanmix, lstm]
+        layers: [meanmix, lstm, {name: meanmix, mode: decode}]
         sweep: {seq_len: [6, 9], d_model: [4]}
         measure: {time_budget_s: 0.02, min_samples: 3, warmup_s: 0.0, min_warmup: 1,
                   timeout_s: 120, structure_max_n: 16}
@@ -224,7 +224,10 @@ def test_an_installed_plugin_runs_end_to_end(tmp_path):
     done = run("run", str(suite), "--out", str(tmp_path / "out"), "--no-report")
     assert done.returncode == 0, done.stderr
     df = read_results(tmp_path / "out")
-    mm = df[df["layer"] == "meanmix"]
+    decode = df[(df["layer"] == "meanmix") & (df["mode"] == "decode")]
+    assert set(decode["status"]) == {"skipped"}, decode[["status", "message"]]  # no Decoder
+    assert decode["message"].str.contains("no decoding state").all()
+    mm = df[(df["layer"] == "meanmix") & (df["mode"] == "forward")]
     assert len(mm) == 2 and set(mm["status"]) == {"ok"}
     assert (mm["flops_analytic"] == mm["flops_torch"]).all()
     assert (mm["flops_analytic"] == mm["flops_fvcore"]).all()
