@@ -89,6 +89,23 @@ AXES: tuple[Axis, ...] = (
          symbol="k", label="kernel width k", fitted=True),
     Axis("window", int, "positions", "positions a restricted attention sees, r", "size",
          optional=True, symbol="r", label="window r"),
+    Axis("src_len", int, "positions", "source length m of cross attention: positions of the "
+         "encoder output the queries attend to", "size", optional=True, symbol="m",
+         label="source length m", fitted=True),
+    Axis("height", int, "rows", "image rows of 2D local attention (seq_len = height x width, "
+         "raster order)", "size", optional=True, symbol="H", label="image height"),
+    Axis("width", int, "columns", "image columns of 2D local attention (default: height)",
+         "size", optional=True, symbol="W", label="image width"),
+    Axis("query_height", int, "rows", "rows of a 2D local attention query block", "size",
+         optional=True, symbol="qh", label="query-block rows"),
+    Axis("query_width", int, "columns", "columns of a 2D local attention query block", "size",
+         optional=True, symbol="qw", label="query-block columns"),
+    Axis("flange_height", int, "rows", "rows a 2D local attention memory block adds above the "
+         "query block (and below it when not causal)", "size", optional=True, symbol="fh",
+         label="memory flange rows"),
+    Axis("flange_width", int, "columns", "columns a 2D local attention memory block adds left "
+         "and right of the query block", "size", optional=True, symbol="fw",
+         label="memory flange columns"),
     Axis("causal", bool, "", "each output depends only on earlier and equal positions",
          "flag", optional=True),
     Axis("block", bool, "", "LightConv/DynamicConv as the full Wu et al. block (Linear "
@@ -108,11 +125,14 @@ AXES: tuple[Axis, ...] = (
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
 #: runs as one stretch, smallest n first as written.
 PLAN_ORDER = ("device", "dtype", "mode", "causal", "block", "batch", "d_model", "heads",
-              "kernel", "window", "seq_len")
+              "kernel", "window", "query_height", "query_width", "flange_height",
+              "flange_width", "src_len", "height", "width", "seq_len")
 
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
-SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "batch")
+SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "src_len", "height",
+                 "width", "query_height", "query_width", "flange_height", "flange_width",
+                 "batch")
 
 
 _col = Column  # short, for the table below
