@@ -89,6 +89,18 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
     return tuple(dict.fromkeys(values)) if values is not None else (None,)
 
 
+def _image_sizes(point: dict[str, Any], spec: LayerSpec) -> None:
+    """An image layer's case (2D local attention): width defaults to height (square), and
+    seq_len is height x width unless the layer's own sweep gives it (then the layer's
+    check reports a mismatch)."""
+    if point.get("height") is None:
+        return
+    if point.get("width") is None:
+        point["width"] = point["height"]
+    if "seq_len" not in spec.sweep.given():
+        point["seq_len"] = point["height"] * point["width"]
+
+
 def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> list[PlannedCase]:
     entry = registry.get(spec.name)
     grid = itertools.product(
@@ -98,6 +110,7 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
     out = []
     for variant, *values in grid:
         point = dict(zip(schema.PLAN_ORDER, values, strict=True))
+        _image_sizes(point, spec)
         case = entry.normalize(LayerCase(**{a: point.pop(a) for a in schema.LAYER_AXES}))
         out.append(
             PlannedCase(
