@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -892,7 +893,7 @@ def test_analysis_imports_and_runs_without_torch() -> None:
 def _useful_slope(entry, axis: str, variant: str) -> float:
     from harness.spec import LayerCase
 
-    base = dict(seq_len=16, d_model=16, heads=2, kernel=3, window=4, batch=1)
+    base = dict(seq_len=16, d_model=16, heads=2, kernel=3, window=4, src_len=16, batch=1)
     if axis == "heads":
         base["d_model"] = 2**14
     if axis == "window":
@@ -900,6 +901,8 @@ def _useful_slope(entry, axis: str, variant: str) -> float:
     flops = []
     for value in (2**12, 2**13):
         case = LayerCase(**{**base, axis: value})
+        if "height" in entry.params:  # an image: one row of n pixels
+            case = replace(case, height=1, width=case.seq_len)
         flops.append(entry.cost_of(case, variant).flops_useful)
     return math.log2(flops[1] / flops[0])
 

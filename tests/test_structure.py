@@ -244,7 +244,8 @@ SETTINGS = [  # (n, kernel, window, heads, causal)
 
 def case_for(entry: registry.LayerEntry, n: int, k=3, r=4, h=2, causal=False) -> LayerCase:
     return entry.normalize(
-        LayerCase(seq_len=n, d_model=2 * h, heads=h, kernel=k, window=r, causal=causal)
+        LayerCase(seq_len=n, d_model=2 * h, heads=h, kernel=k, window=r, src_len=5, height=1,
+                  width=n, causal=causal)
     )
 
 

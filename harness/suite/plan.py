@@ -27,6 +27,10 @@ from harness.suite.model import FLAGS, OPTIONAL_AXES, LayerSpec, Suite
 
 #: Bump when the meaning of a case's parameters changes: every case_id changes with it.
 CASE_ID_VERSION = 1
+#: The axes version 1 hashed; an axis added since enters a case's id only where the case
+#: sets it, so adding an axis keeps the id (resume, compare) of every case that leaves it out.
+ID_V1_AXES = frozenset({"seq_len", "d_model", "heads", "kernel", "window", "causal", "block",
+                        "batch", "dtype", "device", "mode"})
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class PlannedCase:
     @property
     def case_id(self) -> str:
         """A short, stable hash of ``params()``: same parameters, same id, on any run."""
-        text = json.dumps({"v": CASE_ID_VERSION, **self.params()}, sort_keys=True)
+        params = {k: v for k, v in self.params().items()
+                  if v is not None or k in ID_V1_AXES or k not in schema.LAYER_AXES}
+        text = json.dumps({"v": CASE_ID_VERSION, **params}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
