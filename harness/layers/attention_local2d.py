@@ -103,14 +103,17 @@ def visible(g: Geometry, device: torch.device | None = None) -> torch.Tensor:
     """(n, n) bool: key s visible to query t (the definition in the module docstring)."""
     rows = torch.arange(g.height, device=device)
     cols = torch.arange(g.width, device=device)
-    top, left = rows // g.qh * g.qh, cols // g.qw * g.qw
+    hp, wp = g.padded  # block tops and lefts by repetition (an integer division would be an
+    # op the FLOP counters cannot classify)
+    top = torch.arange(0, hp, g.qh, device=device).repeat_interleave(g.qh)[: g.height]
+    left = torch.arange(0, wp, g.qw, device=device).repeat_interleave(g.qw)[: g.width]
     row_ok = (rows[None, :] >= top[:, None] - g.fh) & (rows[None, :] <= top[:, None] + g.qh - 1
                                                        + g.below)  # (H query, H key)
     col_ok = (cols[None, :] >= left[:, None] - g.fw) & (cols[None, :] <= left[:, None] + g.qw
                                                         - 1 + g.fw)  # (W, W)
     ok = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(g.n, g.n)
     if g.causal:
-        ok &= torch.ones(g.n, g.n, dtype=torch.bool, device=device).tril()
+        ok = ok & torch.ones(g.n, g.n, dtype=torch.bool, device=device).tril()
     return ok
 
 
