@@ -794,7 +794,8 @@ def test_tidy_reuses_to_long_and_adds_the_family() -> None:
     assert set(long["family"]) == {"recurrent", "convolution", "self-attention", "lightconv",
                                    "dynamicconv"}
     assert len(tidy(df, ["time_ms_median"], ok_only=True)) == (df["status"] == "ok").sum()
-    assert set(PARAM_COLUMNS) <= set(long.columns)
+    assert set(PARAM_COLUMNS) & set(df.columns) <= set(long.columns)
+    assert {"seq_len", "d_model", "heads", "kernel", "window"} <= set(long.columns)
 
 
 def test_headlines_state_only_what_the_numbers_show() -> None:
