@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness import __version__
-from harness.report import sec_costs, sec_decode, sec_summary, sec_theory
+from harness.report import sec_costs, sec_decode, sec_seeds, sec_summary, sec_theory
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
 from harness.report.model import Report
@@ -18,6 +18,7 @@ SECTIONS = (
     sec_theory.exponents,
     sec_theory.crossovers,
     sec_decode.decoding,
+    sec_seeds.seeds,
     sec_costs.flops,
     sec_costs.memory,
     sec_costs.roofline,
