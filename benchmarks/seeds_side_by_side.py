@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
-from harness import registry  # noqa: E402
-from harness.layers.inputs import extra_inputs  # noqa: E402
-from harness.measure.memory import measure_peak_memory  # noqa: E402
-from harness.measure_case import make_call  # noqa: E402
-from harness.spec import LayerCase  # noqa: E402
+from harness import registry
+from harness.layers.inputs import extra_inputs
+from harness.measure.memory import measure_peak_memory
+from harness.measure_case import make_call
+from harness.spec import LayerCase
 
 Call = Callable[[], None]
 

@@ -34,7 +34,7 @@ def _case(shape: tuple[int, ...], causal: bool = False, d: int = 12, heads: int 
 
 def _sees(shape: tuple[int, ...], causal: bool, t: int, s: int) -> bool:
     """The visibility rule written out for one (query, key) pair."""
-    h, w, qh, qw, fh, fw = shape
+    _, w, qh, qw, fh, fw = shape
     (rt, ct), (rs, cs) = divmod(t, w), divmod(s, w)
     top, left = rt - rt % qh, ct - ct % qw
     below = 0 if causal else fh
