@@ -42,6 +42,9 @@ PARAM_COLUMNS = schema.CASE_COLUMNS
 METRIC_COLUMNS = schema.column_names("time", "memory", "flops", "structure", "derived")
 ID_COLUMNS = tuple(c for c in schema.column_names("identity") if c != "schema_version")
 REQUIRED_COLUMNS = ("schema_version", *ID_COLUMNS, *PARAM_COLUMNS)
+#: Optional sizes a file written before they were declared lacks: read as missing (the
+#: parameter applies to none of its cases), so older results and baselines stay readable.
+LATER_OPTIONAL = schema.axis_names("size", optional=True)
 
 
 class Row(Mapping[str, Any]):
@@ -253,10 +256,18 @@ def read_results(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{p}: schema version {version} is newer than this harness understands "
             f"({SCHEMA_VERSION}); upgrade the harness"
         )
-    df = table.to_pandas()
+    df = with_optional_sizes(table.to_pandas())
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise HarnessInputError(f"{p}: missing columns {', '.join(missing)}")
+    return df
+
+
+def with_optional_sizes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every optional size column it lacks added as missing (Int64), in place."""
+    for name in LATER_OPTIONAL:
+        if name not in df.columns:
+            df[name] = pd.array([None] * len(df), dtype="Int64")
     return df
 
 

@@ -36,8 +36,9 @@ from harness.report.style import layer_colours
 from harness.results import RunDirectory
 
 TITLES = ("Summary", "Table 1, measured vs theory", "Scaling plots", "Fitted exponents",
-          "Crossovers", "Table 1, decoding", "FLOP reconciliation", "Memory and OOM frontier",
-          "Roofline", "Environment", "Per-case results")
+          "Crossovers", "Table 1, decoding", "Other attention forms: relative, local 2D, cross",
+          "FLOP reconciliation", "Memory and OOM frontier", "Roofline", "Environment",
+          "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data
 

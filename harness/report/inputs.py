@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 import pandas as pd
 
 from harness.errors import HarnessInputError
-from harness.results import REQUIRED_COLUMNS, read_results
+from harness.results import REQUIRED_COLUMNS, read_results, with_optional_sizes
 
 _STAMP = re.compile(r"\d{8}T\d{6}Z")
 
@@ -92,6 +92,7 @@ def _frame_name(df: pd.DataFrame, index: int) -> str:
 
 
 def _check_frame(df: pd.DataFrame, index: int) -> pd.DataFrame:
+    df = with_optional_sizes(df.copy())
     need = [c for c in REQUIRED_COLUMNS if c != "schema_version"]
     lacking = [c for c in need if c not in df.columns]
     if lacking:
