@@ -56,7 +56,9 @@ class Geometry:
 
     @classmethod
     def of(cls, case: LayerCase) -> Geometry:
-        h = case.height if case.height is not None else case.seq_len
+        if case.height is None:
+            raise ValueError("2D local attention needs height")
+        h = case.height
         w = case.width if case.width is not None else h
         qh = case.query_height if case.query_height is not None else min(DEFAULT_BLOCK, h)
         qw = case.query_width if case.query_width is not None else min(DEFAULT_BLOCK, w)
@@ -264,11 +266,15 @@ def path_length(g: Geometry) -> float:
     their own position, so L layers reach the product of the axes' L-layer reaches and the
     path length is the larger of the two axes' (closed iteration per axis: each layer
     widens the reach to the enclosing blocks plus a flange). Causal, no product form: the
-    closure of the visibility graph, positions as bits of Python integers."""
+    closure of the visibility graph, positions as bits of Python integers; ``inf`` at once
+    when a row's last pixel cannot reach the next row's first (no pixel lies between them
+    in raster order, so only a direct edge joins them)."""
     if g.n == 1:
         return 1.0
     if not g.causal:
         return max(_axis_path(g.height, g.qh, g.fh), _axis_path(g.width, g.qw, g.fw))
+    if g.height > 1 and g.col_range(0)[1] < g.width - 1:
+        return math.inf  # (r, W - 1) -> (r + 1, 0): adjacent in raster order, never joined
     if g.n > CAUSAL_PATH_MAX_N:
         raise ValueError(f"causal path length is modelled up to {CAUSAL_PATH_MAX_N} positions, "
                          f"not {g.n}")
