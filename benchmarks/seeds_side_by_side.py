@@ -78,7 +78,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.2, help="seconds per member and round")
     parser.add_argument("--d", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: a thread waiting for a busy core stalls every "
+                        "parallel op's barrier, by milliseconds)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; other processes may "
           "share the cores: compare within a set, not across runs")
     for side in (32, 64):
