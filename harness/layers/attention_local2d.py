@@ -252,8 +252,8 @@ def _axis_path(extent: int, block: int, flange: int) -> float:
     return math.inf if -1 in spans else float(max(spans))
 
 
-#: Above this many positions the causal path length is not modelled (the bitset closure
-#: below costs O(n M) big-integer ORs per layer).
+#: Above this many positions a causal path length that is not inf at once is not modelled
+#: (nan: the bitset closure below costs O(n M) big-integer ORs per layer).
 CAUSAL_PATH_MAX_N = 4096
 
 
@@ -276,8 +276,7 @@ def path_length(g: Geometry) -> float:
     if g.height > 1 and g.col_range(0)[1] < g.width - 1:
         return math.inf  # (r, W - 1) -> (r + 1, 0): adjacent in raster order, never joined
     if g.n > CAUSAL_PATH_MAX_N:
-        raise ValueError(f"causal path length is modelled up to {CAUSAL_PATH_MAX_N} positions, "
-                         f"not {g.n}")
+        return math.nan  # not modelled: the closure would cost too much
     reads = []  # reads[t]: bitmask of the keys query t sees
     for r in range(g.height):
         r0 = g.row_range(r)[0]
