@@ -16,14 +16,30 @@ import torch
 
 from harness import registry
 from harness.flops import count_step
-from harness.layers.decoding import DecodeCall, decode_sequence, prefill, state_bytes
+from harness.layers.decoding import (
+    DecodeCall,
+    can_decode,
+    decode_sequence,
+    prefill,
+    state_bytes,
+)
 from harness.measure_case import make_call
 from harness.spec import LayerCase
 
 N, D, B = 13, 12, 3  # odd sequence length and batch; d = 12 takes heads 3
 M = 7  # cross attention's source length (odd, below N)
-#: Layers without a decoding state (their decode cases are skipped rows)
-NO_DECODER = {"attention_local2d"}
+
+
+def _decodes(entry: registry.LayerEntry) -> bool:
+    """Whether the layer's modules keep a decoding state (2D local attention and the example
+    plugin do not: their decode cases are skipped rows, tested where they are defined)."""
+    case = entry.normalize(LayerCase(seq_len=N, d_model=D, heads=3, kernel=3, window=4,
+                                     src_len=M, height=1, width=N, causal=True, batch=B))
+    return entry.problem(case) is None and can_decode(entry.build(case))
+
+
+#: Layers without a decoding state
+NO_DECODER = {e.name for e in registry.entries() if not _decodes(e)}
 
 
 def _extra(name: str, case: LayerCase, dtype: torch.dtype = torch.float64) -> tuple:
@@ -69,7 +85,8 @@ def _module(name: str, variant: str, case: LayerCase, depth: int) -> torch.nn.Mo
 def test_every_layer_and_variant_is_covered() -> None:
     covered = {(name, variant) for name, variant, _, _ in CASES}
     assert covered == {(e.name, v) for e in registry.entries() for v in e.variants
-                       if e.name not in NO_DECODER}
+                       if e.name not in NO_DECODER and e.name in DECODERS}
+    assert {"attention", "attention_cross", "attention_relative"} <= set(DECODERS)
 
 
 @pytest.mark.parametrize("item", CASES, ids=_id)
