@@ -105,14 +105,16 @@ def visible(g: Geometry, device: torch.device | None = None) -> torch.Tensor:
     """(n, n) bool: key s visible to query t (the definition in the module docstring)."""
     rows = torch.arange(g.height, device=device)
     cols = torch.arange(g.width, device=device)
-    hp, wp = g.padded  # block tops and lefts by repetition (an integer division would be an
-    # op the FLOP counters cannot classify)
+    # block tops and lefts by repetition: an integer division would be an op the FLOP
+    # counters cannot classify
+    hp, wp = g.padded
     top = torch.arange(0, hp, g.qh, device=device).repeat_interleave(g.qh)[: g.height]
     left = torch.arange(0, wp, g.qw, device=device).repeat_interleave(g.qw)[: g.width]
-    row_ok = (rows[None, :] >= top[:, None] - g.fh) & (rows[None, :] <= top[:, None] + g.qh - 1
-                                                       + g.below)  # (H query, H key)
-    col_ok = (cols[None, :] >= left[:, None] - g.fw) & (cols[None, :] <= left[:, None] + g.qw
-                                                        - 1 + g.fw)  # (W, W)
+    first_row, last_row = top - g.fh, top + g.qh - 1 + g.below  # per query row
+    first_col, last_col = left - g.fw, left + g.qw - 1 + g.fw  # per query column
+    row_ok = (rows[None, :] >= first_row[:, None]) & (rows[None, :] <= last_row[:, None])
+    col_ok = (cols[None, :] >= first_col[:, None]) & (cols[None, :] <= last_col[:, None])
+    # (H query, H key) x (W query, W key) -> (n, n) in raster order
     ok = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(g.n, g.n)
     if g.causal:
         ok = ok & torch.ones(g.n, g.n, dtype=torch.bool, device=device).tril()
