@@ -29,7 +29,8 @@ class Cost:
     params: int  # trainable parameter count; tests check it equals the module's
     activation_elements: int  # elements of the largest set of forward intermediates alive at once
     seq_ops: int  # sequential operations (Vaswani et al. Table 1): 1 or n
-    path_length: float  # max path length; math.inf when some pair is never connected
+    path_length: float  # max path length; math.inf when some pair is never connected,
+    # math.nan where the model does not say (a layer's docstring says when)
 
     def __post_init__(self) -> None:
         for name in ("flops", "flops_useful", "flops_other", "train_flops", "params",
@@ -37,8 +38,10 @@ class Cost:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Cost.{name} must be a non-negative int, got {value!r}")
-        if not (self.path_length >= 1 or math.isinf(self.path_length)):
-            raise ValueError(f"Cost.path_length must be >= 1 or inf, got {self.path_length!r}")
+        if not (self.path_length >= 1 or math.isinf(self.path_length)
+                or math.isnan(self.path_length)):
+            raise ValueError(f"Cost.path_length must be >= 1, inf or nan, got "
+                             f"{self.path_length!r}")
 
     def activation_bytes(self, itemsize: int) -> int:
         return self.activation_elements * itemsize

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -89,12 +90,14 @@ def case_row(planned: PlannedCase) -> Row:
                                                 decode=planned.mode == "decode"))
 
 
-def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str, *,
+def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str,
+              extra: tuple[torch.Tensor, ...] = (), *,
               compile: bool = False) -> Callable[[], None]:
     """The timed unit of work: a forward under inference_mode, forward + backward, or one
     decode step (harness.layers.decoding.DecodeCall: a step at position n of a state
     prefilled outside the call; repeating it leaves the state as it was, so every call
-    costs the same).
+    costs the same). ``extra``: the layer's inputs after x (an encoder output), which
+    train also differentiates, as an encoder-decoder's backward does.
 
     ``compile``: the forward (and, in train, the backward through it) runs under
     torch.compile (harness.measure.compiled); nothing is compiled until the first call.
@@ -109,28 +112,29 @@ def make_call(module: torch.nn.Module, x: torch.Tensor, mode: str, *,
 
         def forward() -> None:
             with torch.inference_mode():
-                run(x)
+                run(x, *extra)
 
         return forward
     if mode == "train":
         module.train()
         x = x.detach().requires_grad_(True)
+        extra = tuple(t.detach().requires_grad_(True) for t in extra)
         with torch.no_grad():  # the eager module: compiling happens in the first timed call
-            grad_out = torch.randn_like(module(x))
+            grad_out = torch.randn_like(module(x, *extra))
         run = _compiled(module) if compile else module
 
         def train_step() -> None:
             # Gradients accumulate into the .grad buffers the first call allocated, as in
             # gradient accumulation; freeing them here would hide frees from the CPU memory
             # measurement (it sees only what the call allocates) and add allocator work.
-            run(x).backward(grad_out)
+            run(x, *extra).backward(grad_out)
 
         return train_step
     if mode == "decode":  # x: (B, n + 1, d), n positions prefilled, then one token timed
         from harness.layers.decoding import DecodeCall
 
         module.eval()
-        return DecodeCall(module, x)
+        return DecodeCall(module, x, *extra)
     raise ValueError(f"mode must be 'forward', 'train' or 'decode', got {mode!r}")
 
 
@@ -167,7 +171,8 @@ def _decode_problem(layer: str, variant: str) -> str | None:
     from harness.layers.decoding import can_decode
 
     entry = registry.get(layer)
-    case = LayerCase(seq_len=2, d_model=8, heads=2, kernel=3, window=2, causal=True, batch=1)
+    case = LayerCase(seq_len=2, d_model=8, heads=2, kernel=3, window=2, src_len=2, height=1,
+                     width=2, causal=True, batch=1)
     try:
         with torch.device("meta"):
             module = entry.build(case, variant)
@@ -216,6 +221,7 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
     """The case's timed call, its working set (bytes) and its device, built from the seed
     (the pytest plugin times the same call). A compiled case's call compiles in its first
     call: run :func:`harness.measure.compiled.first_call` before timing it."""
+    from harness.layers.inputs import extra_inputs
     from harness.measure.timing import working_set_bytes
 
     entry = registry.get(planned.layer)
@@ -226,8 +232,9 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
     module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
     positions = case.seq_len + (planned.mode == "decode")  # decode: the prefill and a token
     x = torch.randn(case.batch, positions, case.d_model, device=device, dtype=dtype)
-    call = make_call(module, x, planned.mode, compile=case.compile)
-    return call, working_set_bytes(module, x), device
+    extra = extra_inputs(entry, case, device=device, dtype=dtype)  # after x, same RNG
+    call = make_call(module, x, planned.mode, extra, compile=case.compile)
+    return call, working_set_bytes(module, x, extra), device
 
 
 def _time_round(call: Callable[[], None], working_set: int, device: Any,
@@ -442,7 +449,8 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
         traffic = cost.params * itemsize + (row.get("state_bytes") or 0) \
             + 2 * case.batch * case.d_model * itemsize
     else:
-        traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model
+        extra = sum(math.prod(shape) for shape in entry.extra_shapes(case))
+        traffic = (cost.params + 2 * case.batch * case.seq_len * case.d_model + extra
                    + cost.activation_elements) * itemsize
     row["arithmetic_intensity"] = flops_mode / traffic if traffic and flops_mode else None
     row.update(status="ok", message="", wall_s=time.perf_counter() - started)

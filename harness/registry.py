@@ -41,13 +41,17 @@ CostModel = Callable[[LayerCase, str], Cost]
 #: ``step_cost(case, variant)``: one decode step after case.seq_len positions
 StepCostModel = Callable[[LayerCase, str], StepCost]
 Check = Callable[[LayerCase], "str | None"]
+#: ``inputs(case)``: the shapes of the inputs a layer's modules take after x, in order
+#: (cross attention: the encoder output (B, m, d)); every consumer draws them at random
+#: like x (harness.layers.inputs) and passes them as ``module(x, *extra)``
+InputShapes = Callable[[LayerCase], "tuple[tuple[int, ...], ...]"]
 
 OPTIONAL_PARAMS = schema.axis_names(optional=True)
 #: The entry-point group third-party packages declare their layer modules in.
 ENTRY_POINT_GROUP = "harness.layers"
 
-__all__ = ["FAMILIES", "OPTIONAL_PARAMS", "Builder", "Check", "CostModel", "LayerEntry",
-           "Theory", "entries", "get", "names", "plugin_errors", "register",
+__all__ = ["FAMILIES", "OPTIONAL_PARAMS", "Builder", "Check", "CostModel", "InputShapes",
+           "LayerEntry", "Theory", "entries", "get", "names", "plugin_errors", "register",
            "theory_columns"]
 
 
@@ -71,6 +75,7 @@ class LayerEntry:
     colour: str | None = None  # "#rrggbb" in every figure (None: one from seaborn's "dark")
     label: str | None = None  # name in figure legends (None: the layer's name)
     step_cost: StepCostModel | None = None  # decode step (mode: decode); None: not modelled
+    inputs: InputShapes | None = None  # inputs after x (None: x alone)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
@@ -130,6 +135,10 @@ class LayerEntry:
         if reason:
             raise ValueError(f"cannot build {self.name}: {reason}")
         return self.variants[variant](case, depth)
+
+    def extra_shapes(self, case: LayerCase) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the inputs the modules take after x for this case (none for most)."""
+        return () if self.inputs is None else tuple(self.inputs(self.normalize(case)))
 
     def step_cost_of(self, case: LayerCase, variant: str | None = None) -> StepCost | None:
         """The cost of one decode step of the case, or None without a step cost model."""

@@ -57,6 +57,9 @@ class Axis:
     #: fit_exponents fits metrics along it by default
     fitted: bool = False
     choices: tuple[str, ...] = ()  # a setting's allowed values (empty: checked elsewhere)
+    #: declared after the first results files were written: an older file lacks the column
+    #: and its cases had the axis's absent value (None for an optional axis, else False)
+    added: bool = False
 
     def column(self) -> Column:
         return Column(self.name, _DTYPE_OF[self.type], self.unit, self.meaning, "param")
@@ -90,6 +93,23 @@ AXES: tuple[Axis, ...] = (
          symbol="k", label="kernel width k", fitted=True),
     Axis("window", int, "positions", "positions a restricted attention sees, r", "size",
          optional=True, symbol="r", label="window r"),
+    Axis("src_len", int, "positions", "source length m of cross attention: positions of the "
+         "encoder output the queries attend to", "size", optional=True, symbol="m",
+         label="source length m", fitted=True, added=True),
+    Axis("height", int, "rows", "image rows of 2D local attention (seq_len = height x width, "
+         "raster order)", "size", optional=True, symbol="H", label="image height", added=True),
+    Axis("width", int, "columns", "image columns of 2D local attention (default: height)",
+         "size", optional=True, symbol="W", label="image width", added=True),
+    Axis("query_height", int, "rows", "rows of a 2D local attention query block", "size",
+         optional=True, symbol="qh", label="query-block rows", added=True),
+    Axis("query_width", int, "columns", "columns of a 2D local attention query block", "size",
+         optional=True, symbol="qw", label="query-block columns", added=True),
+    Axis("flange_height", int, "rows", "rows a 2D local attention memory block adds above the "
+         "query block (and below it when not causal)", "size", optional=True, symbol="fh",
+         label="memory flange rows", added=True),
+    Axis("flange_width", int, "columns", "columns a 2D local attention memory block adds left "
+         "and right of the query block", "size", optional=True, symbol="fw",
+         label="memory flange columns", added=True),
     Axis("causal", bool, "", "each output depends only on earlier and equal positions",
          "flag", optional=True),
     Axis("block", bool, "", "LightConv/DynamicConv as the full Wu et al. block (Linear "
@@ -105,22 +125,20 @@ AXES: tuple[Axis, ...] = (
          "decode (one new token per sequence after seq_len positions held in the layer's "
          "state)", "setting", choices=("forward", "train", "decode")),
     Axis("compile", bool, "", "the timed call runs under torch.compile (default inductor "
-         "backend); FLOPs and structure are the eager module's", "flag"),
+         "backend); FLOPs and structure are the eager module's", "flag", added=True),
 )
 
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
 #: runs as one stretch, smallest n first as written.
 PLAN_ORDER = ("device", "dtype", "mode", "compile", "causal", "block", "batch", "d_model",
-              "heads", "kernel", "window", "seq_len")
-
-#: Axes added after results files were first written, with the value every row of an older
-#: file had: reading such a file fills the column in (harness.results.fill_added_axes), and
-#: a case at that value keeps the case_id it always had (harness.suite.plan).
-ADDED_AXES: dict[str, object] = {"compile": False}
+              "heads", "kernel", "window", "query_height", "query_width", "flange_height",
+              "flange_width", "src_len", "height", "width", "seq_len")
 
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
-SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "batch")
+SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "src_len", "height",
+                 "width", "query_height", "query_width", "flange_height", "flange_width",
+                 "batch")
 
 
 _col = Column  # short, for the table below
@@ -336,6 +354,10 @@ def column_names(*groups: Group) -> tuple[str, ...]:
 CASE_COLUMNS = column_names("param")
 #: The sizes and flags: the fields of ``harness.spec.LayerCase`` (settings are the plan's).
 LAYER_AXES = tuple(a.name for a in AXES if a.kind != "setting")
+#: Axes added after results files were first written, with the value every row of an older
+#: file had: reading such a file fills the column in (harness.results.fill_added_axes), and
+#: a case at that value keeps the case_id it always had (harness.suite.plan).
+ADDED_AXES: dict[str, object] = {a.name: None if a.optional else False for a in AXES if a.added}
 #: What names a case across files and machines (``harness compare``).
 IDENTITY = ("layer", "variant", *(a.name for a in AXES if a.identity))
 #: The sizes every suite sweeps (n and d): Table 1's axes, the report's main ones.

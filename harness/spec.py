@@ -35,6 +35,13 @@ class LayerCase:
     heads: int | None = None  # h / H
     kernel: int | None = None  # k
     window: int | None = None  # r
+    src_len: int | None = None  # m: cross attention's source positions
+    height: int | None = None  # 2D local attention: image rows (n = height x width)
+    width: int | None = None  # image columns (None: height)
+    query_height: int | None = None  # 2D query block rows
+    query_width: int | None = None  # 2D query block columns
+    flange_height: int | None = None  # rows the 2D memory block adds above (and below)
+    flange_width: int | None = None  # columns the 2D memory block adds left and right
     causal: bool = False
     block: bool = False
     batch: int = 1
@@ -68,6 +75,10 @@ class LayerCase:
     @property
     def r(self) -> int:
         return self._given("window", self.window)
+
+    @property
+    def m(self) -> int:
+        return self._given("src_len", self.src_len)
 
     @staticmethod
     def _given(name: str, value: int | None) -> int:

@@ -110,7 +110,10 @@ def growth_class_of(text: str) -> str:
         return "O(log n)"
     if t == "O(n)" or re.fullmatch(r"O\(n/[a-z]\)", t):
         return "O(n)"
-    raise ValueError(f"no growth class for {text!r}: write O(1), O(log_k n), O(n) or O(n/k)")
+    if re.fullmatch(r"O\(H/[a-z]_?[a-z]?\)", t):  # image height over a block: n at fixed width
+        return "O(n)"
+    raise ValueError(f"no growth class for {text!r}: write O(1), O(log_k n), O(n), O(n/k) "
+                     "or O(H/q_h)")
 
 
 @dataclass(frozen=True)

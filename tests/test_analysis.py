@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -793,7 +794,8 @@ def test_tidy_reuses_to_long_and_adds_the_family() -> None:
     assert set(long["family"]) == {"recurrent", "convolution", "self-attention", "lightconv",
                                    "dynamicconv"}
     assert len(tidy(df, ["time_ms_median"], ok_only=True)) == (df["status"] == "ok").sum()
-    assert set(PARAM_COLUMNS) <= set(long.columns)
+    assert set(PARAM_COLUMNS) & set(df.columns) <= set(long.columns)
+    assert {"seq_len", "d_model", "heads", "kernel", "window"} <= set(long.columns)
 
 
 def test_headlines_state_only_what_the_numbers_show() -> None:
@@ -892,7 +894,7 @@ def test_analysis_imports_and_runs_without_torch() -> None:
 def _useful_slope(entry, axis: str, variant: str) -> float:
     from harness.spec import LayerCase
 
-    base = dict(seq_len=16, d_model=16, heads=2, kernel=3, window=4, batch=1)
+    base = dict(seq_len=16, d_model=16, heads=2, kernel=3, window=4, src_len=16, batch=1)
     if axis == "heads":
         base["d_model"] = 2**14
     if axis == "window":
@@ -900,6 +902,8 @@ def _useful_slope(entry, axis: str, variant: str) -> float:
     flops = []
     for value in (2**12, 2**13):
         case = LayerCase(**{**base, axis: value})
+        if "height" in entry.params:  # an image: one row of n pixels
+            case = replace(case, height=1, width=case.seq_len)
         flops.append(entry.cost_of(case, variant).flops_useful)
     return math.log2(flops[1] / flops[0])
 

@@ -27,27 +27,34 @@ from harness.measure_case import make_call
 from harness.spec import LayerCase
 
 N, D, B = 13, 12, 3  # odd sequence length and batch; d = 12 takes heads 3
+M = 7  # cross attention's source length (odd, below N)
 
 
-def _decodes(entry: registry.LayerEntry, variant: str) -> bool:
-    """Whether the variant's module has a decoding state (a plugin layer may have none)."""
+def _decodes(entry: registry.LayerEntry) -> bool:
+    """Whether the layer's modules keep a decoding state (2D local attention and the example
+    plugin do not: their decode cases are skipped rows, tested where they are defined)."""
     case = entry.normalize(LayerCase(seq_len=N, d_model=D, heads=3, kernel=3, window=4,
-                                     causal=True, batch=B))
-    with torch.device("meta"):
-        return can_decode(entry.build(case, variant))
+                                     src_len=M, height=1, width=N, causal=True, batch=B))
+    return entry.problem(case) is None and can_decode(entry.build(case))
 
 
-def _builtin(entry: registry.LayerEntry) -> bool:
-    return all(getattr(b, "__module__", "").startswith("harness.layers")
-               for b in entry.variants.values())
+#: Layers without a decoding state
+NO_DECODER = {e.name for e in registry.entries() if not _decodes(e)}
+
+
+def _extra(name: str, case: LayerCase, dtype: torch.dtype = torch.float64) -> tuple:
+    """The layer's inputs after x (cross attention's source), seeded."""
+    gen = torch.Generator().manual_seed(2)
+    return tuple(torch.randn(s, generator=gen, dtype=dtype)
+                 for s in registry.get(name).extra_shapes(case))
 
 
 def _cases() -> list[tuple[str, str, LayerCase, int]]:
     out = []
     for entry in registry.entries():
+        if entry.name in NO_DECODER:
+            continue
         for variant in entry.variants:
-            if not _decodes(entry, variant):
-                continue  # a skipped row (test_plugins: test_an_installed_plugin_runs_end_to_end)
             kernels = (1, 2, 3, 4) if "kernel" in entry.params else (None,)
             windows = (1, 4, 20) if "window" in entry.params else (None,)
             blocks = (False, True) if "block" in entry.params else (False,)
@@ -56,15 +63,13 @@ def _cases() -> list[tuple[str, str, LayerCase, int]]:
                 for r in windows:
                     for block in blocks:
                         case = entry.normalize(LayerCase(
-                            seq_len=N, d_model=D, heads=3, kernel=k, window=r, causal=True,
-                            block=block, batch=B))
+                            seq_len=N, d_model=D, heads=3, kernel=k, window=r, src_len=M,
+                            causal=True, block=block, batch=B))
                         out.extend((entry.name, variant, case, depth) for depth in depths)
     return out
 
 
 CASES = _cases()
-#: layers whose default variant decodes (the built-in ones; a plugin's may not)
-DECODING = [e.name for e in registry.entries() if _decodes(e, e.default_variant)]
 
 
 def _id(item: tuple[str, str, LayerCase, int]) -> str:
@@ -79,57 +84,64 @@ def _module(name: str, variant: str, case: LayerCase, depth: int) -> torch.nn.Mo
 
 def test_every_builtin_layer_and_variant_is_covered() -> None:
     covered = {(name, variant) for name, variant, _, _ in CASES}
-    builtin = {(e.name, v) for e in registry.entries() if _builtin(e) for v in e.variants}
-    assert builtin and builtin <= covered
+    assert covered == {(e.name, v) for e in registry.entries() for v in e.variants
+                       if e.name not in NO_DECODER and e.name in DECODERS}
+    assert {"attention", "attention_cross", "attention_relative"} <= set(DECODERS)
 
 
 @pytest.mark.parametrize("item", CASES, ids=_id)
 def test_token_by_token_equals_causal_forward(item: tuple[str, str, LayerCase, int]) -> None:
     module = _module(*item)
     x = torch.randn(B, N, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    extra = _extra(item[0], item[2])
     with torch.no_grad():
-        full = module(x)
-        stepped = decode_sequence(module, x)
+        full = module(x, *extra)
+        stepped = decode_sequence(module, x, 0, *extra)
         for start in (1, 6, N - 1):  # prefill of `start` positions, then steps
-            resumed = decode_sequence(module, x, start)
+            resumed = decode_sequence(module, x, start, *extra)
             torch.testing.assert_close(resumed, stepped[:, start:], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(stepped, full, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", DECODING)
+DECODERS = [name for name in registry.names() if name not in NO_DECODER]
+
+
+@pytest.mark.parametrize("name", DECODERS)
 def test_repeated_step_leaves_state_and_output_unchanged(name: str) -> None:
     """The timed call: a step at position n, repeated, reads and leaves the same state."""
     entry = registry.get(name)
     case = entry.normalize(LayerCase(seq_len=9, d_model=D, heads=3, kernel=3, window=4,
-                                     causal=True, batch=B))
+                                     src_len=M, causal=True, batch=B))
     module = _module(name, entry.default_variant, case, 0)
     x = torch.randn(B, 10, D, dtype=torch.float64)
+    extra = _extra(name, case)
     with torch.no_grad():
-        state = prefill(module, x[:, :9], 10)
+        state = prefill(module, x[:, :9], 10, *extra)
         first = module.decode_step(x[:, 9:], state, 9)
         after = {k: v.clone() for k, v in state.items()}
         again = module.decode_step(x[:, 9:], state, 9)
     torch.testing.assert_close(again, first, rtol=0, atol=0)
     for key, value in state.items():
         torch.testing.assert_close(value, after[key], rtol=0, atol=0)
-    full = module(x)[:, 9:]
+    full = module(x, *extra)[:, 9:]
     torch.testing.assert_close(first, full, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", DECODING)
+@pytest.mark.parametrize("name", DECODERS)
 @pytest.mark.parametrize("n", [1, 5, 17])
 def test_step_flops_three_sources_and_state_bytes(name: str, n: int) -> None:
     entry = registry.get(name)
     variant = entry.default_variant
     case = entry.normalize(LayerCase(seq_len=n, d_model=D, heads=3, kernel=3, window=4,
-                                     causal=True, block=name == "dynamicconv", batch=B))
+                                     src_len=M, causal=True, block=name == "dynamicconv",
+                                     batch=B))
     counts = count_step(entry, case, variant)
     assert counts["flops_fvcore"] == counts["flops_torch"] == counts["flops_analytic"], counts
     assert not counts["uncounted_torch"] and not counts["uncounted_fvcore"]
     step = entry.step_cost_of(case, variant)
     assert step is not None
     module = _module(name, variant, case, 0).float()
-    call = make_call(module, torch.randn(B, n + 1, D), "decode")
+    call = make_call(module, torch.randn(B, n + 1, D), "decode", _extra(name, case, torch.float32))
     assert isinstance(call, DecodeCall)
     assert call.state_bytes == step.state_elements * 4
     call()
@@ -137,12 +149,12 @@ def test_step_flops_three_sources_and_state_bytes(name: str, n: int) -> None:
 
 def test_state_grows_with_n_for_attention_only() -> None:
     sizes = {}
-    for name in DECODING:
+    for name in DECODERS:
         entry = registry.get(name)
         per_n = []
         for n in (8, 64, 512):
             case = entry.normalize(LayerCase(seq_len=n, d_model=16, heads=4, kernel=7,
-                                             window=16, causal=True, batch=2))
+                                             window=16, src_len=24, causal=True, batch=2))
             step = entry.step_cost_of(case)
             assert step is not None
             per_n.append(step.state_elements)

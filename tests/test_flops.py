@@ -365,13 +365,15 @@ def test_flop_count_validates() -> None:
 # --------------------------------------------------------------------------- every layer
 
 CASES = [
-    LayerCase(seq_len=37, d_model=60, heads=5, kernel=5, window=7, causal=causal, block=block,
-              batch=2)
+    LayerCase(seq_len=37, d_model=60, heads=5, kernel=5, window=7, src_len=23, height=1,
+              width=37, causal=causal, block=block, batch=2)
     for causal in (False, True)
     for block in (False, True)
-] + [LayerCase(seq_len=23, d_model=48, heads=3, kernel=3, window=4),
+] + [LayerCase(seq_len=23, d_model=48, heads=3, kernel=3, window=4, src_len=9, height=1,
+               width=23),
      # short n: per-sequence terms (an RNN's initial-state gradient) exceed 1% here
-     LayerCase(seq_len=5, d_model=12, heads=3, kernel=3, window=3, causal=True)]
+     LayerCase(seq_len=5, d_model=12, heads=3, kernel=3, window=3, src_len=3, height=1,
+               width=5, causal=True)]
 
 
 def _layer_cases(name: str) -> list[LayerCase]:

@@ -14,7 +14,8 @@ from harness.cli import main
 from harness.spec import LayerCase
 from harness.theory import FAMILIES
 
-CASE = LayerCase(seq_len=11, d_model=12, heads=3, kernel=3, window=4, batch=1)
+CASE = LayerCase(seq_len=11, d_model=12, heads=3, kernel=3, window=4, src_len=5, height=1,
+                 width=11, batch=1)
 
 
 def _pairs():

@@ -37,8 +37,9 @@ from harness.results import RunDirectory
 
 TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theory",
           "Scaling plots", "Fitted exponents", "Crossovers", "Table 1, decoding",
-          "Compiled vs eager", "FLOP reconciliation", "Memory and OOM frontier",
-          "Roofline", "Environment", "Per-case results")
+          "Compiled vs eager", "Other attention forms: relative, local 2D, cross",
+          "FLOP reconciliation", "Memory and OOM frontier", "Roofline", "Environment",
+          "Per-case results")
 
 # --------------------------------------------------------------------------- synthetic data
 

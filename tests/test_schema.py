@@ -35,15 +35,15 @@ def test_markdown_table_has_a_row_per_column() -> None:
 
 
 def test_a_broken_declaration_fails_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = schema.Axis("src_len", int, "positions", "source length m", "size", optional=True,
-                        symbol="m", label="source length m")
+    extra = schema.Axis("depth", int, "layers", "stack depth", "size", optional=True,
+                        symbol="L", label="stack depth L")
     monkeypatch.setattr(schema, "AXES", (*schema.AXES, extra))
     with pytest.raises(AssertionError, match="PLAN_ORDER must name every axis once"):
         schema._check()
-    monkeypatch.setattr(schema, "PLAN_ORDER", (*schema.PLAN_ORDER, "src_len"))
+    monkeypatch.setattr(schema, "PLAN_ORDER", (*schema.PLAN_ORDER, "depth"))
     with pytest.raises(AssertionError, match="SIZE_PRIORITY"):
         schema._check()
-    monkeypatch.setattr(schema, "SIZE_PRIORITY", (*schema.SIZE_PRIORITY, "src_len"))
+    monkeypatch.setattr(schema, "SIZE_PRIORITY", (*schema.SIZE_PRIORITY, "depth"))
     schema._check()
     monkeypatch.setattr(schema, "COLUMNS", (*schema.COLUMNS, schema.COLUMNS[0]))
     with pytest.raises(AssertionError, match="declared twice"):
@@ -70,7 +70,9 @@ def test_flags_are_suite_and_per_layer_keys() -> None:
 def test_sweep_keys_are_the_sizes_and_the_flags_every_layer_takes() -> None:
     suite = parse_suite({"name": "s", "layers": ["lstm"],
                          "sweep": {"seq_len": [8], "d_model": 4, "heads": 2, "kernel": 3,
-                                   "window": 5, "batch": 2, "compile": True}},
+                                   "window": 5, "src_len": 3, "height": 2, "width": 4,
+                                   "query_height": 1, "query_width": 2, "flange_height": 1,
+                                   "flange_width": 1, "batch": 2, "compile": True}},
                         check_device=False)
     swept = tuple(a.name for a in schema.AXES
                   if a.kind == "size" or (a.kind == "flag" and not a.optional))

@@ -244,7 +244,8 @@ SETTINGS = [  # (n, kernel, window, heads, causal)
 
 def case_for(entry: registry.LayerEntry, n: int, k=3, r=4, h=2, causal=False) -> LayerCase:
     return entry.normalize(
-        LayerCase(seq_len=n, d_model=2 * h, heads=h, kernel=k, window=r, causal=causal)
+        LayerCase(seq_len=n, d_model=2 * h, heads=h, kernel=k, window=r, src_len=5, height=1,
+                  width=n, causal=causal)
     )
 
 
@@ -278,9 +279,12 @@ def test_batch_elements_are_independent(name: str) -> None:
     case = case_for(entry, 8)
     module = S._build(entry, case, 0, 0).double().eval()
     x = torch.randn(3, 8, case.d_model, dtype=torch.float64, requires_grad=True)
-    module(x)[1].sum().backward()
-    assert bool(x.grad[1].abs().sum() > 0)
-    assert float(x.grad[0].abs().sum()) == 0.0 and float(x.grad[2].abs().sum()) == 0.0
+    extra = [torch.randn((3, *s[1:]), dtype=torch.float64, requires_grad=True)
+             for s in entry.extra_shapes(case)]  # cross attention's source
+    module(x, *extra)[1].sum().backward()
+    for t in (x, *extra):
+        assert t.grad is not None and bool(t.grad[1].abs().sum() > 0)
+        assert float(t.grad[0].abs().sum()) == 0.0 and float(t.grad[2].abs().sum()) == 0.0
 
 
 @pytest.mark.parametrize("name", registry.names())

@@ -292,7 +292,8 @@ def test_non_string_keys(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("  d_model: [64]\n", "  d_model: [64]\n  1: [2]\n"))
     assert error_of(path) == (
         f"{path}: sweep: key 1 is not a known key "
-        "(known keys: seq_len, d_model, heads, kernel, window, batch, compile)"
+        "(known keys: seq_len, d_model, heads, kernel, window, src_len, height, width, "
+        "query_height, query_width, flange_height, flange_width, batch, compile)"
     )
 
 
@@ -598,9 +599,12 @@ def test_case_id_is_stable_and_distinct(tmp_path: Path) -> None:
     # a fixed value: the id must not depend on the process (hash seed) or the run
     assert first.params() == {
         "layer": "rnn", "variant": "fused", "seq_len": 128, "d_model": 64, "heads": None,
-        "kernel": None, "window": None, "causal": False, "block": False, "batch": 1,
+        "kernel": None, "window": None, "src_len": None, "height": None, "width": None,
+        "query_height": None, "query_width": None, "flange_height": None,
+        "flange_width": None, "causal": False, "block": False, "batch": 1,
         "dtype": "float32", "device": "cpu", "mode": "forward", "compile": False, "seed": 0}
-    assert first.case_id == "7b7d967d4ecc"  # the same since before the compile axis
+    # the id of version 1: axes added since (compile, cross and 2D sizes) leave it as it was
+    assert first.case_id == "7b7d967d4ecc"
     for change in ({"seed": 1}, {"dtype": "float64"}, {"variant": "unrolled"},
                    {"case": dataclasses.replace(first.case, batch=2)},
                    {"case": dataclasses.replace(first.case, compile=True)}):

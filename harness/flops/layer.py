@@ -8,6 +8,7 @@ import torch
 
 from harness.flops.fvcore_counter import count_fvcore
 from harness.flops.torch_counter import count_torch
+from harness.layers.inputs import extra_inputs
 from harness.registry import LayerEntry, get
 from harness.spec import LayerCase
 
@@ -45,9 +46,10 @@ def count_layer(entry: LayerEntry | str, case: LayerCase, variant: str | None = 
         device = "native"  # a Python loop over time with little arithmetic per step
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(case.batch, case.seq_len, case.d_model, generator=generator)  # (B, n, d)
+    inputs = (x, *extra_inputs(entry, case, generator=generator))  # x, then an encoder output
     module.eval()
-    torch_fwd = count_torch(module, x, device=device)
-    fvcore_fwd = count_fvcore(module, x, device=device)
+    torch_fwd = count_torch(module, inputs, device=device)
+    fvcore_fwd = count_fvcore(module, inputs, device=device)
     row: dict[str, Any] = {
         "layer": entry.name,
         "variant": variant,
@@ -63,7 +65,7 @@ def count_layer(entry: LayerEntry | str, case: LayerCase, variant: str | None = 
     }
     if train:
         module.train()
-        torch_train = count_torch(module, x, train=True, device=device)
+        torch_train = count_torch(module, inputs, train=True, device=device)
         row.update(
             train_flops_analytic=cost.train_flops,
             train_flops_torch=torch_train.total,
@@ -90,8 +92,10 @@ def count_step(entry: LayerEntry | str, case: LayerCase, variant: str | None = N
     module.eval()
     generator = torch.Generator().manual_seed(seed)
     x_t = torch.randn(case.batch, 1, case.d_model, generator=generator)  # (B, 1, d)
+    sources = extra_inputs(entry, case, generator=generator)  # cross attention: the source
     with torch.no_grad():
-        state = module.decode_init(case.batch, case.seq_len + 1, x_t)  # type: ignore[operator]
+        state = module.decode_init(case.batch, case.seq_len + 1, x_t,  # type: ignore[operator]
+                                   *sources)
     wrapped = DecodeStep(module, state, case.seq_len)
     torch_step = count_torch(wrapped, x_t, device=device)
     fvcore_step = count_fvcore(wrapped, x_t, device=device)

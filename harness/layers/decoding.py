@@ -2,8 +2,10 @@
 
 A module that can decode mixes in :class:`Decoder` and implements
 
-* ``decode_init(batch, capacity, like) -> State``: an empty state, preallocated for
-  ``capacity`` positions where it grows (the KV cache), zeros elsewhere;
+* ``decode_init(batch, capacity, like, *extra) -> State``: an empty state, preallocated for
+  ``capacity`` positions where it grows (the KV cache), zeros elsewhere; ``extra`` are the
+  layer's inputs after x (``LayerEntry.inputs``: cross attention computes the encoder
+  output's K/V here, once), empty for the others;
 * ``decode_step(x_t, state, pos) -> y_t``: the output (B, 1, d) at position ``pos`` for the
   input x_t (B, 1, d), given a state that holds positions < ``pos``. It writes what position
   ``pos`` adds to the state *in place*, into a slot that no read for positions <= ``pos``
@@ -62,19 +64,20 @@ def require_decoder(module: Any) -> None:
                            "implement harness.layers.decoding.Decoder)")
 
 
-def prefill(module: Any, x: Tensor, capacity: int) -> State:
-    """A state holding x's n positions (B, n, d), room for ``capacity`` positions in all."""
-    state = module.decode_init(x.shape[0], capacity, x)
+def prefill(module: Any, x: Tensor, capacity: int, *extra: Tensor) -> State:
+    """A state holding x's n positions (B, n, d), room for ``capacity`` positions in all
+    (``extra``: the layer's inputs after x, see ``decode_init``)."""
+    state = module.decode_init(x.shape[0], capacity, x, *extra)
     if x.shape[1]:
         module.decode_prefill(x, state)
     return state
 
 
-def decode_sequence(module: Any, x: Tensor, start: int = 0) -> Tensor:
+def decode_sequence(module: Any, x: Tensor, start: int = 0, *extra: Tensor) -> Tensor:
     """Outputs (B, n - start, d) of positions start.. of x, decoded one token at a time
     after a prefill of x's first ``start`` positions."""
     n = x.shape[1]
-    state = prefill(module, x[:, :start], n)
+    state = prefill(module, x[:, :start], n, *extra)
     outs = [module.decode_step(x[:, t : t + 1], state, t) for t in range(start, n)]
     return torch.cat(outs, dim=1) if outs else x[:, :0]
 
@@ -163,12 +166,12 @@ class DecodeCall:
     """The timed call of a decode case: one step at position n after a prefill of n
     positions; ``state_bytes`` is the live state for those n positions."""
 
-    def __init__(self, module: Any, x: Tensor) -> None:
+    def __init__(self, module: Any, x: Tensor, *extra: Tensor) -> None:
         require_decoder(module)
         n = x.shape[1] - 1  # x holds the n prefilled positions and the new token
         self.module, self.pos = module, n
         with torch.inference_mode():
-            self.state = prefill(module, x[:, :n], n + 1)
+            self.state = prefill(module, x[:, :n], n + 1, *extra)
         self.x_t = x[:, n:].contiguous()  # (B, 1, d)
         self.state_bytes = state_bytes(module, self.state, n)
 

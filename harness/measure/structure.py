@@ -497,10 +497,11 @@ def autograd_depth(output: Tensor) -> int:
     return depth[root]
 
 
-def graph_depth(module: nn.Module, x: Tensor) -> int:
-    """Operation-graph depth of ``module(x)``, with ``x`` made a leaf requiring grad."""
+def graph_depth(module: nn.Module, x: Tensor, *extra: Tensor) -> int:
+    """Operation-graph depth of ``module(x, *extra)``, with every input made a leaf
+    requiring grad (``extra``: a layer's inputs after x, an encoder output)."""
     with torch.enable_grad():
-        y = module(x.detach().requires_grad_(True))
+        y = module(*(t.detach().requires_grad_(True) for t in (x, *extra)))
     if not isinstance(y, Tensor):
         raise ValueError(f"module must return a tensor, got {type(y).__name__}")
     return autograd_depth(y)
@@ -567,6 +568,8 @@ def _path_length_cached(layer_name: str, case: LayerCase, seed: int = 0) -> floa
     entry = get(layer_name)
     n, d = case.seq_len, case.d_model
     module = _build(entry, case, 0, seed)
+    if entry.inputs is not None:  # cross attention: paths start at the source positions
+        return source_path_length(module, n, d, entry.extra_shapes(case), seed=seed)
     if is_recurrent(module):
         return recurrent_path_length(module, n, d, seed=seed)
 
@@ -595,10 +598,21 @@ class SeqOps:
     note: str = ""
 
 
+def _at_length(case: LayerCase, n: int) -> LayerCase:
+    """The case at sequence length n; an image (2D local attention) at height n // width."""
+    if case.height is None:
+        return replace(case, seq_len=n)
+    width = case.width or case.height
+    return replace(case, seq_len=n, height=n // width)
+
+
 def _first_valid_n0(entry: LayerEntry, case: LayerCase) -> int:
+    """The least n0 where the case exists at n0 and the next length (images: the next
+    height, so n0 and n0 + width)."""
+    step = (case.width or case.height) if case.height is not None else 1
     lowest = max(2, case.kernel or 0, case.window or 0)
-    for n0 in range(lowest, lowest + 64):
-        if all(entry.problem(replace(case, seq_len=m)) is None for m in (n0, n0 + 1)):
+    for n0 in range(step * max(1, -(-lowest // step)), (lowest + 64) * step, step):
+        if all(entry.problem(_at_length(case, m)) is None for m in (n0, n0 + step)):
             return n0
     raise ValueError(f"no valid small seq_len for {entry.name} near {lowest}")
 
@@ -609,7 +623,7 @@ def _depth_cached(layer_name: str, case: LayerCase, seed: int = 0) -> int:
     module = _build(entry, case, 0, seed).eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, case.seq_len, case.d_model, generator=gen)  # (1, n, d)
-    return graph_depth(module, x)
+    return graph_depth(module, x, *_extra(entry, case, gen))
 
 
 def measure_seq_ops(
@@ -621,19 +635,93 @@ def measure_seq_ops(
     key = structural_case(layer_name, case, d)
     entry = get(layer_name)
     n0 = _first_valid_n0(entry, key) if n0 is None else n0
+    step = (key.width or key.height) if key.height is not None else 1  # images: a row
     with _single_thread():
         depth = _depth_cached(layer_name, key)
-        depth0 = _depth_cached(layer_name, replace(key, seq_len=n0))
-        depth1 = _depth_cached(layer_name, replace(key, seq_len=n0 + 1))
+        depth0 = _depth_cached(layer_name, _at_length(key, n0))
+        depth1 = _depth_cached(layer_name, _at_length(key, n0 + step))
     note = ""
     if depth1 > depth0:
-        seq_ops = n0 + (depth - depth0) / (depth1 - depth0)
+        seq_ops = n0 + step * (depth - depth0) / (depth1 - depth0)
     elif depth == depth0:
         seq_ops = 1.0
     else:
         seq_ops = math.nan
         note = f"graph depth {depth0} at n={n0} and n={n0 + 1} but {depth} at n={key.seq_len}"
     return SeqOps(key.seq_len, depth, n0, depth0, depth1, seq_ops, note)
+
+
+def _extra(entry: LayerEntry, case: LayerCase, gen: torch.Generator,
+           dtype: torch.dtype = torch.float32) -> tuple[Tensor, ...]:
+    return tuple(torch.randn(shape, generator=gen, dtype=dtype)
+                 for shape in entry.extra_shapes(case))
+
+
+class _WithInputs(nn.Module):
+    """``module(x, *extra)`` as a module of x alone, the extra inputs held as buffers (so a
+    dtype change converts them too)."""
+
+    def __init__(self, module: nn.Module, extra: Sequence[Tensor]) -> None:
+        super().__init__()
+        self.module = module
+        self.count = len(extra)
+        for i, t in enumerate(extra):
+            self.register_buffer(f"extra_{i}", t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x, *(getattr(self, f"extra_{i}") for i in range(self.count)))
+
+
+def source_dependency(module: nn.Module, n: int, d: int, extra: Sequence[Tensor], *,
+                      dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+    """``S`` (n, m) bool: ``S[t, s]`` is True when output t depends on position s of the
+    first extra input (the source, (1, m, d_src)), by reverse mode: a random cotangent on
+    output t, the gradient's support over the source positions. Batch-1 inputs."""
+    net = _prepared(module, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(1, n, d, generator=gen, dtype=dtype)  # (1, n, d)
+    rest = [t.to(dtype) for t in extra]
+    m = rest[0].shape[1]
+    chunk = max(1, min(n, _PROBE_BUDGET // max(1, n * m)))
+    found = torch.zeros(n, m, dtype=torch.bool)
+    with _single_thread(), torch.enable_grad():
+        for start in range(0, n, chunk):
+            pos = torch.arange(start, min(n, start + chunk))
+            c = len(pos)
+            src = rest[0].expand(c, *rest[0].shape[1:]).clone().requires_grad_(True)
+            others = [t.expand(c, *t.shape[1:]) for t in rest[1:]]
+            y = net(x0.expand(c, n, d), src, *others)
+            _check_output(y, c, n, d)
+            probe = torch.zeros_like(y)
+            probe[torch.arange(c), pos] = torch.randn(c, d, generator=gen, dtype=dtype)
+            (g,) = torch.autograd.grad(y, src, probe, allow_unused=True)  # (c, m, d_src)
+            if g is not None:
+                found[start : start + c] = g.abs().amax(dim=-1) > 0
+    return found
+
+
+def source_path_length(module: nn.Module, n: int, d: int,
+                       shapes: Sequence[tuple[int, ...]], *, seed: int = 0) -> float:
+    """Max path length from the source positions to the outputs of a stack in which every
+    layer reads the same source (a decoder stack): after L layers output t is reached from
+    ``R_L = S | D @ R_{L-1}``, ``R_1 = S`` (S: source dependency, D: the layer's own n x n
+    dependency with the source fixed); the least L with R_L full, inf if never."""
+    gen = torch.Generator().manual_seed(seed)
+    extra = [torch.randn((1, *shape[1:]), generator=gen) for shape in shapes]
+    reach = source_dependency(module, n, d, extra, seed=seed)
+    if bool(reach.all()):
+        return 1.0
+    own = dependency_matrix(_WithInputs(module, extra), n, d, seed=seed)
+    seen = {reach.numpy().tobytes()}
+    for layers in range(2, 4 * n + 2):
+        reach = reach | bool_matmul(own, reach)
+        if bool(reach.all()):
+            return float(layers)
+        key = reach.numpy().tobytes()
+        if key in seen:
+            return math.inf
+        seen.add(key)
+    return math.nan
 
 
 def clear_cache() -> None:

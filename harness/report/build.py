@@ -11,6 +11,7 @@ from harness.report import (
     sec_costs,
     sec_decode,
     sec_overview,
+    sec_seeds,
     sec_summary,
     sec_theory,
 )
@@ -29,6 +30,7 @@ SECTIONS = (
     sec_theory.crossovers,
     sec_decode.decoding,
     sec_compile.compiled,
+    sec_seeds.seeds,
     sec_costs.flops,
     sec_costs.memory,
     sec_costs.roofline,

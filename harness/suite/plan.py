@@ -57,8 +57,8 @@ class PlannedCase:
         """A short, stable hash of ``params()``: same parameters, same id, on any run.
 
         An axis added after the ids were first issued (``schema.ADDED_AXES``) is left out
-        at its old value, so a case that does not use it keeps the id it always had
-        (resume and compare of older results still match it).
+        at the value older cases had, so a case that does not use it keeps the id it always
+        had (resume and compare of older results still match it).
         """
         added = schema.ADDED_AXES
         params = {k: v for k, v in self.params().items()
@@ -99,6 +99,18 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
     return tuple(dict.fromkeys(values)) if values is not None else (None,)
 
 
+def _image_sizes(point: dict[str, Any], spec: LayerSpec) -> None:
+    """An image layer's case (2D local attention): width defaults to height (square), and
+    seq_len is height x width unless the layer's own sweep gives it (then the layer's
+    check reports a mismatch)."""
+    if point.get("height") is None:
+        return
+    if point.get("width") is None:
+        point["width"] = point["height"]
+    if "seq_len" not in spec.sweep.given():
+        point["seq_len"] = point["height"] * point["width"]
+
+
 def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> list[PlannedCase]:
     entry = registry.get(spec.name)
     grid = itertools.product(
@@ -108,6 +120,7 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
     out = []
     for variant, *values in grid:
         point = dict(zip(schema.PLAN_ORDER, values, strict=True))
+        _image_sizes(point, spec)
         case = entry.normalize(LayerCase(**{a: point.pop(a) for a in schema.LAYER_AXES}))
         out.append(
             PlannedCase(

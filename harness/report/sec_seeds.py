@@ -1,0 +1,153 @@
+"""The "Other attention forms" section (issue 14): relative, local 2D and cross attention's
+claims with their measured exponents and verdicts, and the relative-attention memory figure.
+
+Reads only the results frame (harness.analysis.seeds); empty results say so in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import FigureBase
+
+from harness.analysis.seeds import (
+    BASELINE,
+    RELATIVE,
+    local2d_vs_attention,
+    relative_extra_memory,
+    seeds_claims,
+)
+from harness.analysis.table1 import EXPONENT_TOL
+from harness.report import fmt
+from harness.report.context import Context
+from harness.report.figures import Look, panels
+from harness.report.model import Block, Cell, Paragraph, Plot, Section, Table
+
+TITLE = "Other attention forms: relative, local 2D, cross"
+_CLAIMS = {
+    "relative": "Relative attention: memory beyond plain attention grows as n² d_h "
+                "(materialized, Shaw) vs n² with no d_h factor (skewed, Music Transformer)",
+    "local2d": "Local 2D attention: O(n M d) time and O(n M) memory (blocked) against full "
+               "attention's O(n² d), O(n²)",
+    "cross": "Cross attention: forward O(n m d); a decode step depends on m, not on n",
+}
+_METRIC = {"peak_mem_bytes": "memory", "time_ms_median": "time"}
+
+
+def _metric(claim: str, metric: str) -> str:
+    if claim == "relative" and metric == "peak_mem_bytes":
+        return "memory beyond attention"
+    return _METRIC.get(metric, metric)
+
+
+def _slope(row: Any) -> str:
+    return fmt.slope(row["slope"], row["ci_half_width"])
+
+
+def _claims_table(ctx: Context, claims: pd.DataFrame) -> Table:
+    columns = [*ctx.lead_columns(), "claim", "layer · variant", "mode", "metric", "along",
+               "at", "points", "measured exponent", "model", "verdict"]
+    rows = []
+    for _, r in claims.iterrows():
+        rows.append([*ctx.lead(r), Cell(r["claim"]),
+                     Cell(f"{r['layer']} · {r['variant']}"), Cell(fmt.text(r["mode"])),
+                     Cell(_metric(r["claim"], r["metric"])),
+                     Cell(fmt.AXIS_SYMBOL.get(r["axis"], r["axis"])),
+                     Cell(ctx.short(r["fixed"], r["layer"]) or "–"),
+                     Cell(fmt.num(r["n_points"])), Cell(_slope(r)),
+                     Cell(fmt.exponent(r["model_slope"])),
+                     Cell(f"{fmt.verdict(r['verdict'])}\n{r['reason']}", r["verdict"])])
+    return Table(columns, rows, "Log-log slopes with their 95% interval, judged against the "
+                 "analytic model over the same points (activations for memory, FLOPs for "
+                 f"time) within max({EXPONENT_TOL}, the interval). Relative attention's "
+                 "memory is its peak minus plain attention's peak at the same case.")
+
+
+def _local_table(ctx: Context, side: pd.DataFrame) -> Table:
+    columns = [*ctx.lead_columns(), "image", "n", "d", "variant", "local 2D time",
+               "attention time", "speed-up", "local 2D memory", "attention memory",
+               "memory ratio", "path length (measured / analytic)"]
+    rows = []
+    for _, r in side.iterrows():
+        path = (f"{fmt.num(r.get('path_length_measured'))} / "
+                f"{fmt.num(r.get('path_length_analytic'))}")
+        rows.append([*ctx.lead(r), Cell(f"{fmt.num(r['height'])}×{fmt.num(r['width'])}"),
+                     Cell(fmt.num(r["seq_len"])), Cell(fmt.num(r["d_model"])),
+                     Cell(fmt.text(r["variant"])), Cell(fmt.ms(r["time_ms_median"])),
+                     Cell(fmt.ms(r["attention_ms"])), Cell(f"{fmt.num(r['time_ratio'])}×"),
+                     Cell(fmt.nbytes(r["peak_mem_bytes"])),
+                     Cell(fmt.nbytes(r["attention_peak_bytes"])),
+                     Cell(f"{fmt.num(r['memory_ratio'])}×"), Cell(path)])
+    return Table(columns, rows, "Local 2D attention against full attention at the same n "
+                 "(positions of the image) and d; ratios are attention's over local 2D's. "
+                 "Path length '–': not measured (n above the structure probe's limit).")
+
+
+def _relative_plot(extra: pd.DataFrame, look: Look) -> Plot:
+    """One axes: memory beyond attention vs n of both relative variants, per setting of d,
+    h and batch swept over n (a marker each), with attention's own peak (dotted) as the
+    reference the difference is read against."""
+    keys = [k for k in ("run", "d_model", "heads", "batch", "dtype", "mode")
+            if k in extra.columns]
+    swept = [(key, sub) for key, sub in extra.groupby(keys, sort=True, dropna=False)
+             if sub["seq_len"].nunique() >= 2]
+    many_runs = "run" in extra.columns and extra["run"].nunique() > 1
+    markers = ("o", "s", "^", "D", "v", "P")
+
+    def draw(container: FigureBase) -> None:
+        ax = panels(container, 1, 1, look)[0][0]
+        colour = look.colours.get(RELATIVE, "#8c564b")
+        for i, (key, sub) in enumerate(swept):
+            fixed = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+            tag = " ".join(f"{fmt.AXIS_SYMBOL.get(k, k)}{fmt.text(fixed[k])}"
+                           for k in ("d_model", "heads", "batch"))
+            if many_runs:
+                tag += f" ({fixed['run']})"
+            marker = markers[i % len(markers)]
+            for variant, style in (("materialized", "-"), ("skewed", "--")):
+                line = sub[sub["variant"] == variant].sort_values("seq_len")
+                if not line.empty:
+                    ax.plot(line["seq_len"], line["peak_mem_bytes"], style, marker=marker,
+                            color=colour, label=f"{variant} · {tag}")
+            base = sub.drop_duplicates("seq_len").sort_values("seq_len")
+            ax.plot(base["seq_len"], base["baseline_peak_bytes"], ":", marker=marker,
+                    color=look.colours.get(BASELINE, "#404040"), label=f"attention · {tag}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel(fmt.AXIS_LABEL["seq_len"])
+        ax.set_ylabel("peak memory (bytes)")
+        ax.set_title(fmt.mpl("relative attention: memory beyond plain attention vs n"))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5, frameon=False)
+
+    return Plot(draw, (8.0, 3.8), "Peak memory of the relative-attention variants above plain "
+                "attention's at the same case, against n, log-log (solid: materialized, "
+                "dashed: skewed; one marker per setting of d, h and batch B swept over n); "
+                "dotted: plain attention's own peak at that case.",
+                "relative attention memory beyond attention against sequence length")
+
+
+def seeds(ctx: Context) -> Section:
+    blocks: list[Block] = [Paragraph(
+        "The seed notes' attention forms beside plain self-attention (issue 14): each "
+        "claim's fitted exponents from these results, per layer and variant.")]
+    claims = ctx.sort(ctx.per_run(seeds_claims))
+    if claims.empty:
+        blocks.append(Paragraph("No relative, local 2D or cross attention sweeps in these "
+                                "results."))
+        return Section("seeds", TITLE, blocks)
+    for claim, text in _CLAIMS.items():
+        part = claims[claims["claim"] == claim]
+        if part.empty:
+            continue
+        verdicts = part["verdict"].value_counts()
+        tally = ", ".join(f"{int(v)} {k}" for k, v in verdicts.items())
+        blocks.append(Paragraph(f"{text}: {tally}."))
+    blocks.append(_claims_table(ctx, claims))
+    side = ctx.per_run(local2d_vs_attention)
+    if not side.empty:
+        blocks.append(_local_table(ctx, side))
+    extra = ctx.per_run(relative_extra_memory)
+    if not extra.empty and (extra.groupby("run")["seq_len"].nunique() >= 2).any():
+        blocks.append(_relative_plot(extra, ctx.look))
+    return Section("seeds", TITLE, blocks)
