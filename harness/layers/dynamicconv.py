@@ -106,7 +106,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     bmm, block linears) runs two more of the same size in backward.
     ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
     and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
-    "strided" with B > 1, the per-sequence outputs stacked (B n d); for "band" the zeroed
+    "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
     band buffers B H n (n+k-1), the input gathered per head and the matmul's output (2 B n d)
     beside the output; plus the block's 4 B n d.
     """
@@ -117,7 +117,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     padded_io = b * (n + k - 1) * d + b * n * d
     if variant == "strided":
         executed = conv
-        act = kernel_act + padded_io + (b * n * d if b > 1 else 0)
+        act = kernel_act + padded_io + b * n * d
     elif variant == "unfold":
         executed = conv
         act = kernel_act + padded_io + b * n * d * k

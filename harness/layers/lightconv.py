@@ -66,8 +66,7 @@ def strided_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.
         win = padded[i].unfold(0, k, 1).view(n, h, d // h, k)  # (n, H, c, k), a view
         win = win.transpose(2, 3).reshape(n * h, k, d // h)  # (n*H, k, c), still a view
         outs.append(torch.bmm(rows[i if shared > 1 else 0], win))  # (n*H, 1, c)
-    out = outs[0].unsqueeze(0) if b == 1 else torch.stack(outs)  # (B, n*H, 1, c)
-    return out.view(b, n, d)
+    return torch.stack(outs).view(b, n, d)  # (B, n*H, 1, c) -> (B, n, d)
 
 
 def band_matrix(rows: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -273,7 +272,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     of 2 B n d k); harness.flops fixes it.
     ``activation_elements`` (estimate): padded input B (n+k-1) d and output B n d, plus the
     unfolded copy the bmm needs (B n d k) for "unfold"; for "strided" the per-step kernels
-    expanded for the bmm (n H k) and, with B > 1, the per-sequence outputs stacked (B n d);
+    expanded for the bmm (n H k) and the per-sequence outputs before they are stacked (B n d);
     for "band" the zeroed band buffer H n (n+k-1), the input gathered per head and the
     bmm's output (2 B n d) beside the output; the block's 4 B n d.
     """
@@ -283,7 +282,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     if variant in ("channels_last", "conv1d"):
         executed, act = conv, padded_io
     elif variant == "strided":
-        executed, act = conv, padded_io + n * h * k + (b * n * d if b > 1 else 0)
+        executed, act = conv, padded_io + n * h * k + b * n * d
     elif variant == "unfold":
         executed, act = conv, padded_io + b * n * d * k
     elif variant == "band":
