@@ -24,6 +24,7 @@ from harness.costs import Cost, StepCost
 from harness.layers.lightconv import (
     BLOCK_TERMS,
     ConvBlock,
+    band_conv,
     band_matrix,
     block_activations,
     block_flops,
@@ -89,11 +90,8 @@ class BandDynamicConv(_DynamicConv):
     """Row t of head h's (n x n) band holds step t's kernel; one bmm: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        h = self.heads
         band = band_matrix(kernels.permute(0, 2, 1, 3), self.causal)  # (B, H, n, n)
-        xh = x.view(b, n, h, d // h).transpose(1, 2)  # (B, H, n, c)
-        return torch.matmul(band, xh).transpose(1, 2).reshape(b, n, d)
+        return band_conv(x, band)
 
 
 def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
@@ -107,8 +105,8 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
     and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
     "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
-    band buffers B H n (n+k-1), the input gathered per head and the matmul's output (2 B n d)
-    beside the output; plus the block's 4 B n d.
+    band buffers B H n (n+k-1) and the per-sequence bmm outputs (B n d) beside the output;
+    plus the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
@@ -123,7 +121,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
         act = kernel_act + padded_io + b * n * d * k
     elif variant == "band":
         executed = 2 * b * n * n * d
-        act = kernel_act + b * h * n * (n + k - 1) + 3 * b * n * d
+        act = kernel_act + b * h * n * (n + k - 1) + 2 * b * n * d
     else:
         raise ValueError(f"dynamicconv has no variant {variant!r}")
     extra = proj + block_flops(case)

@@ -85,6 +85,19 @@ def band_matrix(rows: torch.Tensor, causal: bool) -> torch.Tensor:
     return buf.narrow(-1, pad_left(k, causal), n)  # (..., n, n), a view
 
 
+def band_conv(x: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Apply per-head bands (B, H, n, n), or (1, H, n, n) shared by the batch, to x (B, n, d).
+
+    Per sequence one bmm of the H bands by the input's (H, n, d/H) strided view (head h's
+    columns of every row: no copy), as fairseq's time-major layout gets for free.
+    """
+    b, n, d = x.shape
+    shared, h = band.shape[:2]
+    outs = [torch.bmm(band[i if shared > 1 else 0], x[i].view(n, h, d // h).transpose(0, 1))
+            for i in range(b)]  # each (H, n, d/H)
+    return torch.stack(outs).transpose(1, 2).reshape(b, n, d)  # (B, H, n, c) -> (B, n, d)
+
+
 class ConvBlock(WindowDecoder, nn.Module):
     """Optional Wu et al. block around a time-mixing core: Linear d->2d, GLU, core, Linear d->d.
 
@@ -175,9 +188,15 @@ class ChannelsLastLightConv(_LightConv):
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        full = w.repeat_interleave(d // self.heads, dim=0).view(d, 1, self.kernel, 1)
-        image = pad_time(x, self.kernel, self.causal).unsqueeze(2).permute(0, 3, 1, 2)
-        out = F.conv2d(image, full, groups=d)  # (B, d, n, 1), channels-last memory
+        k = self.kernel
+        full = w.repeat_interleave(d // self.heads, dim=0).view(d, 1, k, 1)
+        left = pad_left(k, self.causal)
+        if 2 * left == k - 1:  # centred odd kernel: the conv pads, no padded copy
+            image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), channels-last view
+            out = F.conv2d(image, full, padding=(left, 0), groups=d)
+        else:
+            image = pad_time(x, k, self.causal).unsqueeze(2).permute(0, 3, 1, 2)
+            out = F.conv2d(image, full, groups=d)  # (B, d, n, 1), channels-last memory
         return out.permute(0, 2, 3, 1).reshape(b, n, d)  # a view when channels-last
 
 
@@ -222,16 +241,12 @@ class UnfoldLightConv(_LightConv):
 
 
 class BandLightConv(_LightConv):
-    """One (n x n) band per head, shared by the batch: a bmm of (H, n, n) by the input
-    gathered per head as (H, n, B*d/H), so each head is one wide matmul. O(n^2) executed."""
+    """One (n x n) band per head, shared by the batch, times each sequence: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        h, c = self.heads, d // self.heads
+        n = x.shape[1]
         band = band_matrix(w.unsqueeze(1).expand(-1, n, -1), self.causal)  # (H, n, n)
-        xh = x.view(b, n, h, c).permute(2, 1, 0, 3).reshape(h, n, b * c)  # (H, n, B*c)
-        out = torch.bmm(band, xh)  # (H, n, B*c)
-        return out.view(h, n, b, c).permute(2, 1, 0, 3).reshape(b, n, d)
+        return band_conv(x, band.unsqueeze(0))
 
 
 # --------------------------------------------------------------------------- cost model
@@ -270,23 +285,27 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     FlopCounterMode ignores ``groups`` in the conv grad-weight formula and counts the
     "conv1d" and "channels_last" variants' grad weight d times too high (2 B n d^2 k instead
     of 2 B n d k); harness.flops fixes it.
-    ``activation_elements`` (estimate): padded input B (n+k-1) d and output B n d, plus the
+    ``activation_elements`` (estimate): padded input B (n+k-1) d (none for "channels_last"
+    with a centred odd kernel, which F.conv2d pads itself) and output B n d, plus the
     unfolded copy the bmm needs (B n d k) for "unfold"; for "strided" the per-step kernels
     expanded for the bmm (n H k) and the per-sequence outputs before they are stacked (B n d);
-    for "band" the zeroed band buffer H n (n+k-1), the input gathered per head and the
-    bmm's output (2 B n d) beside the output; the block's 4 B n d.
+    for "band" the zeroed band buffer H n (n+k-1) and the per-sequence bmm outputs (B n d)
+    beside the output; the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     conv = 2 * b * n * d * k
     padded_io = b * (n + k - 1) * d + b * n * d
-    if variant in ("channels_last", "conv1d"):
+    if variant == "channels_last":  # a centred odd kernel is padded by the conv itself
+        padded = 0 if 2 * pad_left(k, case.causal) == k - 1 else b * (n + k - 1) * d
+        executed, act = conv, padded + b * n * d
+    elif variant == "conv1d":
         executed, act = conv, padded_io
     elif variant == "strided":
         executed, act = conv, padded_io + n * h * k + b * n * d
     elif variant == "unfold":
         executed, act = conv, padded_io + b * n * d * k
     elif variant == "band":
-        executed, act = 2 * b * n * n * d, h * n * (n + k - 1) + 3 * b * n * d
+        executed, act = 2 * b * n * n * d, h * n * (n + k - 1) + 2 * b * n * d
     else:
         raise ValueError(f"lightconv has no variant {variant!r}")
     extra = block_flops(case)
