@@ -48,6 +48,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +138,7 @@ def tbc_band(rows: Tensor, kernel: int, causal: bool) -> Tensor:
     return wide.narrow(2, pad_left(kernel, causal), t)
 
 
-def lightconv_references(module: nn.Module, x: Tensor, case: LayerCase) -> Iterator[Candidate]:
+def lightconv_references(module: Any, x: Tensor, case: LayerCase) -> Iterator[Candidate]:
     b, n, d = x.shape
     h, k, causal = case.h, case.k, case.causal
     x_tbc = x.transpose(0, 1).contiguous()  # (T, B, C), prepared outside the timed call
@@ -171,7 +172,7 @@ def lightconv_references(module: nn.Module, x: Tensor, case: LayerCase) -> Itera
                     lambda y: y.transpose(1, 2))
 
 
-def dynamicconv_references(module: nn.Module, x: Tensor, case: LayerCase
+def dynamicconv_references(module: Any, x: Tensor, case: LayerCase
                            ) -> Iterator[Candidate]:
     b, n, d = x.shape
     h, k, causal = case.h, case.k, case.causal
@@ -195,7 +196,7 @@ def dynamicconv_references(module: nn.Module, x: Tensor, case: LayerCase
     yield Candidate("fairseq-band", True, False, banded, io + b * h * n * (n + k), from_tbc)
 
 
-def attention_references(module: nn.Module, x: Tensor, case: LayerCase
+def attention_references(module: Any, x: Tensor, case: LayerCase
                          ) -> Iterator[Candidate]:
     b, n, d = x.shape
     h, causal = case.h, case.causal
@@ -238,7 +239,7 @@ def _gates(kind: str, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor | None
     return (1 - z) * torch.tanh(i_n + r * h_n) + z * h, None
 
 
-def recurrent_references(kind: str, module: nn.Module, x: Tensor) -> Iterator[Candidate]:
+def recurrent_references(kind: str, module: Any, x: Tensor) -> Iterator[Candidate]:
     b, n, d = x.shape
     state = dict(module.named_parameters())  # torch's names: weight_ih_l0, ...
     cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
@@ -264,7 +265,7 @@ def recurrent_references(kind: str, module: nn.Module, x: Tensor) -> Iterator[Ca
     yield Candidate("hoisted-loop", True, False, hoisted, (gates + 2) * b * n * d)
 
 
-def conv_references(layer: str, module: nn.Module, x: Tensor, case: LayerCase
+def conv_references(layer: str, module: Any, x: Tensor, case: LayerCase
                     ) -> Iterator[Candidate]:
     b, n, d = x.shape
     k, causal = case.k, case.causal
@@ -450,7 +451,7 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
         fastest = min(refs) if refs else math.nan
         fastest_name = next((c.name for c, t in zip(cands, timed, strict=True)
                              if c.reference and t.seconds == fastest), "-")
-        axes = [case.n, case.d, case.heads if case.heads else "-", case.k if case.k else "-"]
+        axes = [case.n, case.d, case.heads or "-", case.kernel or "-"]
         cells: list[object] = []
         for c, t in zip(cands, timed, strict=True):
             if t.seconds is None:
