@@ -36,7 +36,7 @@ Sizes: the defaults are Wu et al.'s grid for LightConv / DynamicConv (d in {512,
 H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for the other
 families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
 --batch`` override any axis for every layer. Candidates whose estimated working set exceeds
-``--max-gb`` are skipped (shown as "-").
+``--max-gb``, and band formulations above ``--band-max-n``, are skipped (shown as "-").
 """
 
 from __future__ import annotations
@@ -386,7 +386,9 @@ def _timed_call(call: Call, train: bool, x: Tensor) -> Call:
 def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> list[Timed]:
     """Check every output against the first reference, then time all in interleaved rounds."""
     limit = args.max_gb * 2**30 / FLOAT_BYTES
-    live = [c for c in cands if c.elements <= limit]
+    n = x.shape[1]
+    live = [c for c in cands
+            if c.elements <= limit and (n <= args.band_max_n or "band" not in c.name)]
     notes: dict[str, str] = {}
     with torch.no_grad():
         outputs = {}
@@ -409,12 +411,14 @@ def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> 
         for c in live:
             timer = benchmark.Timer("fn()", globals={"fn": _timed_call(c.call, args.train, x)},
                                     num_threads=args.threads)
-            m = timer.blocked_autorange(min_run_time=args.min_run_time)
+            once = timer.timeit(1).median  # also a warm-up
+            # enough blocks for a meaningful minimum even when one call is slow
+            m = timer.blocked_autorange(min_run_time=max(args.min_run_time, args.samples * once))
             per_round[c.name].append(min(m.times) if args.stat == "min" else m.median)
     x.requires_grad_(False)
     pick = min if args.stat == "min" else statistics.median
     return [Timed(c.name, pick(per_round[c.name]) if c in live else None,
-                  notes.get(c.name, "" if c in live else "skipped: > --max-gb"))
+                  notes.get(c.name, "" if c in live else "skipped: --max-gb / --band-max-n"))
             for c in cands]
 
 
@@ -463,6 +467,9 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
                 worst.append(ratio)
                 default_name = c.name
         rows.append([*axes, fastest_name, f"{fastest * 1e3:.2f}", *cells])
+        times = " ".join(f"{t.name}={t.seconds * 1e3:.2f}ms" for t in timed if t.seconds)
+        print(f"  {layer} n={case.n} d={case.d} H={case.heads} k={case.kernel}: {times}",
+              file=sys.stderr, flush=True)  # progress, and the absolute times
         header = ["n", "d", "H", "k", "fastest ref", "ref ms",
                   *[(c.name + "*" if c.default else c.name) + (" (ref)" if c.reference else "")
                     for c in cands]]
@@ -473,11 +480,13 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
     print(f"\n## {layer} ({mode}, batch {args.batch or GRIDS[family_of(layer)][0].batch}, "
           f"causal={args.causal}, {args.threads} threads, stat={args.stat}): "
           "time / fastest reference")
-    print(tabulate(rows, headers=header, tablefmt=args.format, disable_numparse=True))
+    print(tabulate(rows, headers=header, tablefmt=args.format, disable_numparse=True),
+          flush=True)
     if worst:
         verdict = "within" if max(worst) <= args.target else "NOT within"
         print(f"default '{default_name}': worst {max(worst):.2f}x, best {min(worst):.2f}x "
-              f"of the fastest reference over {len(worst)} sizes ({verdict} {args.target}x)")
+              f"of the fastest reference over {len(worst)} sizes ({verdict} {args.target}x)",
+              flush=True)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -499,9 +508,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
     p.add_argument("--min-run-time", type=float, default=0.2,
                    help="seconds per candidate per round (blocked_autorange)")
+    p.add_argument("--samples", type=int, default=5,
+                   help="at least this many calls per candidate per round")
     p.add_argument("--stat", choices=("min", "median"), default="min")
     p.add_argument("--max-gb", type=float, default=1.5,
                    help="skip candidates whose estimated working set is larger")
+    p.add_argument("--band-max-n", type=int, default=1024,
+                   help="skip the O(n^2) band formulations above this n")
     p.add_argument("--target", type=float, default=1.1, help="ratio the default should meet")
     p.add_argument("--format", default="simple", help="tabulate table format (github: markdown)")
     args = p.parse_args(argv)
