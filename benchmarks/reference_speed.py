@@ -30,8 +30,9 @@ prepared outside the timed call, as its authors' code would receive it):
   1x1 Conv1d).
 
 Statistic: ``--stat min`` (default) takes each candidate's fastest block of runs over all
-rounds - on a shared machine contention only ever adds time, so the minimum is the best
-estimate of the uncontended cost; ``--stat median`` the median of the per-round medians.
+rounds (each round runs at least ``--samples`` calls) - on a shared machine contention only
+ever adds time, so the minimum is the best estimate of the uncontended cost; ``--stat
+median`` the median of the per-round medians. Absolute times go to stderr as each size ends.
 Sizes: the defaults are Wu et al.'s grid for LightConv / DynamicConv (d in {512, 1024},
 H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for the other
 families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
