@@ -414,7 +414,8 @@ META_VS_REAL = [
     for name, variant in [("gru", "fused"), ("lstm", "fused"), ("gru", "unrolled"),
                           ("attention_sdpa", "sdpa"),
                           ("conv_separable", "conv1d"), ("lightconv", "conv1d"),
-                          ("dynamicconv", "band")]
+                          ("lightconv", "channels_last"), ("lightconv", "strided"),
+                          ("dynamicconv", "band"), ("dynamicconv", "strided")]
     if name in names()
 ]
 

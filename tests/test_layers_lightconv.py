@@ -13,8 +13,8 @@ from torch import nn
 from harness import registry
 from harness.spec import LayerCase
 
-LIGHT = ["conv1d", "unfold", "band"]
-DYNAMIC = ["unfold", "band"]
+LIGHT = ["channels_last", "conv1d", "strided", "unfold", "band"]
+DYNAMIC = ["strided", "unfold", "band"]
 ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
 
 
@@ -58,11 +58,11 @@ def test_registered_entries() -> None:
     assert light.params == {"heads", "kernel", "causal", "block"}
     assert light.required == {"heads", "kernel"}
     assert set(light.variants) == set(LIGHT)
-    assert (light.default_variant, light.reference_variant) == ("conv1d", "unfold")
+    assert (light.default_variant, light.reference_variant) == ("channels_last", "unfold")
     assert light.theory.complexity == "O(k n d)" and light.theory.path_length == "O(n/k)"
     dyn = registry.get("dynamicconv")
     assert dyn.family == "dynamicconv" and set(dyn.variants) == set(DYNAMIC)
-    assert dyn.default_variant == dyn.reference_variant == "unfold"
+    assert (dyn.default_variant, dyn.reference_variant) == ("strided", "unfold")
     assert "O(n d H k)" in dyn.summary
 
 
@@ -101,6 +101,40 @@ def test_variants_match_definition(name: str, kernel: int, causal: bool, block: 
         module = build_double(name, variant, case, seed=seed)
         module.load_state_dict(first.state_dict())
         assert torch.allclose(module(x), expected, atol=1e-12), variant
+
+
+@pytest.mark.parametrize("name", ["lightconv", "dynamicconv"])
+@pytest.mark.parametrize(("batch", "n", "d", "heads", "kernel", "causal", "block"), [
+    (3, 13, 15, 5, 5, False, True),
+    (1, 9, 21, 3, 4, True, False),
+    (2, 5, 14, 7, 9, False, False),  # kernel wider than the sequence
+    (2, 7, 9, 3, 9, True, True),
+])
+def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: int, heads: int,
+                                             kernel: int, causal: bool, block: bool) -> None:
+    """Same weights -> same output, same input gradient and same weight gradients, at odd
+    sizes (odd n and d, d/H odd, k > n, B = 1 and B > 1)."""
+    case = _case(n=n, d=d, heads=heads, kernel=kernel, causal=causal, block=block, batch=batch)
+    entry = registry.get(name)
+    first = build_double(name, entry.reference_variant, case)
+    x = random_input(case)
+    grad_out = random_input(case, seed=2)
+    results = {}
+    for seed, variant in enumerate(entry.variants, start=3):
+        module = build_double(name, variant, case, seed=seed)
+        module.load_state_dict(first.state_dict())
+        xi = x.clone().requires_grad_(True)
+        y = module(xi)
+        y.backward(grad_out)
+        grads = {key: p.grad for key, p in module.named_parameters()}
+        results[variant] = (y.detach(), xi.grad, grads)
+    y0, gx0, gw0 = results[entry.reference_variant]
+    for variant, (y, gx, gw) in results.items():
+        assert torch.allclose(y, y0, atol=1e-12), variant
+        assert torch.allclose(gx, gx0, atol=1e-12), variant
+        assert gw.keys() == gw0.keys()
+        for key in gw0:
+            assert torch.allclose(gw[key], gw0[key], atol=1e-12), (variant, key)
 
 
 @pytest.mark.parametrize(("name", "variant"), ALL)
@@ -230,7 +264,7 @@ def test_flops_match_flop_counter(name: str, variant: str, block: bool, kernel: 
     x = random_input(case)
     assert count_flops(module, x, train=False) == cost.flops
     counted_train = count_flops(module, x, train=True)
-    if variant == "conv1d":
+    if variant in ("conv1d", "channels_last"):
         # torch's conv-backward formula ignores groups: grad weight of the depthwise conv is
         # counted as 2 B n d^2 k instead of 2 B n d k. Pin the hole so a fix shows up here.
         b, n, d = case.batch, case.n, case.d

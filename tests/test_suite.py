@@ -28,7 +28,7 @@ SHIPPED = {
     "quick": (28, 0),
     "decode": (208, 0),
     "table1": (140, 0),
-    "lightconv": (88, 0),
+    "lightconv": (96, 0),
     "heads": (60, 5),
     "kernels": (60, 0),
     "gpu-scale": (154, 0),

@@ -6,10 +6,12 @@ O(n d H k) for predicting the kernels. Channels of one head are contiguous, padd
 ``pad_left``, DropConnect acts on the normalised kernels in training mode only, and
 ``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
 
-Variants: "unfold" (default and reference: unfold the padded time axis, contract with the
-per-step kernels in one bmm; linear in n) and "band" (scatter each
-step's kernel into a row of an (n x n) band per head, then bmm; quadratic, as fairseq does
-for short inputs).
+Variants: "strided" (the default: each padded sequence's windows are a strided view that
+one bmm per sequence contracts with the per-step kernels, no copy; linear in n), "unfold"
+(the reference: the unfolded windows copied, then one bmm; linear in n, but the B n d k copy
+a (B, n, d) layout forces costs more than the bmm) and "band" (scatter each step's kernel
+into a row of an (n x n) band per head, then bmm; quadratic, fairseq's path for short
+inputs).
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from harness.costs import Cost, StepCost
 from harness.layers.lightconv import (
     BLOCK_TERMS,
     ConvBlock,
-    band_index,
-    band_matmul,
+    band_conv,
+    band_matrix,
     block_activations,
     block_flops,
     block_other_flops,
     block_params,
     builder,
     conv_block_step_cost,
+    strided_conv,
     unfold_time,
     window_bmm,
 )
@@ -61,6 +64,14 @@ class _DynamicConv(ConvBlock):
         return window_bmm(win, self.kernels(x_t)[:, 0])  # kernels (B, H, k) of step t
 
 
+class StridedDynamicConv(_DynamicConv):
+    """Strided (n*H, k, d/H) windows of each padded sequence, weighted by the steps' (H, k)
+    kernels in one bmm per sequence: no window copy, linear in n."""
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        return strided_conv(x, kernels, self.causal)
+
+
 class UnfoldDynamicConv(_DynamicConv):
     """Unfolded (B, n, H, d/H, k) windows weighted by the step's (H, k) kernel: linear in n.
 
@@ -79,37 +90,38 @@ class BandDynamicConv(_DynamicConv):
     """Row t of head h's (n x n) band holds step t's kernel; one bmm: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        tap, inside = band_index(n, self.kernel, self.causal, x.device)
-        per_step = kernels.permute(0, 2, 1, 3)  # (B, H, n, k)
-        index = tap.expand(b, self.heads, n, n)  # (B, H, n, n)
-        band = torch.where(inside, per_step.gather(-1, index), kernels.new_zeros(()))
-        return band_matmul(band, x, self.heads)  # (B, n, d)
+        band = band_matrix(kernels.permute(0, 2, 1, 3), self.causal)  # (B, H, n, n)
+        return band_conv(x, band)
 
 
 def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     """Analytic cost; the kernel projection is 2 B n d H k, the convolution 2 B n d k.
 
-    ``flops``: "unfold" executes projection + 2 B n d k (padded taps included); "band"
-    executes projection + 2 B n^2 d. ``flops_useful`` is unfold's for both. The block adds
-    6 B n d^2. ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
+    ``flops``: "strided" and "unfold" execute projection + 2 B n d k (padded taps included);
+    "band" executes projection + 2 B n^2 d. ``flops_useful`` is unfold's for all. The block
+    adds 6 B n d^2. ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
     block's biases and GLU. ``train_flops`` = 3x forward: every contraction (projection,
     bmm, block linears) runs two more of the same size in backward.
     ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
-    and output (B (n+k-1) d + B n d) and the unfolded copy (B n d k) for "unfold", or the
-    gathered and masked bands (2 B H n^2) and input copy and output (2 B n d) for "band";
+    and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
+    "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
+    band buffers B H n (n+k-1) and the per-sequence bmm outputs (B n d) beside the output;
     plus the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
     conv = 2 * b * n * d * k
     kernel_act = 2 * b * n * h * k
-    if variant == "unfold":
+    padded_io = b * (n + k - 1) * d + b * n * d
+    if variant == "strided":
         executed = conv
-        act = kernel_act + b * (n + k - 1) * d + b * n * d + b * n * d * k
+        act = kernel_act + padded_io + b * n * d
+    elif variant == "unfold":
+        executed = conv
+        act = kernel_act + padded_io + b * n * d * k
     elif variant == "band":
         executed = 2 * b * n * n * d
-        act = kernel_act + 2 * b * h * n * n + 2 * b * n * d
+        act = kernel_act + b * h * n * (n + k - 1) + 2 * b * n * d
     else:
         raise ValueError(f"dynamicconv has no variant {variant!r}")
     extra = proj + block_flops(case)
@@ -139,8 +151,12 @@ LAYERS = [LayerEntry(
             "W: d -> H*k (O(k n d) + O(n d H k) kernel projection)",
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
-    variants={"unfold": builder(UnfoldDynamicConv), "band": builder(BandDynamicConv)},
-    default_variant="unfold",
+    variants={
+        "strided": builder(StridedDynamicConv),
+        "unfold": builder(UnfoldDynamicConv),
+        "band": builder(BandDynamicConv),
+    },
+    default_variant="strided",
     reference_variant="unfold",
     cost=dynamicconv_cost,
     step_cost=dynamicconv_step_cost,

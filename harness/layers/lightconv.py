@@ -6,11 +6,15 @@ channels of head h (channel c -> head c // (d/H)) share row h, so the layer has 
 normalised weights in training mode only. ``block=True`` wraps it in Wu et al.'s block:
 Linear d -> 2d, GLU, the convolution, Linear d -> d.
 
-Three variants compute the same function from the same parameters:
-"conv1d" (grouped F.conv1d, the default), "unfold" (the reference: unfolded time axis and a
-bmm, linear in n) and "band" (an (n x n) band matrix per head and a bmm, as fairseq does
-for short inputs: O(n^2) executed work, O(k) of it useful per row).
-This module also holds the helpers DynamicConv shares (block wrapper, unfold, band index).
+Five variants compute the same function from the same parameters:
+"channels_last" (the default: a depthwise F.conv2d on the (B, n, d) activations viewed as a
+channels-last (B, d, n, 1) image, so no transpose is copied), "conv1d" (depthwise F.conv1d on
+a transposed (B, d, n) copy), "strided" (fairseq's unfolded formulation without its copy:
+each sequence's padded window is a strided view that one bmm consumes), "unfold" (the
+reference: the unfolded windows copied, then a bmm, as a (B, n, d) layout forces) and "band"
+(an (n x n) band matrix per head and a bmm, fairseq's expanded path for short inputs: O(n^2)
+executed work, O(k) of it useful per row).
+This module also holds the helpers DynamicConv shares (block wrapper, windows, band).
 """
 
 from __future__ import annotations
@@ -34,31 +38,64 @@ from harness.theory import Theory
 
 def unfold_time(x: torch.Tensor, kernel: int, causal: bool) -> torch.Tensor:
     """(B, n, d) -> (B, n, d, k): slot j of step t holds x[t - pad_left + j] (0 outside)."""
+    return pad_time(x, kernel, causal).unfold(1, kernel, 1)  # (B, n, d, k)
+
+
+def pad_time(x: torch.Tensor, kernel: int, causal: bool) -> torch.Tensor:
+    """(B, n, d) -> (B, n + k - 1, d): zeros before and after, as ``pad_left`` says."""
     left = pad_left(kernel, causal)
-    padded = F.pad(x, (0, 0, left, kernel - 1 - left))  # (B, n + k - 1, d)
-    return padded.unfold(1, kernel, 1)  # (B, n, d, k)
+    return F.pad(x, (0, 0, left, kernel - 1 - left))
 
 
-def band_index(n: int, kernel: int, causal: bool, device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tap of input s for output t, clamped to [0, k), and whether it is a real tap.
+def strided_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """y[b, t, head h's channels] = sum_j kernels[b, t, h, j] x[b, t - pad + j, same channels].
 
-    Returns (tap (n, n) long, inside (n, n) bool): output t uses input s with weight
-    w[tap[t, s]] when inside[t, s], else 0.
+    x (B, n, d); kernels (B, n, H, k), or (1, n, H, k) when every sequence shares them.
+    Each padded sequence (n + k - 1, d) is unfolded into an (n*H, k, d/H) strided view (row
+    t*H + h starts at element (t*H + h) * d/H, taps d apart): one bmm per sequence contracts
+    it with the (n*H, 1, k) kernels, so the B n d k window is never copied (fairseq gets the
+    same from its time-major layout; in (B, n, d) the batch stride breaks the view, hence a
+    bmm per sequence).
     """
-    t = torch.arange(n, device=device)
-    tap = t[None, :] - t[:, None] + pad_left(kernel, causal)  # (n, n)
-    inside = (tap >= 0) & (tap < kernel)
-    return tap.clamp(0, kernel - 1), inside
-
-
-def band_matmul(band: torch.Tensor, x: torch.Tensor, heads: int) -> torch.Tensor:
-    """Apply per-head (B, H, n, n) band matrices to x (B, n, d) with one bmm -> (B, n, d)."""
     b, n, d = x.shape
-    c = d // heads
-    xh = x.view(b, n, heads, c).permute(0, 2, 1, 3).reshape(b * heads, n, c)  # (B*H, n, c)
-    out = torch.bmm(band.reshape(b * heads, n, n), xh)  # (B*H, n, c)
-    return out.view(b, heads, n, c).permute(0, 2, 1, 3).reshape(b, n, d)
+    shared, _, h, k = kernels.shape
+    padded = pad_time(x, k, causal)  # (B, n + k - 1, d)
+    rows = kernels.reshape(shared, n * h, 1, k)  # (B or 1, n*H, 1, k)
+    outs = []
+    for i in range(b):
+        win = padded[i].unfold(0, k, 1).view(n, h, d // h, k)  # (n, H, c, k), a view
+        win = win.transpose(2, 3).reshape(n * h, k, d // h)  # (n*H, k, c), still a view
+        outs.append(torch.bmm(rows[i if shared > 1 else 0], win))  # (n*H, 1, c)
+    return torch.stack(outs).view(b, n, d)  # (B, n*H, 1, c) -> (B, n, d)
+
+
+def band_matrix(rows: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Scatter per-step kernels rows (..., n, k) into bands (..., n, n): entry (t, s) is
+    rows[t, s - t + pad] inside the window, 0 outside.
+
+    Row t of a zeroed (n, n + k - 1) buffer takes its k taps at columns t .. t + k - 1
+    through one strided view (row stride n + k: one step right per row), and the n columns
+    from ``pad_left`` on are the band. No index tensors, one write, as fairseq builds it.
+    """
+    *lead, n, k = rows.shape
+    width = n + k - 1
+    buf = rows.new_zeros(*lead, n, width)  # (..., n, n + k - 1)
+    diagonal = buf.as_strided((*lead, n, k), (*buf.stride()[:-2], width + 1, 1))
+    diagonal.copy_(rows)
+    return buf.narrow(-1, pad_left(k, causal), n)  # (..., n, n), a view
+
+
+def band_conv(x: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Apply per-head bands (B, H, n, n), or (1, H, n, n) shared by the batch, to x (B, n, d).
+
+    Per sequence one bmm of the H bands by the input's (H, n, d/H) strided view (head h's
+    columns of every row: no copy), as fairseq's time-major layout gets for free.
+    """
+    b, n, d = x.shape
+    shared, h = band.shape[:2]
+    outs = [torch.bmm(band[i if shared > 1 else 0], x[i].view(n, h, d // h).transpose(0, 1))
+            for i in range(b)]  # each (H, n, d/H)
+    return torch.stack(outs).transpose(1, 2).reshape(b, n, d)  # (B, H, n, c) -> (B, n, d)
 
 
 class ConvBlock(WindowDecoder, nn.Module):
@@ -144,8 +181,27 @@ def window_bmm(win: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return out.view(b, 1, d)
 
 
+class ChannelsLastLightConv(_LightConv):
+    """Depthwise F.conv2d on the padded (B, n + k - 1, d) activations seen as a channels-last
+    (B, d, n + k - 1, 1) image: a view, so neither input nor output is transposed (oneDNN's
+    channels-last depthwise kernel vectorises over the d contiguous channels)."""
+
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        k = self.kernel
+        full = w.repeat_interleave(d // self.heads, dim=0).view(d, 1, k, 1)
+        left = pad_left(k, self.causal)
+        if 2 * left == k - 1:  # centred odd kernel: the conv pads, no padded copy
+            image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), channels-last view
+            out = F.conv2d(image, full, padding=(left, 0), groups=d)
+        else:
+            image = pad_time(x, k, self.causal).unsqueeze(2).permute(0, 3, 1, 2)
+            out = F.conv2d(image, full, groups=d)  # (B, d, n, 1), channels-last memory
+        return out.permute(0, 2, 3, 1).reshape(b, n, d)  # a view when channels-last
+
+
 class Conv1dLightConv(_LightConv):
-    """Expand (H, k) to (d, 1, k) and run a depthwise F.conv1d (groups = d)."""
+    """Expand (H, k) to (d, 1, k) and run a depthwise F.conv1d (groups = d) on (B, d, n)."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         d, k = self.d_model, self.kernel
@@ -160,8 +216,16 @@ class Conv1dLightConv(_LightConv):
         return F.conv1d(win.transpose(1, 2), full.unsqueeze(1), groups=d).transpose(1, 2)
 
 
+class StridedLightConv(_LightConv):
+    """fairseq's unfolded formulation without the copy: strided windows, one bmm per sequence."""
+
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        return strided_conv(x, w.expand(1, n, -1, -1), self.causal)  # kernels (1, n, H, k)
+
+
 class UnfoldLightConv(_LightConv):
-    """Unfold the padded time axis and contract the k taps per head with one bmm.
+    """Unfold the padded time axis, copy the windows, contract the k taps per head with a bmm.
 
     An explicit bmm (not einsum, which turns a size-1 contraction into an uncounted
     elementwise multiply) keeps the work visible to FLOP counters.
@@ -177,13 +241,12 @@ class UnfoldLightConv(_LightConv):
 
 
 class BandLightConv(_LightConv):
-    """Scatter the taps into an (n x n) band per head and multiply: O(n^2) executed."""
+    """One (n x n) band per head, shared by the batch, times each sequence: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        tap, inside = band_index(n, self.kernel, self.causal, x.device)
-        band = torch.where(inside, w[:, tap], w.new_zeros(()))  # (H, n, n)
-        return band_matmul(band.expand(b, -1, -1, -1), x, self.heads)
+        n = x.shape[1]
+        band = band_matrix(w.unsqueeze(1).expand(-1, n, -1), self.causal)  # (H, n, n)
+        return band_conv(x, band.unsqueeze(0))
 
 
 # --------------------------------------------------------------------------- cost model
@@ -213,26 +276,36 @@ def block_activations(case: LayerCase) -> int:
 def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     """Analytic cost; conv FLOPs count every tap, padded ones included (zero padding is the math).
 
-    ``flops``: 2 B n d k for "conv1d" and "unfold"; "band" multiplies the full (n x n) band,
-    2 B n^2 d. ``flops_useful`` = 2 B n d k for all three. The block adds 6 B n d^2.
+    ``flops``: 2 B n d k for "channels_last", "conv1d", "strided" and "unfold"; "band"
+    multiplies the full (n x n) band, 2 B n^2 d. ``flops_useful`` = 2 B n d k for all. The
+    block adds 6 B n d^2.
     ``flops_other``: softmax over the (H, k) weight (5 H k) plus the block's biases and GLU.
     ``train_flops``: every variant's backward runs two contractions per forward one (grad of
     input and of weight; the input requires grad), so train = 3x forward. Note: torch's
-    FlopCounterMode ignores ``groups`` in the conv grad-weight formula and counts the conv1d
-    variant's grad weight d times too high (2 B n d^2 k instead of 2 B n d k).
-    ``activation_elements`` (estimate): padded input B (n+k-1) d and output B n d, plus the
-    unfolded copy the bmm needs (B n d k) for "unfold", or the band (B H n^2) and a permuted
-    input copy (B n d) for "band"; the block's 4 B n d.
+    FlopCounterMode ignores ``groups`` in the conv grad-weight formula and counts the
+    "conv1d" and "channels_last" variants' grad weight d times too high (2 B n d^2 k instead
+    of 2 B n d k); harness.flops fixes it.
+    ``activation_elements`` (estimate): padded input B (n+k-1) d (none for "channels_last"
+    with a centred odd kernel, which F.conv2d pads itself) and output B n d, plus the
+    unfolded copy the bmm needs (B n d k) for "unfold"; for "strided" the per-step kernels
+    expanded for the bmm (n H k) and the per-sequence outputs before they are stacked (B n d);
+    for "band" the zeroed band buffer H n (n+k-1) and the per-sequence bmm outputs (B n d)
+    beside the output; the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     conv = 2 * b * n * d * k
     padded_io = b * (n + k - 1) * d + b * n * d
-    if variant == "conv1d":
+    if variant == "channels_last":  # a centred odd kernel is padded by the conv itself
+        padded = 0 if 2 * pad_left(k, case.causal) == k - 1 else b * (n + k - 1) * d
+        executed, act = conv, padded + b * n * d
+    elif variant == "conv1d":
         executed, act = conv, padded_io
+    elif variant == "strided":
+        executed, act = conv, padded_io + n * h * k + b * n * d
     elif variant == "unfold":
         executed, act = conv, padded_io + b * n * d * k
     elif variant == "band":
-        executed, act = 2 * b * n * n * d, b * h * n * n + 2 * b * n * d
+        executed, act = 2 * b * n * n * d, h * n * (n + k - 1) + 2 * b * n * d
     else:
         raise ValueError(f"lightconv has no variant {variant!r}")
     extra = block_flops(case)
@@ -286,11 +359,13 @@ LAYERS = [LayerEntry(
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
     variants={
+        "channels_last": builder(ChannelsLastLightConv),
         "conv1d": builder(Conv1dLightConv),
+        "strided": builder(StridedLightConv),
         "unfold": builder(UnfoldLightConv),
         "band": builder(BandLightConv),
     },
-    default_variant="conv1d",
+    default_variant="channels_last",
     reference_variant="unfold",
     cost=lightconv_cost,
     step_cost=lightconv_step_cost,

@@ -1,0 +1,541 @@
+"""Reference speed: every variant of a layer against the fastest known formulation of it.
+
+``python benchmarks/reference_speed.py [--quick] [--layers lightconv dynamicconv ...]``
+
+A harness that compares layers is only fair if each layer runs about as fast as a competent
+implementation of it. For every size this script builds each registered variant of a layer
+and a few *reference formulations* of the same function, bound to the same weights, checks
+that all outputs agree, then times them side by side in one process with
+``torch.utils.benchmark`` (2 threads by default), in ``--rounds`` interleaved rounds so a
+busy machine's drift hits every candidate alike. It prints, per layer, each candidate's time
+as a ratio to the fastest reference (the default variant is starred) and a verdict line.
+A benchmark that prints, not a test: it asserts nothing about this machine's speed.
+
+Reference formulations (written here, not imported: each gets its native input layout,
+prepared outside the timed call, as its authors' code would receive it):
+
+* LightConv / DynamicConv (Wu et al. 2019; fairseq's ``LightweightConv1dTBC`` and
+  ``DynamicConv1dTBC`` without CUDA kernels): ``fairseq-unfold`` - time-major (T, B, C)
+  input, the padded window is a strided view consumed by one bmm without a copy;
+  ``fairseq-band`` - the kernels written into (B*H, T, T + k - 1) band matrices, one bmm
+  (fairseq's path for short inputs); LightConv also ``depthwise-conv1d`` - F.conv1d with
+  groups = d on a channels-first (B, d, n) input, the (H, k) weights repeated per channel.
+* attention: ``sdpa`` (Linear -> F.scaled_dot_product_attention -> Linear) and
+  ``nn.MultiheadAttention`` (batch_first, need_weights=False: its fused fast path).
+* rnn / lstm / gru: ``torch-fused`` (nn.RNN / nn.LSTM / nn.GRU: oneDNN on CPU) and
+  ``hoisted-loop`` (a Python loop over time whose input projection is one GEMM for all steps
+  before the loop: what separates a careful unrolled loop from the fused kernel).
+* conv / conv_dilated / conv_separable: ``nn.Conv1d`` equivalents on a (B, d, n) input
+  (dilated: the layer at depth 1, dilation k; separable: depthwise Conv1d(groups=d) then a
+  1x1 Conv1d).
+
+Statistic: ``--stat min`` (default) takes each candidate's fastest block of runs over all
+rounds (each round runs at least ``--samples`` calls) - on a shared machine contention only
+ever adds time, so the minimum is the best estimate of the uncontended cost; ``--stat
+median`` the median of the per-round medians. Absolute times go to stderr as each size ends.
+Sizes: the defaults are Wu et al.'s grid for LightConv / DynamicConv (d in {512, 1024},
+H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for the other
+families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
+--batch`` override any axis for every layer. Candidates whose estimated working set exceeds
+``--max-gb``, and band formulations above ``--band-max-n``, are skipped (shown as "-").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+from torch import Tensor, nn
+from torch.utils import benchmark
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
+from harness import registry
+from harness.layers.common import pad_left
+from harness.spec import LayerCase
+
+Call = Callable[[], Tensor]
+FLOAT_BYTES = 4  # float32
+
+CONV_LAYERS = ("lightconv", "dynamicconv")
+RECURRENT = ("rnn", "lstm", "gru")
+CONVS = ("conv", "conv_dilated", "conv_separable")
+ALL_LAYERS = (*CONV_LAYERS, "attention", *RECURRENT, *CONVS)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The sizes one layer is timed at (cross product)."""
+
+    n: tuple[int, ...]
+    d: tuple[int, ...]
+    heads: tuple[int | None, ...] = (None,)
+    kernel: tuple[int | None, ...] = (None,)
+    batch: int = 8
+
+
+WU = Grid(n=(64, 128, 256, 512, 1024, 2048, 4096), d=(512, 1024), heads=(8, 16),
+          kernel=(3, 7, 15, 31))
+WU_QUICK = Grid(n=(64, 256, 1024, 4096), d=(512,), heads=(8,), kernel=(3, 7, 31))
+GRIDS: dict[str, tuple[Grid, Grid]] = {  # layer family -> (full, quick)
+    "conv_layers": (WU, WU_QUICK),
+    "attention": (Grid(n=(64, 256, 1024, 2048), d=(512,), heads=(8,)),
+                  Grid(n=(64, 512), d=(512,), heads=(8,))),
+    "recurrent": (Grid(n=(64, 256), d=(256, 512)), Grid(n=(128,), d=(512,))),
+    "conv": (Grid(n=(256, 1024), d=(512,), kernel=(3, 7)),
+             Grid(n=(256,), d=(512,), kernel=(3,))),
+}
+
+
+def family_of(layer: str) -> str:
+    if layer in CONV_LAYERS:
+        return "conv_layers"
+    if layer in RECURRENT:
+        return "recurrent"
+    return "conv" if layer in CONVS else "attention"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One timed formulation: a registered variant or a reference written in this script."""
+
+    name: str
+    reference: bool
+    default: bool
+    call: Call  # the timed call (its input bound)
+    elements: int  # estimated float32 working set, for --max-gb
+    to_bnd: Callable[[Tensor], Tensor] = lambda y: y  # native output -> (B, n, d), unchecked time
+
+
+# --------------------------------------------------------------------------- references
+
+
+def tbc_windows(x_tbc: Tensor, kernel: int, causal: bool, heads: int) -> Tensor:
+    """(T, B, C) -> (T*B*H, C/H, k) windows as a strided view of the padded input.
+
+    Time-major, consecutive (t, b) pairs are C apart and a window step is B*C, so the batch
+    index (t, b, h) has the single stride C/H and nothing is copied.
+    """
+    t, b, c = x_tbc.shape
+    left = pad_left(kernel, causal)
+    padded = F.pad(x_tbc, (0, 0, 0, 0, left, kernel - 1 - left))  # (T + k - 1, B, C)
+    r = c // heads
+    return padded.as_strided((t * b * heads, r, kernel), (r, 1, b * c))
+
+
+def tbc_band(rows: Tensor, kernel: int, causal: bool) -> Tensor:
+    """rows (B*H, T, k) -> (B*H, T, T) band: taps of row t at columns t - pad .. t - pad + k - 1."""
+    g, t, k = rows.shape
+    wide = rows.new_zeros(g, t, t + k - 1)
+    wide.as_strided((g, t, k), (t * (t + k - 1), t + k, 1)).copy_(rows)
+    return wide.narrow(2, pad_left(kernel, causal), t)
+
+
+def lightconv_references(module: Any, x: Tensor, case: LayerCase) -> Iterator[Candidate]:
+    b, n, d = x.shape
+    h, k, causal = case.h, case.k, case.causal
+    x_tbc = x.transpose(0, 1).contiguous()  # (T, B, C), prepared outside the timed call
+    x_bdn = x.transpose(1, 2).contiguous()  # (B, d, n)
+    weight = module.weight  # (H, k), the module's own parameter: --train computes its grad
+    from_tbc = lambda y: y.transpose(0, 1)  # noqa: E731
+
+    def unfolded() -> Tensor:
+        w = weight.softmax(-1).view(1, h, k).expand(n * b, h, k).reshape(n * b * h, k, 1)
+        return torch.bmm(tbc_windows(x_tbc, k, causal, h), w).view(n, b, d)
+
+    def banded() -> Tensor:
+        w = weight.softmax(-1).view(1, h, k).expand(n * b, h, k).reshape(n, b * h, k)
+        band = tbc_band(w.transpose(0, 1), k, causal)  # (B*H, T, T)
+        out = torch.bmm(band, x_tbc.view(n, b * h, d // h).transpose(0, 1))  # (B*H, T, C/H)
+        return out.transpose(0, 1).contiguous().view(n, b, d)
+
+    left = pad_left(k, causal)
+    symmetric = 2 * left == k - 1  # the conv pads itself, no padded copy
+
+    def depthwise() -> Tensor:
+        w = weight.softmax(-1).repeat_interleave(d // h, dim=0).unsqueeze(1)  # (d, 1, k)
+        if symmetric:
+            return F.conv1d(x_bdn, w, padding=left, groups=d)  # (B, d, n)
+        return F.conv1d(F.pad(x_bdn, (left, k - 1 - left)), w, groups=d)
+
+    io = 2 * b * n * d + b * (n + k - 1) * d
+    yield Candidate("fairseq-unfold", True, False, unfolded, io, from_tbc)
+    yield Candidate("fairseq-band", True, False, banded, io + b * h * n * (n + k), from_tbc)
+    yield Candidate("depthwise-conv1d", True, False, depthwise, io,
+                    lambda y: y.transpose(1, 2))
+
+
+def dynamicconv_references(module: Any, x: Tensor, case: LayerCase
+                           ) -> Iterator[Candidate]:
+    b, n, d = x.shape
+    h, k, causal = case.h, case.k, case.causal
+    x_tbc = x.transpose(0, 1).contiguous()  # (T, B, C)
+    proj = module.kernel_proj.weight  # (H*k, d)
+    from_tbc = lambda y: y.transpose(0, 1)  # noqa: E731
+
+    def unfolded() -> Tensor:
+        kernels = F.linear(x_tbc, proj).view(n * b * h, k).softmax(-1)  # (T*B*H, k)
+        out = torch.bmm(tbc_windows(x_tbc, k, causal, h), kernels.unsqueeze(2))
+        return out.view(n, b, d)
+
+    def banded() -> Tensor:
+        kernels = F.linear(x_tbc, proj).view(n, b * h, k).softmax(-1)  # (T, B*H, k)
+        band = tbc_band(kernels.transpose(0, 1), k, causal)  # (B*H, T, T)
+        out = torch.bmm(band, x_tbc.view(n, b * h, d // h).transpose(0, 1))
+        return out.transpose(0, 1).contiguous().view(n, b, d)
+
+    io = 2 * b * n * d + b * (n + k - 1) * d + 2 * b * n * h * k
+    yield Candidate("fairseq-unfold", True, False, unfolded, io, from_tbc)
+    yield Candidate("fairseq-band", True, False, banded, io + b * h * n * (n + k), from_tbc)
+
+
+def attention_references(module: Any, x: Tensor, case: LayerCase
+                         ) -> Iterator[Candidate]:
+    b, n, d = x.shape
+    h, causal = case.h, case.causal
+    w_in, b_in = module.in_proj.weight, module.in_proj.bias
+    w_out, b_out = module.out_proj.weight, module.out_proj.bias
+
+    def sdpa() -> Tensor:
+        q, k, v = F.linear(x, w_in, b_in).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, h, n, dh)
+        return F.linear(ctx.transpose(1, 2).reshape(b, n, d), w_out, b_out)
+
+    mha = nn.MultiheadAttention(d, h, batch_first=True).eval()
+    with torch.no_grad():  # q, k, v rows stacked as the harness's in_proj stacks them
+        mha.in_proj_weight.copy_(w_in)
+        mha.in_proj_bias.copy_(b_in)
+        mha.out_proj.weight.copy_(w_out)
+        mha.out_proj.bias.copy_(b_out)
+    mask = nn.Transformer.generate_square_subsequent_mask(n) if causal else None
+
+    def multihead() -> Tensor:
+        return mha(x, x, x, need_weights=False, attn_mask=mask, is_causal=causal)[0]
+
+    yield Candidate("sdpa", True, False, sdpa, 6 * b * n * d)
+    yield Candidate("nn.MultiheadAttention", True, False, multihead, 6 * b * n * d + b * h * n * n)
+
+
+def _gates(kind: str, gi: Tensor, gh: Tensor, h: Tensor, c: Tensor | None
+           ) -> tuple[Tensor, Tensor | None]:
+    """One step's new (h, c) from the input and hidden projections (torch's gate order)."""
+    if kind == "rnn":
+        return torch.tanh(gi + gh), None
+    if kind == "lstm":
+        i, f, g, o = (gi + gh).chunk(4, dim=-1)
+        assert c is not None
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    return (1 - z) * torch.tanh(i_n + r * h_n) + z * h, None
+
+
+def recurrent_references(kind: str, module: Any, x: Tensor) -> Iterator[Candidate]:
+    b, n, d = x.shape
+    state = dict(module.named_parameters())  # torch's names: weight_ih_l0, ...
+    cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
+    fused = cls(d, d, batch_first=True).eval()
+    fused.load_state_dict(module.state_dict())
+
+    def torch_fused() -> Tensor:
+        return fused(x)[0]
+
+    def hoisted() -> Tensor:
+        gi_all = F.linear(x, state["weight_ih_l0"], state["bias_ih_l0"])  # (B, n, g*d), 1 GEMM
+        h = x.new_zeros(b, d)
+        c = x.new_zeros(b, d) if kind == "lstm" else None
+        outs = []
+        for t in range(n):
+            gh = F.linear(h, state["weight_hh_l0"], state["bias_hh_l0"])  # (B, g*d)
+            h, c = _gates(kind, gi_all[:, t], gh, h, c)
+            outs.append(h)
+        return torch.stack(outs, dim=1)
+
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+    yield Candidate("torch-fused", True, False, torch_fused, (gates + 2) * b * n * d)
+    yield Candidate("hoisted-loop", True, False, hoisted, (gates + 2) * b * n * d)
+
+
+def conv_references(layer: str, module: Any, x: Tensor, case: LayerCase
+                    ) -> Iterator[Candidate]:
+    b, n, d = x.shape
+    k, causal = case.k, case.causal
+    dilation = k if layer == "conv_dilated" else 1
+    left = pad_left(k, causal, dilation)
+    right = (k - 1) * dilation - left
+    x_bdn = x.transpose(1, 2).contiguous()  # (B, d, n), prepared outside the timed call
+    to_bnd = lambda y: y.transpose(1, 2)  # noqa: E731
+    symmetric = left == right  # nn.Conv1d's own padding applies; else one F.pad first
+    pad = left if symmetric else 0
+    io = b * n * d * 2 + b * (n + left + right) * d
+    if layer == "conv_separable":
+        depthwise = nn.Conv1d(d, d, k, groups=d, padding=pad).eval()
+        pointwise = nn.Conv1d(d, d, 1).eval()
+        with torch.no_grad():
+            depthwise.weight.copy_(module.depthwise_weight)
+            depthwise.bias.copy_(module.depthwise_bias)
+            pointwise.weight.copy_(module.pointwise_weight.unsqueeze(-1))
+            pointwise.bias.copy_(module.pointwise_bias)
+
+        def separable() -> Tensor:
+            xin = x_bdn if symmetric else F.pad(x_bdn, (left, right))
+            return pointwise(depthwise(xin))
+
+        yield Candidate("nn.Conv1d", True, False, separable, io + b * n * d, to_bnd)
+        return
+    conv = nn.Conv1d(d, d, k, dilation=dilation, padding=pad).eval()
+    with torch.no_grad():
+        conv.weight.copy_(module.weight)
+        conv.bias.copy_(module.bias)
+
+    def dense() -> Tensor:
+        return conv(x_bdn if symmetric else F.pad(x_bdn, (left, right)))
+
+    yield Candidate("nn.Conv1d", True, False, dense, io, to_bnd)
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def layer_case(layer: str, n: int, d: int, heads: int | None, kernel: int | None, batch: int,
+               causal: bool) -> LayerCase | None:
+    """The registry's case for this size, or None when the layer cannot take it."""
+    entry = registry.get(layer)
+    case = entry.normalize(LayerCase(seq_len=n, d_model=d, heads=heads, kernel=kernel,
+                                     causal=causal, batch=batch))
+    return None if entry.problem(case) else case
+
+
+def registered(layer: str) -> Iterator[tuple[str, str]]:
+    """(registry layer, variant) pairs timed for a layer; attention also times attention_sdpa."""
+    names = ("attention", "attention_sdpa") if layer == "attention" else (layer,)
+    for name in names:
+        for variant in registry.get(name).variants:
+            yield name, variant
+
+
+def candidates(layer: str, case: LayerCase, x: Tensor) -> list[Candidate]:
+    depth = 1 if layer == "conv_dilated" else 0  # dilation k: the interesting dilated layer
+    out: list[Candidate] = []
+    first: nn.Module | None = None
+    for name, variant in registered(layer):
+        entry = registry.get(name)
+        torch.manual_seed(0)
+        module = entry.build(case, variant, depth=depth).eval()
+        if first is None:
+            first = module
+        else:
+            module.load_state_dict(first.state_dict())  # same weights, same function
+        label = variant if name == layer else f"{name}:{variant}"
+        is_default = variant == entry.default_variant and (
+            layer != "attention" or name == "attention_sdpa")
+        out.append(Candidate(label, False, is_default, _bind(module, x),
+                             entry.cost_of(case, variant).activation_elements))
+    assert first is not None
+    if layer == "lightconv":
+        out += lightconv_references(first, x, case)
+    elif layer == "dynamicconv":
+        out += dynamicconv_references(first, x, case)
+    elif layer == "attention":
+        out += attention_references(first, x, case)
+    elif layer in RECURRENT:
+        out += recurrent_references(layer, first, x)
+    else:
+        out += conv_references(layer, first, x, case)
+    return out
+
+
+def _bind(module: nn.Module, x: Tensor) -> Call:
+    return lambda: module(x)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Timed:
+    name: str
+    seconds: float | None  # None: skipped (too large) or failed
+    note: str = ""
+
+
+def _timed_call(call: Call, train: bool, x: Tensor) -> Call:
+    if not train:
+        def forward() -> Tensor:
+            with torch.no_grad():
+                return call()
+        return forward
+
+    def forward_backward() -> Tensor:
+        y = call()
+        y.backward(torch.ones_like(y))
+        return y
+
+    return forward_backward
+
+
+def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> list[Timed]:
+    """Check every output against the first reference, then time all in interleaved rounds."""
+    limit = args.max_gb * 2**30 / FLOAT_BYTES
+    n = x.shape[1]
+    live = [c for c in cands
+            if c.elements <= limit and (n <= args.band_max_n or "band" not in c.name)]
+    notes: dict[str, str] = {}
+    with torch.no_grad():
+        outputs = {}
+        for c in list(live):
+            try:
+                outputs[c.name] = c.to_bnd(c.call())
+            except (RuntimeError, ValueError) as exc:
+                notes[c.name] = f"failed: {type(exc).__name__}: {str(exc)[:60]}"
+                live.remove(c)
+        refs = [c for c in live if c.reference]
+        if refs:
+            expected = outputs[refs[0].name]
+            scale = float(expected.abs().max()) or 1.0
+            for c in live:
+                if not torch.allclose(outputs[c.name], expected, rtol=1e-3, atol=1e-4 * scale):
+                    notes[c.name] = "OUTPUT DIFFERS"
+    x.requires_grad_(args.train)
+    per_round: dict[str, list[float]] = {c.name: [] for c in live}
+    for _ in range(args.rounds):
+        for c in live:
+            timer = benchmark.Timer("fn()", globals={"fn": _timed_call(c.call, args.train, x)},
+                                    num_threads=args.threads)
+            once = timer.timeit(1).median  # also a warm-up
+            # enough blocks for a meaningful minimum even when one call is slow
+            m = timer.blocked_autorange(min_run_time=max(args.min_run_time, args.samples * once))
+            per_round[c.name].append(min(m.times) if args.stat == "min" else m.median)
+    x.requires_grad_(False)
+    pick = min if args.stat == "min" else statistics.median
+    return [Timed(c.name, pick(per_round[c.name]) if c in live else None,
+                  notes.get(c.name, "" if c in live else "skipped: --max-gb / --band-max-n"))
+            for c in cands]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def sizes(layer: str, args: argparse.Namespace) -> Iterator[LayerCase]:
+    full, quick = GRIDS[family_of(layer)]
+    grid = quick if args.quick else full
+    grid = replace(grid, n=tuple(args.n or grid.n), d=tuple(args.d or grid.d),
+                   heads=tuple(args.heads or grid.heads),
+                   kernel=tuple(args.kernel or grid.kernel), batch=args.batch or grid.batch)
+    for d in grid.d:
+        for heads in grid.heads:
+            for kernel in grid.kernel:
+                for n in grid.n:
+                    case = layer_case(layer, n, d, heads, kernel, grid.batch, args.causal)
+                    if case is not None:
+                        yield case
+
+
+def run_layer(layer: str, args: argparse.Namespace) -> None:
+    rows: list[list[object]] = []
+    header: list[str] = []
+    worst: list[float] = []
+    default_name = ""
+    for case in sizes(layer, args):
+        torch.manual_seed(1)
+        x = torch.randn(case.batch, case.n, case.d)  # (B, n, d)
+        cands = candidates(layer, case, x)
+        timed = measure(cands, x, args)
+        refs = [t.seconds for c, t in zip(cands, timed, strict=True)
+                if c.reference and t.seconds is not None]
+        fastest = min(refs) if refs else math.nan
+        fastest_name = next((c.name for c, t in zip(cands, timed, strict=True)
+                             if c.reference and t.seconds == fastest), "-")
+        axes = [case.n, case.d, case.heads or "-", case.kernel or "-"]
+        cells: list[object] = []
+        for c, t in zip(cands, timed, strict=True):
+            if t.seconds is None:
+                cells.append("-" if t.note.startswith("skipped") else "fail")
+                continue
+            ratio = t.seconds / fastest
+            cells.append(f"{ratio:.2f}" + (" !" if t.note else ""))
+            if c.default:
+                worst.append(ratio)
+                default_name = c.name
+        rows.append([*axes, fastest_name, f"{fastest * 1e3:.2f}", *cells])
+        times = " ".join(f"{t.name}={t.seconds * 1e3:.2f}ms" for t in timed if t.seconds)
+        print(f"  {layer} n={case.n} d={case.d} H={case.heads} k={case.kernel}: {times}",
+              file=sys.stderr, flush=True)  # progress, and the absolute times
+        header = ["n", "d", "H", "k", "fastest ref", "ref ms",
+                  *[(c.name + "*" if c.default else c.name) + (" (ref)" if c.reference else "")
+                    for c in cands]]
+        for c, t in zip(cands, timed, strict=True):
+            if t.note and not t.note.startswith("skipped"):
+                print(f"  note {layer} n={case.n} d={case.d} {c.name}: {t.note}", file=sys.stderr)
+    mode = "forward+backward" if args.train else "forward, no grad"
+    print(f"\n## {layer} ({mode}, batch {args.batch or GRIDS[family_of(layer)][0].batch}, "
+          f"causal={args.causal}, {args.threads} threads, stat={args.stat}): "
+          "time / fastest reference")
+    print(tabulate(rows, headers=header, tablefmt=args.format, disable_numparse=True),
+          flush=True)
+    if worst:
+        verdict = "within" if max(worst) <= args.target else "NOT within"
+        print(f"default '{default_name}': worst {max(worst):.2f}x, best {min(worst):.2f}x "
+              f"of the fastest reference over {len(worst)} sizes ({verdict} {args.target}x)",
+              flush=True)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", nargs="+", default=list(CONV_LAYERS), choices=ALL_LAYERS,
+                   metavar="LAYER", help=f"layers to time (default: {' '.join(CONV_LAYERS)}; "
+                   f"any of {', '.join(ALL_LAYERS)})")
+    p.add_argument("--all", action="store_true", help="every layer family")
+    p.add_argument("--quick", action="store_true", help="a subset of each grid (minutes)")
+    p.add_argument("--n", type=int, nargs="+", help="sequence lengths (all layers)")
+    p.add_argument("--d", type=int, nargs="+", help="model widths")
+    p.add_argument("--heads", type=int, nargs="+", help="heads H")
+    p.add_argument("--kernel", type=int, nargs="+", help="kernel widths k")
+    p.add_argument("--batch", type=int, help="batch (default 8)")
+    p.add_argument("--causal", action="store_true", help="causal layers (default: centred)")
+    p.add_argument("--train", action="store_true", help="time forward + backward")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
+    p.add_argument("--min-run-time", type=float, default=0.2,
+                   help="seconds per candidate per round (blocked_autorange)")
+    p.add_argument("--samples", type=int, default=5,
+                   help="at least this many calls per candidate per round")
+    p.add_argument("--stat", choices=("min", "median"), default="min")
+    p.add_argument("--max-gb", type=float, default=1.5,
+                   help="skip candidates whose estimated working set is larger")
+    p.add_argument("--band-max-n", type=int, default=1024,
+                   help="skip the O(n^2) band formulations above this n")
+    p.add_argument("--target", type=float, default=1.1, help="ratio the default should meet")
+    p.add_argument("--format", default="simple", help="tabulate table format (github: markdown)")
+    args = p.parse_args(argv)
+    for key in ("n", "d", "heads", "kernel"):
+        if any(v < 1 for v in getattr(args, key) or ()):
+            p.error(f"--{key} values must be positive")
+    if args.all:
+        args.layers = list(ALL_LAYERS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads; ratios > 1: slower than the "
+          "fastest reference; * = the registry's default variant; ! = see note on stderr")
+    for layer in args.layers:
+        run_layer(layer, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

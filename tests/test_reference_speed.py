@@ -1,0 +1,70 @@
+"""benchmarks/reference_speed.py: its reference formulations compute each layer's function.
+
+The script times registered variants against formulations written in it (fairseq's
+time-major unfold and band, SDPA / nn.MultiheadAttention, torch's fused RNNs, nn.Conv1d);
+a ratio means something only if both sides compute the same thing. Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import pytest
+import torch
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "reference_speed", REPO / "benchmarks" / "reference_speed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reference_speed"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layer", ["lightconv", "dynamicconv", "attention", "rnn", "lstm",
+                                   "gru", "conv", "conv_dilated", "conv_separable"])
+def test_references_match_the_registered_variants(bench: ModuleType, layer: str,
+                                                  causal: bool) -> None:
+    # odd sizes: n = 11, d = 15 (d/H = 5), an even kernel (its extra tap on the right)
+    case = bench.layer_case(layer, 11, 15, 3, 4, 2, causal)
+    assert case is not None
+    torch.manual_seed(1)
+    x = torch.randn(case.batch, case.n, case.d, dtype=torch.float64)
+    torch.set_default_dtype(torch.float64)  # every module built in float64, references too
+    try:
+        cands = bench.candidates(layer, case, x)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    names = [c.name for c in cands]
+    assert any(c.reference for c in cands) and sum(c.default for c in cands) == 1, names
+    with torch.no_grad():
+        outputs = {c.name: c.to_bnd(c.call()) for c in cands}
+    expected = outputs[next(c.name for c in cands if c.reference)]
+    assert expected.shape == (case.batch, case.n, case.d)
+    for name, y in outputs.items():
+        assert torch.allclose(y, expected, atol=1e-10), name
+
+
+def test_grids_follow_wu_et_al(bench: ModuleType) -> None:
+    args = bench.parse([])
+    sizes = list(bench.sizes("dynamicconv", args))
+    assert {(c.d, c.heads, c.kernel) for c in sizes} == {
+        (d, h, k) for d in (512, 1024) for h in (8, 16) for k in (3, 7, 15, 31)}
+    assert sorted({c.n for c in sizes}) == [64, 128, 256, 512, 1024, 2048, 4096]
+    picked = bench.parse(["--quick", "--n", "96", "--d", "64", "--kernel", "5", "--batch", "2"])
+    assert [(c.n, c.d, c.heads, c.kernel, c.batch) for c in bench.sizes("lightconv", picked)] \
+        == [(96, 64, 8, 5, 2)]
+
+
+def test_bad_sizes_are_one_line_exit_2(bench: ModuleType, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse(["--n", "0"])
+    assert exit_info.value.code == 2
+    assert "--n values must be positive" in capsys.readouterr().err
