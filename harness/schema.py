@@ -93,6 +93,9 @@ AXES: tuple[Axis, ...] = (
          symbol="k", label="kernel width k", fitted=True),
     Axis("window", int, "positions", "positions a restricted attention sees, r", "size",
          optional=True, symbol="r", label="window r"),
+    Axis("max_relative", int, "positions", "relative attention's clip distance K (Shaw et "
+         "al.'s k): distances beyond K share the table's end rows; unset: n - 1, no clip",
+         "size", optional=True, symbol="K", label="relative clip K", added=True),
     Axis("src_len", int, "positions", "source length m of cross attention: positions of the "
          "encoder output the queries attend to", "size", optional=True, symbol="m",
          label="source length m", fitted=True, added=True),
@@ -131,14 +134,14 @@ AXES: tuple[Axis, ...] = (
 #: The planner's crossing order, outermost first (after layer and variant): a sweep over n
 #: runs as one stretch, smallest n first as written.
 PLAN_ORDER = ("device", "dtype", "mode", "compile", "causal", "block", "batch", "d_model",
-              "heads", "kernel", "window", "query_height", "query_width", "flange_height",
-              "flange_width", "src_len", "height", "width", "seq_len")
+              "heads", "kernel", "window", "max_relative", "query_height", "query_width",
+              "flange_height", "flange_width", "src_len", "height", "width", "seq_len")
 
 #: Sizes from the most to the least telling about the asymptote: which fit a table prefers
 #: among equals (the largest d first, then n, ...) and the order of a figure's facets.
-SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "src_len", "height",
-                 "width", "query_height", "query_width", "flange_height", "flange_width",
-                 "batch")
+SIZE_PRIORITY = ("d_model", "seq_len", "heads", "kernel", "window", "max_relative", "src_len",
+                 "height", "width", "query_height", "query_width", "flange_height",
+                 "flange_width", "batch")
 
 
 _col = Column  # short, for the table below

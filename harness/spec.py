@@ -35,6 +35,7 @@ class LayerCase:
     heads: int | None = None  # h / H
     kernel: int | None = None  # k
     window: int | None = None  # r
+    max_relative: int | None = None  # K: relative attention's clip distance (None: n - 1)
     src_len: int | None = None  # m: cross attention's source positions
     height: int | None = None  # 2D local attention: image rows (n = height x width)
     width: int | None = None  # image columns (None: height)

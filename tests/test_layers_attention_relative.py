@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -70,6 +71,41 @@ def test_clip_distance_matches_definition() -> None:
     x = random_input(_case(n=9))
     torch.testing.assert_close(clipped(x), _definition(clipped, x, False))
     assert clipped.rel.shape == (5, 4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_max_relative_axis_reaches_both_variants(causal: bool) -> None:
+    """``max_relative`` (a suite size) clips both variants alike: they agree with each other
+    and with the per-pair definition; the table has 2K + 1 rows, counted into params."""
+    entry = registry.get(NAME)
+    case = entry.normalize(LayerCase(seq_len=11, d_model=12, heads=3, causal=causal,
+                                     max_relative=3, batch=2))
+    mat = build_double(NAME, "materialized", case)
+    skew = build_double(NAME, "skewed", case, seed=5)
+    skew.load_state_dict(mat.state_dict())
+    x = random_input(case)
+    assert mat.max_relative == skew.max_relative == 3
+    torch.testing.assert_close(mat(x), skew(x))
+    torch.testing.assert_close(mat(x), _definition(mat, x, causal))
+    for v in VARIANTS:
+        assert entry.cost_of(case, v).params == sum(p.numel() for p in
+                                                     entry.build(case, v).parameters())
+    unclipped = dataclasses.replace(case, max_relative=None)
+    assert entry.cost_of(unclipped, "skewed").params - entry.cost_of(case, "skewed").params \
+        == 2 * (10 - 3) * 4  # (2 (n - 1) + 1) - (2 K + 1) table rows of d_h = 4
+    assert registry.get("attention").normalize(case).max_relative is None  # not its axis
+
+
+def test_max_relative_is_a_sweep_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from harness.suite import load_suite
+    from harness.suite.plan import expand
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndevice: cpu\nlayers: [attention_relative, attention]\n"
+                    "sweep: {seq_len: [16], d_model: [8], heads: [2], max_relative: [4]}\n")
+    cases = {p.layer: p.case for p in expand(load_suite(path))}
+    assert cases["attention_relative"].max_relative == 4
+    assert cases["attention"].max_relative is None
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -70,7 +70,8 @@ def test_flags_are_suite_and_per_layer_keys() -> None:
 def test_sweep_keys_are_the_sizes_and_the_flags_every_layer_takes() -> None:
     suite = parse_suite({"name": "s", "layers": ["lstm"],
                          "sweep": {"seq_len": [8], "d_model": 4, "heads": 2, "kernel": 3,
-                                   "window": 5, "src_len": 3, "height": 2, "width": 4,
+                                   "window": 5, "max_relative": 2, "src_len": 3, "height": 2,
+                                   "width": 4,
                                    "query_height": 1, "query_width": 2, "flange_height": 1,
                                    "flange_width": 1, "batch": 2, "compile": True}},
                         check_device=False)

@@ -292,7 +292,8 @@ def test_non_string_keys(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("  d_model: [64]\n", "  d_model: [64]\n  1: [2]\n"))
     assert error_of(path) == (
         f"{path}: sweep: key 1 is not a known key "
-        "(known keys: seq_len, d_model, heads, kernel, window, src_len, height, width, "
+        "(known keys: seq_len, d_model, heads, kernel, window, max_relative, src_len, height, "
+        "width, "
         "query_height, query_width, flange_height, flange_width, batch, compile)"
     )
 
@@ -599,7 +600,8 @@ def test_case_id_is_stable_and_distinct(tmp_path: Path) -> None:
     # a fixed value: the id must not depend on the process (hash seed) or the run
     assert first.params() == {
         "layer": "rnn", "variant": "fused", "seq_len": 128, "d_model": 64, "heads": None,
-        "kernel": None, "window": None, "src_len": None, "height": None, "width": None,
+        "kernel": None, "window": None, "max_relative": None, "src_len": None,
+        "height": None, "width": None,
         "query_height": None, "query_width": None, "flange_height": None,
         "flange_width": None, "causal": False, "block": False, "batch": 1,
         "dtype": "float32", "device": "cpu", "mode": "forward", "compile": False, "seed": 0}

@@ -135,7 +135,8 @@ class SkewedRelativeAttention(_RelativeAttention):
 
 
 def _k(case: LayerCase) -> int:
-    return case.n - 1
+    """The clip distance K: the case's ``max_relative``, or n - 1 (no clip)."""
+    return case.n - 1 if case.max_relative is None else case.max_relative
 
 
 def relative_attention_cost(case: LayerCase, variant: str) -> Cost:
@@ -194,7 +195,7 @@ def relative_attention_step_cost(case: LayerCase, variant: str) -> StepCost:
 
 def _builder(cls: type[_RelativeAttention]) -> Builder:
     def build(case: LayerCase, depth: int) -> nn.Module:
-        return cls(case.d_model, case.h, case.seq_len, case.causal)
+        return cls(case.d_model, case.h, case.seq_len, case.causal, case.max_relative)
 
     return build
 
@@ -206,7 +207,7 @@ LAYERS = [
         summary="self-attention with learned relative-position logits: Shaw et al.'s "
                 "materialized (n, n, d_h) vs Music Transformer's skewing "
                 "(O(n^2 d) + O(n d^2) projections)",
-        params=frozenset({"heads", "causal"}),
+        params=frozenset({"heads", "causal", "max_relative"}),
         required=frozenset({"heads"}),
         variants={"materialized": _builder(MaterializedRelativeAttention),
                   "skewed": _builder(SkewedRelativeAttention)},
