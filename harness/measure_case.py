@@ -229,7 +229,8 @@ def prepared(planned: PlannedCase) -> tuple[Callable[[], None], int, torch.devic
     device = torch.device(planned.device)
     dtype = _DTYPES[planned.dtype]
     torch.manual_seed(planned.seed)
-    module = entry.build(case, planned.variant).to(device=device, dtype=dtype)
+    module = entry.build(case, planned.variant, decode=planned.mode == "decode")
+    module = module.to(device=device, dtype=dtype)
     positions = case.seq_len + (planned.mode == "decode")  # decode: the prefill and a token
     x = torch.randn(case.batch, positions, case.d_model, device=device, dtype=dtype)
     extra = extra_inputs(entry, case, device=device, dtype=dtype)  # after x, same RNG
@@ -336,7 +337,7 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
     entry = registry.get(planned.layer)
     case: LayerCase = planned.case
     try:
-        cost = entry.cost_of(case, planned.variant)
+        cost = entry.cost_of(case, planned.variant, decode=planned.mode == "decode")
     except ValueError as exc:
         row.update(status="skipped", message=str(exc))
         return row, []

@@ -76,6 +76,9 @@ class LayerEntry:
     label: str | None = None  # name in figure legends (None: the layer's name)
     step_cost: StepCostModel | None = None  # decode step (mode: decode); None: not modelled
     inputs: InputShapes | None = None  # inputs after x (None: x alone)
+    #: rules for a decode case (mode: decode, seq_len = positions held) in place of
+    #: ``check``; None: ``check`` (2D local attention: seq_len < H W instead of == H W)
+    decode_check: Check | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
@@ -86,6 +89,8 @@ class LayerEntry:
             raise ValueError(f"layer {self.name!r}: theory must be a harness.Theory")
         if not callable(self.cost) or not callable(self.check):
             raise ValueError(f"layer {self.name!r}: cost and check must be callables")
+        if self.decode_check is not None and not callable(self.decode_check):
+            raise ValueError(f"layer {self.name!r}: decode_check must be a callable or None")
         if self.colour is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", str(self.colour)):
             raise ValueError(f"layer {self.name!r}: colour must be '#rrggbb', not {self.colour!r}")
         unknown = set(self.params) - set(OPTIONAL_PARAMS)
@@ -108,13 +113,16 @@ class LayerEntry:
                                    for a in schema.AXES if a.optional and a.name not in self.params}
         return replace(case, **changes)
 
-    def problem(self, case: LayerCase) -> str | None:
-        """Why this case cannot be built for this layer, or None when it can."""
+    def problem(self, case: LayerCase, *, decode: bool = False) -> str | None:
+        """Why this case cannot be built for this layer, or None when it can (``decode``:
+        as a decode case, whose seq_len counts the positions held before the step)."""
         missing = [p for p in sorted(self.required) if getattr(case, p) is None]
         if missing:
             return f"{self.name} needs {', '.join(missing)}"
         if case.heads is not None and "heads" in self.params and case.d_model % case.heads:
             return f"d_model={case.d_model} is not divisible by heads={case.heads}"
+        if decode and self.decode_check is not None:
+            return self.decode_check(case)
         return self.check(case)
 
     def decode_problem(self, case: LayerCase) -> str | None:
@@ -125,13 +133,14 @@ class LayerEntry:
                     "positions, which a token-by-token decoder does not have); set causal: true")
         return None
 
-    def build(self, case: LayerCase, variant: str | None = None, depth: int = 0) -> nn.Module:
+    def build(self, case: LayerCase, variant: str | None = None, depth: int = 0, *,
+              decode: bool = False) -> nn.Module:
         variant = self.default_variant if variant is None else variant
         if variant not in self.variants:
             known = ", ".join(self.variants)
             raise ValueError(f"layer {self.name!r} has no variant {variant!r} (known: {known})")
         case = self.normalize(case)
-        reason = self.problem(case)
+        reason = self.problem(case, decode=decode)
         if reason:
             raise ValueError(f"cannot build {self.name}: {reason}")
         return self.variants[variant](case, depth)
@@ -145,15 +154,16 @@ class LayerEntry:
         variant = self.default_variant if variant is None else variant
         if self.step_cost is None:
             return None
-        self.cost_of(case, variant)  # the same checks
+        self.cost_of(case, variant, decode=True)  # the same checks
         return self.step_cost(self.normalize(case), variant)
 
-    def cost_of(self, case: LayerCase, variant: str | None = None) -> Cost:
+    def cost_of(self, case: LayerCase, variant: str | None = None, *,
+                decode: bool = False) -> Cost:
         variant = self.default_variant if variant is None else variant
         if variant not in self.variants:
             raise ValueError(f"layer {self.name!r} has no variant {variant!r}")
         case = self.normalize(case)
-        reason = self.problem(case)
+        reason = self.problem(case, decode=decode)
         if reason:
             raise ValueError(f"no cost for {self.name}: {reason}")
         return self.cost(case, variant)

@@ -31,8 +31,9 @@ M = 7  # cross attention's source length (odd, below N)
 
 
 def _decodes(entry: registry.LayerEntry) -> bool:
-    """Whether the layer's modules keep a decoding state (2D local attention and the example
-    plugin do not: their decode cases are skipped rows, tested where they are defined)."""
+    """Whether the layer's modules keep a decoding state (the example plugin does not: its
+    decode cases are skipped rows, tested where it is defined). 2D local attention sees a
+    1 x N image here (its 2D geometry: tests/test_layers_attention_local2d.py)."""
     case = entry.normalize(LayerCase(seq_len=N, d_model=D, heads=3, kernel=3, window=4,
                                      src_len=M, height=1, width=N, causal=True, batch=B))
     return entry.problem(case) is None and can_decode(entry.build(case))
@@ -64,7 +65,7 @@ def _cases() -> list[tuple[str, str, LayerCase, int]]:
                     for block in blocks:
                         case = entry.normalize(LayerCase(
                             seq_len=N, d_model=D, heads=3, kernel=k, window=r, src_len=M,
-                            causal=True, block=block, batch=B))
+                            height=1, width=N, causal=True, block=block, batch=B))
                         out.extend((entry.name, variant, case, depth) for depth in depths)
     return out
 
@@ -77,9 +78,11 @@ def _id(item: tuple[str, str, LayerCase, int]) -> str:
     return f"{name}-{variant}-k{case.kernel}-r{case.window}-b{int(case.block)}-l{depth}"
 
 
-def _module(name: str, variant: str, case: LayerCase, depth: int) -> torch.nn.Module:
+def _module(name: str, variant: str, case: LayerCase, depth: int, *,
+            decode: bool = False) -> torch.nn.Module:
+    """The module, seeded; ``decode``: built for a decode case (seq_len positions held)."""
     torch.manual_seed(0)
-    return registry.get(name).build(case, variant, depth).double().eval()
+    return registry.get(name).build(case, variant, depth, decode=decode).double().eval()
 
 
 def test_every_builtin_layer_and_variant_is_covered() -> None:
@@ -111,8 +114,8 @@ def test_repeated_step_leaves_state_and_output_unchanged(name: str) -> None:
     """The timed call: a step at position n, repeated, reads and leaves the same state."""
     entry = registry.get(name)
     case = entry.normalize(LayerCase(seq_len=9, d_model=D, heads=3, kernel=3, window=4,
-                                     src_len=M, causal=True, batch=B))
-    module = _module(name, entry.default_variant, case, 0)
+                                     src_len=M, height=2, width=5, causal=True, batch=B))
+    module = _module(name, entry.default_variant, case, 0, decode=True)
     x = torch.randn(B, 10, D, dtype=torch.float64)
     extra = _extra(name, case)
     with torch.no_grad():
@@ -133,14 +136,14 @@ def test_step_flops_three_sources_and_state_bytes(name: str, n: int) -> None:
     entry = registry.get(name)
     variant = entry.default_variant
     case = entry.normalize(LayerCase(seq_len=n, d_model=D, heads=3, kernel=3, window=4,
-                                     src_len=M, causal=True, block=name == "dynamicconv",
-                                     batch=B))
+                                     src_len=M, height=1, width=n + 1, causal=True,
+                                     block=name == "dynamicconv", batch=B))
     counts = count_step(entry, case, variant)
     assert counts["flops_fvcore"] == counts["flops_torch"] == counts["flops_analytic"], counts
     assert not counts["uncounted_torch"] and not counts["uncounted_fvcore"]
     step = entry.step_cost_of(case, variant)
     assert step is not None
-    module = _module(name, variant, case, 0).float()
+    module = _module(name, variant, case, 0, decode=True).float()
     call = make_call(module, torch.randn(B, n + 1, D), "decode", _extra(name, case, torch.float32))
     assert isinstance(call, DecodeCall)
     assert call.state_bytes == step.state_elements * 4
@@ -153,8 +156,11 @@ def test_state_grows_with_n_for_attention_only() -> None:
         entry = registry.get(name)
         per_n = []
         for n in (8, 64, 512):
+            # 2D local attention: a 64 x 16 image whose ring holds R = 2 + 1 rows (48 pixels)
             case = entry.normalize(LayerCase(seq_len=n, d_model=16, heads=4, kernel=7,
-                                             window=16, src_len=24, causal=True, batch=2))
+                                             window=16, src_len=24, height=64, width=16,
+                                             query_height=2, query_width=4, flange_height=1,
+                                             flange_width=2, causal=True, batch=2))
             step = entry.step_cost_of(case)
             assert step is not None
             per_n.append(step.state_elements)
@@ -164,7 +170,7 @@ def test_state_grows_with_n_for_attention_only() -> None:
         assert sizes[name] == [2 * 2 * n * 16 for n in (8, 64, 512)]
     for name, per_n in sizes.items():
         if name not in growing:
-            assert per_n[1] == per_n[2], name  # constant once n passes the window
+            assert per_n[1] == per_n[2], name  # constant once n passes the window (ring)
 
 
 def test_measured_state_bytes_ignore_spare_capacity() -> None:

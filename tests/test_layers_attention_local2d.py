@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -177,12 +178,132 @@ def test_bad_images_are_skipped_with_one_line(tmp_path: Path) -> None:
     assert reasons["attention_local2d-n64-d8-h2"] == "attention_local2d needs height"
 
 
-def test_no_decoding_state_is_a_skipped_row() -> None:
+#: (height, width, query rows, query columns, flange rows, flange columns) decoded: a 5 x 7
+#: image with 2 x 3 query blocks (ring of 3 rows: it wraps), a wide flange, a 1-row image
+DECODE_SHAPES = [(5, 7, 2, 3, 1, 2), (5, 7, 2, 3, 2, 4), (6, 5, 3, 2, 2, 1), (1, 11, 1, 3, 1, 2)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("shape", DECODE_SHAPES, ids=str)
+def test_decoding_pixel_by_pixel_equals_causal_forward(shape: tuple[int, ...],
+                                                       variant: str) -> None:
+    from harness.layers.decoding import decode_sequence
+
+    case = _case(shape, True)
+    module = build_double(NAME, variant, case)
+    x = random_input(case)
+    with torch.no_grad():
+        full = module(x)
+        stepped = decode_sequence(module, x, 0)
+        for start in (1, shape[1] + 2, case.n - 1):  # a prefill, then pixel by pixel
+            torch.testing.assert_close(decode_sequence(module, x, start), stepped[:, start:],
+                                       rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(stepped, full, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(full, _definition(module, x, shape, True))
+
+
+def test_repeated_step_in_a_wrapped_ring_leaves_state_unchanged() -> None:
+    from harness.layers.attention_local2d import ring_rows
+    from harness.layers.decoding import prefill
+
+    case = _case(DECODE_SHAPES[0], True)
+    module = build_double(NAME, "blocked", case)
+    x = random_input(case)
+    pos = case.n - 1  # row 4 of a 3-row ring: written over row 1
+    assert pos // 7 >= ring_rows(Geometry.of(case))
+    with torch.no_grad():
+        state = prefill(module, x[:, :pos], pos + 1)
+        first = module.decode_step(x[:, pos:], state, pos)
+        after = {k: v.clone() for k, v in state.items()}
+        again = module.decode_step(x[:, pos:], state, pos)
+        full = module(x)[:, pos:]
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    for key, value in state.items():
+        torch.testing.assert_close(value, after[key], rtol=0, atol=0)
+    torch.testing.assert_close(first, full, rtol=1e-10, atol=1e-12)
+
+
+def _decode_case(shape: tuple[int, ...], n: int, d: int = 12, heads: int = 3,
+                 batch: int = 3) -> LayerCase:
+    return replace(_case(shape, True, d=d, heads=heads, batch=batch), seq_len=n)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_step_flops_three_sources_and_state_bytes(variant: str) -> None:
+    from harness.flops import count_step
+    from harness.layers.decoding import DecodeCall
+
+    entry = registry.get(NAME)
+    for shape in DECODE_SHAPES[:2]:
+        for n in (1, 9, 20, 34):  # first row, inside, a block's first pixel, the last pixel
+            case = _decode_case(shape, n)
+            counts = count_step(entry, case, variant)
+            assert counts["flops_analytic"] == counts["flops_fvcore"] == counts["flops_torch"]
+            assert not counts["uncounted_fvcore"] and not counts["uncounted_torch"]
+            step = entry.step_cost_of(case, variant)
+            assert step is not None
+            torch.manual_seed(0)
+            module = entry.build(case, variant, decode=True)
+            call = DecodeCall(module, torch.randn(3, n + 1, 12))
+            assert call.state_bytes == step.state_elements * 4
+            call()
+
+
+def test_step_flops_and_state_do_not_grow_with_the_image() -> None:
+    """The last pixel of 8 x 8 and 24 x 24 images (4 x 4 blocks, flange 2): the counted step
+    FLOPs are equal (it reads its memory block only); the state grows with the width only
+    (a ring of qh + fh = 6 rows), while attention's grows with the pixels held."""
+    from harness.flops import count_step
+
+    entry = registry.get(NAME)
+    counted, states = [], []
+    for side in (8, 24):
+        case = _decode_case((side, side, 4, 4, 2, 2), side * side - 1, d=8, heads=2, batch=1)
+        counted.append(count_step(entry, case)["flops_torch"])
+        step = entry.step_cost_of(case)
+        assert step is not None
+        states.append(step.state_elements)
+    assert counted[0] == counted[1]
+    assert states == [2 * 6 * side * 8 for side in (8, 24)]
+
+
+def test_decode_cases_in_a_suite(tmp_path: Path) -> None:
+    """Derived: the step that generates the last pixel; given: any pixel inside the image;
+    outside it, or not causal: a skipped row with its reason."""
+    from harness.suite import load_suite
+    from harness.suite.plan import expand
+
+    path = _write(tmp_path, """\
+        name: s
+        device: cpu
+        mode: decode
+        layers:
+          - {name: attention_local2d, causal: [true, false], sweep: {height: [5], width: [7]}}
+          - {name: attention_local2d, causal: true, sweep: {seq_len: [20, 35], height: [5],
+                                                             width: [7]}}
+        sweep: {seq_len: [64], d_model: [12], heads: [3], query_height: [2], query_width: [3]}
+    """)
+    reasons = {p.label: p.skip_reason for p in expand(load_suite(path))}
+    assert reasons["attention_local2d-n34-d12-h3-H5-W7-qh2-qw3-causal"] is None
+    assert reasons["attention_local2d-n20-d12-h3-H5-W7-qh2-qw3-causal"] is None
+    assert reasons["attention_local2d-n35-d12-h3-H5-W7-qh2-qw3-causal"] == (
+        "decode: pixel seq_len = 35 is outside the 5 x 7 image (give seq_len < 35, or leave "
+        "seq_len out of the layer's sweep: the plan derives 34, the last pixel)")
+    assert "causal: true" in (reasons["attention_local2d-n34-d12-h3-H5-W7-qh2-qw3"] or "")
+
+
+def test_decode_row_measures_one_step() -> None:
     from harness.measure.timing import TimingConfig
     from harness.measure_case import ExecSettings, execute
     from harness.suite.plan import PlannedCase
 
-    planned = PlannedCase(layer=NAME, variant="blocked", case=_case(SHAPES[0], True),
-                          dtype="float32", device="cpu", mode="decode", seed=0, label="l")
-    row, _ = execute(planned, ExecSettings(timing=TimingConfig(budget_s=0.01)))
-    assert row["status"] == "skipped" and "no decoding state" in row["message"]
+    case = _decode_case(DECODE_SHAPES[0], 34, batch=2)
+    planned = PlannedCase(layer=NAME, variant="blocked", case=case, dtype="float32",
+                          device="cpu", mode="decode", seed=0, label="l")
+    timing = TimingConfig(budget_s=0.01, min_samples=3, warmup_s=0.0)
+    row, _ = execute(planned, ExecSettings(timing=timing, structure=False))
+    assert row["status"] == "ok", row["message"]
+    step = registry.get(NAME).step_cost_of(case)
+    assert step is not None
+    assert row["flops_analytic"] == step.flops == row["flops_torch"] == row["flops_fvcore"]
+    assert row["state_bytes"] == row["state_bytes_analytic"] == step.state_elements * 4

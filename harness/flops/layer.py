@@ -87,7 +87,7 @@ def count_step(entry: LayerEntry | str, case: LayerCase, variant: str | None = N
     variant = entry.default_variant if variant is None else variant
     case = entry.normalize(case)
     step = entry.step_cost_of(case, variant)
-    module = entry.build(case, variant)
+    module = entry.build(case, variant, decode=True)
     require_decoder(module)
     module.eval()
     generator = torch.Generator().manual_seed(seed)

@@ -20,6 +20,12 @@ Variants, same parameters (``in_proj`` d -> 3d, ``out_proj`` d -> d), same funct
 Cost: O(n M d) (+ O(n d^2) projections) against full attention's O(n^2 d), M independent
 of the image. Path length: rows and columns spread by one memory flange per layer, so it
 grows as the image's height (or width) over the block size.
+
+Decoding (causal, both variants alike): pixels are generated in raster order; a decode case
+holds seq_len = n < H W pixels and its step generates pixel n (derived by the planner: the
+last pixel, n = H W - 1). The state is a ring of K/V over the last R = min(qh + fh, H) image
+rows (the rows any later pixel's memory block can reach); a step writes its own K/V and
+reads only the keys it sees (at most M), so its cost is O(M d + d^2) whatever the image.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.costs import Cost
+from harness.costs import Cost, StepCost
+from harness.layers.decoding import Decoder, State
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
@@ -121,8 +128,9 @@ def visible(g: Geometry, device: torch.device | None = None) -> torch.Tensor:
     return ok
 
 
-class _Local2dAttention(nn.Module):
-    """Shared projections; subclasses supply the core over (B, h, n, dh) q, k, v."""
+class _Local2dAttention(Decoder, nn.Module):
+    """Shared projections and decoding; subclasses supply the core over (B, h, n, dh)
+    q, k, v."""
 
     def __init__(self, d_model: int, heads: int, geometry: Geometry) -> None:
         super().__init__()
@@ -154,6 +162,52 @@ class _Local2dAttention(nn.Module):
 
     def _core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # decoding (causal): a ring of R image rows of K and V, pixel (r, c) in slot
+    # (r % R) W + c; writing row r overwrites row r - R, which no pixel >= (r, 0) sees
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, _ = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        return q, k, v
+
+    def _check_pos(self, pos: int) -> None:
+        if not self.g.causal:
+            raise ValueError("2D local attention decodes only its causal form")
+        if not 0 <= pos < self.g.n:
+            raise ValueError(f"position {pos} is outside the {self.g.height}x{self.g.width} "
+                             "image")
+
+    def decode_init(self, batch: int, capacity: int, like: torch.Tensor) -> State:
+        shape = (batch, self.heads, ring_rows(self.g) * self.g.width, self.d_head)
+        return {"k": like.new_zeros(shape), "v": like.new_zeros(shape)}
+
+    def decode_prefill(self, x: torch.Tensor, state: State) -> None:
+        n = x.shape[1]
+        self._check_pos(n - 1)
+        first = max(0, n - state["k"].shape[2])  # the ring keeps only the last R rows
+        _, k, v = self._qkv(x[:, first:])
+        slots = [ring_slot(self.g, p) for p in range(first, n)]
+        state["k"][:, :, slots] = k
+        state["v"][:, :, slots] = v
+
+    def decode_step(self, x_t: torch.Tensor, state: State, pos: int) -> torch.Tensor:
+        self._check_pos(pos)
+        b = x_t.shape[0]
+        q, k, v = self._qkv(x_t)  # each (B, h, 1, dh)
+        slot = ring_slot(self.g, pos)
+        state["k"][:, :, slot : slot + 1] = k
+        state["v"][:, :, slot : slot + 1] = v
+        seen = _seen_slots(self.g, pos, str(x_t.device))  # (m,): the keys pixel pos sees
+        keys, values = state["k"][:, :, seen], state["v"][:, :, seen]  # (B, h, m, dh)
+        scores = (q @ keys.transpose(-2, -1)) * self.scale  # (B, h, 1, m): nothing to mask
+        ctx = scores.softmax(dim=-1) @ values  # (B, h, 1, dh)
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, 1, self.d_model))  # (B, 1, d)
+
+    def state_elements(self, state: State, pos: int) -> int:
+        b, h, slots, dh = state["k"].shape
+        return 2 * b * h * min(pos, slots) * dh
 
 
 class ReferenceLocal2dAttention(_Local2dAttention):
@@ -217,6 +271,34 @@ class BlockedLocal2dAttention(_Local2dAttention):
             ok = ok & (earlier | ~real)
         full = (hp // g.qh, wp // g.qw, g.qh, g.qw, mh, mw)
         return ok.expand(full).reshape(full[0] * full[1], g.qh * g.qw, mh * mw)
+
+
+def ring_rows(g: Geometry) -> int:
+    """Image rows a decoding state keeps: a pixel in row r sees rows from its query block's
+    top - fh (>= r - qh + 1 - fh) to r, so qh + fh rows (at most the image)."""
+    return min(g.qh + g.fh, g.height)
+
+
+def ring_slot(g: Geometry, pos: int) -> int:
+    row, col = divmod(pos, g.width)
+    return row % ring_rows(g) * g.width + col
+
+
+def seen_positions(g: Geometry, pos: int) -> list[int]:
+    """Raster positions the causal pixel ``pos`` sees (itself included), in raster order:
+    whole memory-block rows above its own row, then its row up to itself."""
+    row, col = divmod(pos, g.width)
+    first_row = g.row_range(row)[0]
+    lo, hi = g.col_range(col)
+    above = [r * g.width + c for r in range(first_row, row) for c in range(lo, hi + 1)]
+    return above + [row * g.width + c for c in range(lo, col + 1)]
+
+
+@lru_cache(maxsize=4096)
+def _seen_slots(g: Geometry, pos: int, device: str) -> torch.Tensor:
+    """Ring slots of :func:`seen_positions`, as an index tensor (built once per position)."""
+    slots = [ring_slot(g, p) for p in seen_positions(g, pos)]
+    return torch.tensor(slots, dtype=torch.long, device=device)
 
 
 # --------------------------------------------------------------------------- cost model
@@ -318,7 +400,7 @@ def local2d_cost(case: LayerCase, variant: str) -> Cost:
     windows 2 B (blocks) M d and scores and probabilities 2 B h Hp Wp M.
     """
     g = Geometry.of(case)
-    b, n, d, h = case.batch, case.n, case.d, case.h
+    b, n, d, h = case.batch, g.n, case.d, case.h  # n: the image (a decode case holds less)
     hp, wp = g.padded
     mh, mw = g.memory
     blocks = (hp // g.qh) * (wp // g.qw)
@@ -346,6 +428,21 @@ def local2d_cost(case: LayerCase, variant: str) -> Cost:
     )
 
 
+def local2d_step_cost(case: LayerCase, variant: str) -> StepCost:
+    """One decode step generating pixel n = seq_len (both variants): projections 8 B d^2,
+    q K^T and p V over the m keys the pixel sees (itself included, m <= M) 4 B m d; other:
+    biases 4 B d, scaling and softmax 6 per score. State: K and V of the min(n, R W)
+    positions the ring of R = min(qh + fh, H) rows holds, 2 B min(n, R W) d."""
+    g = Geometry.of(case)
+    b, n, d, h = case.batch, case.n, case.d, case.h
+    m = len(seen_positions(g, n))
+    return StepCost(
+        flops=8 * b * d * d + 4 * b * m * d,
+        flops_other=4 * b * d + 6 * b * h * m,
+        state_elements=2 * b * min(n, ring_rows(g) * g.width) * d,
+    )
+
+
 def local2d_check(case: LayerCase) -> str | None:
     """The image must be the sequence, and its blocks must fit in it."""
     if case.height is None:
@@ -355,6 +452,18 @@ def local2d_check(case: LayerCase) -> str | None:
         return (f"height x width = {g.height} x {g.width} = {g.n} does not match seq_len = "
                 f"{case.seq_len} (give seq_len = height x width, or leave seq_len out of the "
                 "layer's sweep: the plan derives it)")
+    return g.problem()
+
+
+def local2d_decode_check(case: LayerCase) -> str | None:
+    """A decode case holds seq_len pixels and generates the next: it must lie in the image."""
+    if case.height is None:
+        return None
+    g = Geometry.of(case)
+    if case.seq_len >= g.n:
+        return (f"decode: pixel seq_len = {case.seq_len} is outside the {g.height} x "
+                f"{g.width} image (give seq_len < {g.n}, or leave seq_len out of the layer's "
+                f"sweep: the plan derives {g.n - 1}, the last pixel)")
     return g.problem()
 
 
@@ -380,6 +489,8 @@ LAYERS = [
         reference_variant="reference",
         cost=local2d_cost,
         check=local2d_check,
+        decode_check=local2d_decode_check,
+        step_cost=local2d_step_cost,
         # M (the memory block) is fixed by the block shape, not an axis: per layer n M d
         theory=Theory(complexity="O(n M d) + O(n d^2) projections", seq_ops="O(1)",
                       path_length="O(H/q_h)", terms=("n d", "n d^2")),

@@ -102,13 +102,16 @@ def _axis(axis: str, spec: LayerSpec, suite: Suite, entry: LayerEntry,
 def _image_sizes(point: dict[str, Any], spec: LayerSpec) -> None:
     """An image layer's case (2D local attention): width defaults to height (square), and
     seq_len is height x width unless the layer's own sweep gives it (then the layer's
-    check reports a mismatch)."""
+    check reports a mismatch). A decode case holds seq_len positions and times the step
+    that generates the next: derived, it is the image's last pixel (height x width - 1
+    held)."""
     if point.get("height") is None:
         return
     if point.get("width") is None:
         point["width"] = point["height"]
     if "seq_len" not in spec.sweep.given():
-        point["seq_len"] = point["height"] * point["width"]
+        last = 1 if point["mode"] == "decode" else 0
+        point["seq_len"] = point["height"] * point["width"] - last
 
 
 def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> list[PlannedCase]:
@@ -125,7 +128,7 @@ def _layer_cases(spec: LayerSpec, suite: Suite, devices: tuple[str, ...]) -> lis
         out.append(
             PlannedCase(
                 layer=spec.name, variant=variant, case=case, **point, seed=suite.seed,
-                skip_reason=entry.problem(case) or (
+                skip_reason=entry.problem(case, decode=point["mode"] == "decode") or (
                     entry.decode_problem(case) if point["mode"] == "decode" else None) or (
                     _compile_problem(point["mode"], point["device"]) if case.compile else None),
             )
