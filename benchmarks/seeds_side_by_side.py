@@ -1,8 +1,11 @@
-"""Side-by-side benchmark for issue 14: local 2D vs full attention, and cross attention's
-decode step against n and m, each set measured in one process with the calls interleaved
-(round-robin over the set, repeated), so machine drift hits every member alike.
+"""Side-by-side benchmark for issue 14: local 2D vs full attention, cross attention's
+decode step against n and m, and local 2D attention's decode step (the image's last pixel)
+against the image size next to full attention's at the same n, each set measured in one
+process with the calls interleaved (round-robin over the set, repeated), so machine drift
+hits every member alike.
 
-``python benchmarks/seeds_side_by_side.py [--rounds R]`` prints, per member, the median
+``python benchmarks/seeds_side_by_side.py [--rounds R] [--sets forward,cross,local2d-decode]``
+prints, per member, the median
 over rounds of the per-round minimum time (robust to a busy machine), the peak memory of one
 call (harness.measure.memory; not disturbed by other processes) and ratios against the set's
 baseline. A benchmark that prints, not a test: it asserts nothing about this machine's speed.
@@ -32,7 +35,7 @@ Call = Callable[[], None]
 def _call(layer: str, variant: str, case: LayerCase, mode: str = "forward") -> Call:
     torch.manual_seed(0)
     entry = registry.get(layer)
-    module = entry.build(case, variant)
+    module = entry.build(case, variant, decode=mode == "decode")
     x = torch.randn(case.batch, case.seq_len + (mode == "decode"), case.d_model)
     return make_call(module, x, mode, extra_inputs(entry, case))
 
@@ -81,10 +84,40 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: a thread waiting for a busy core stalls every "
                         "parallel op's barrier, by milliseconds)")
+    parser.add_argument("--sets", default="forward,cross,local2d-decode",
+                        help="comma-separated sets to run")
     args = parser.parse_args()
+    sets = set(args.sets.split(","))
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; other processes may "
           "share the cores: compare within a set, not across runs")
+    if "forward" in sets:
+        _forward(args)
+    if "cross" in sets:
+        _cross(args)
+    if "local2d-decode" in sets:
+        _local2d_decode(args)
+
+
+def _local2d_decode(args: argparse.Namespace) -> None:
+    """The step generating an image's last pixel (n = H W - 1 held): blocked local 2D
+    (8 x 8 query blocks, flange 8) reads its memory block whatever the image; full attention
+    (matmul) at the same n reads every held position."""
+    calls = {}
+    for side in (16, 32, 64):
+        n = side * side - 1
+        case = LayerCase(seq_len=n, d_model=args.d, heads=args.heads, height=side, width=side,
+                         causal=True)
+        calls[f"local2d blocked step {side}x{side}"] = _call("attention_local2d", "blocked",
+                                                             case, "decode")
+        calls[f"attention matmul step n={n}"] = _call(
+            "attention", "matmul", LayerCase(seq_len=n, d_model=args.d, heads=args.heads,
+                                             causal=True), "decode")
+    _print(f"decode step, last pixel of the image: d = {args.d}, h = {args.heads}, batch 1",
+           calls, "local2d blocked step 16x16", args.rounds, args.budget / 4)
+
+
+def _forward(args: argparse.Namespace) -> None:
     for side in (32, 64):
         n = side * side
         image = LayerCase(seq_len=n, d_model=args.d, heads=args.heads, height=side, width=side)
@@ -97,6 +130,9 @@ def main() -> None:
         _print(f"local 2D vs full attention: {side}x{side} image, n = {n}, d = {args.d}, "
                f"h = {args.heads}, batch 1, forward", calls, "attention (full, matmul)",
                args.rounds, args.budget)
+
+
+def _cross(args: argparse.Namespace) -> None:
     for m in (256,):
         calls = {f"naive step n={n}": _call(
             "attention_cross", "naive",

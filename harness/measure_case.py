@@ -432,7 +432,10 @@ def _execute(planned: PlannedCase, settings: ExecSettings) -> tuple[Row, list[Sa
             row["flops_note"] = f"counting failed: {one_line(exc)}"
 
     # 3. structure: measured on a narrow instance, cached per structural case
-    if settings.structure:
+    forward_problem = entry.problem(case) if planned.mode == "decode" else None
+    if settings.structure and forward_problem:  # a decode case whose seq_len no forward has
+        row["structure_note"] = f"not measured: no forward case of this seq_len ({forward_problem})"
+    elif settings.structure:
         if case.seq_len <= settings.structure_max_n:
             try:
                 row.update(_structure(planned.layer, _structure_key(case)))
