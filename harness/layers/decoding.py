@@ -12,7 +12,8 @@ A module that can decode mixes in :class:`Decoder` and implements
   needs, so calling it again with the same ``pos`` and x_t gives the same output and leaves
   the same state: a timed call repeated at position n costs the same every time (a KV cache
   writes row n; a window of inputs is a ring buffer of span + 1 slots; a hidden state is a
-  ring of two slots, read at pos % 2, written at (pos + 1) % 2);
+  ring of two slots, read at pos % 2, written at (pos + 1) % 2; 2D local attention keeps a
+  ring of image rows, pixel (r, c) in slot (r mod R) W + c);
 * ``state_elements(state, pos) -> int``: the elements the state holds for positions < pos
   (the live part, not spare capacity), and optionally ``decode_prefill(x, state)``, which
   fills the state with x's n positions faster than n steps do.
