@@ -433,17 +433,17 @@ def test_meta_count_equals_real_cpu_count(name: str, variant: str) -> None:
         assert meta.total == real.total, (name, train, meta, real)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_dynamicconv_auto_counts_the_path_it_runs(causal: bool) -> None:
-    """"auto" switches from the O(n^2) band to the strided windows above BAND_MAX_N: the
+@pytest.mark.parametrize(("kernel", "causal"), [(4, False), (4, True), (3, True)])
+def test_dynamicconv_auto_counts_the_path_it_runs(kernel: int, causal: bool) -> None:
+    """"auto" switches from the O(n^2) band to the strided windows above band_max_n(k): the
     analytic model must switch with it, and both counters must see the switch (odd d, d/H,
     k; n on both sides of the threshold)."""
-    from harness.layers.dynamicconv import BAND_MAX_N
+    from harness.layers.dynamicconv import band_max_n
 
     entry = get("dynamicconv")
-    for n, runs in [(BAND_MAX_N - 1, "band"), (BAND_MAX_N, "band"),
-                    (BAND_MAX_N + 1, "strided")]:
-        case = entry.normalize(LayerCase(seq_len=n, d_model=15, heads=5, kernel=4,
+    top = band_max_n(kernel)
+    for n, runs in [(top - 1, "band"), (top, "band"), (top + 1, "strided")]:
+        case = entry.normalize(LayerCase(seq_len=n, d_model=15, heads=5, kernel=kernel,
                                          causal=causal, batch=2))
         row = count_layer(entry, case, "auto", train=True)
         where = (n, row)

@@ -137,16 +137,16 @@ def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: i
             assert torch.allclose(gw[key], gw0[key], atol=1e-12), (variant, key)
 
 
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("kernel", "causal"), [(6, False), (6, True), (3, True)])
 @pytest.mark.parametrize("offset", [0, 1])
-def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(causal: bool,
+def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(kernel: int, causal: bool,
                                                                 offset: int) -> None:
-    """"auto" runs the band up to BAND_MAX_N steps and the strided windows above: at n on
+    """"auto" runs the band up to band_max_n(k) steps and the strided windows above: at n on
     either side, same output, input gradient and weight gradients as the reference."""
-    from harness.layers.dynamicconv import BAND_MAX_N
+    from harness.layers.dynamicconv import band_max_n
 
-    case = _case(n=BAND_MAX_N + offset, d=15, heads=5, kernel=6, causal=causal, block=True,
-                 batch=2)
+    case = _case(n=band_max_n(kernel) + offset, d=15, heads=5, kernel=kernel, causal=causal,
+                 block=True, batch=2)
     reference = build_double("dynamicconv", "unfold", case)
     auto = build_double("dynamicconv", "auto", case, seed=5)
     auto.load_state_dict(reference.state_dict())
