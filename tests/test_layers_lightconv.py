@@ -137,16 +137,19 @@ def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: i
             assert torch.allclose(gw[key], gw0[key], atol=1e-12), (variant, key)
 
 
-@pytest.mark.parametrize(("kernel", "causal"), [(6, False), (6, True), (3, True)])
+@pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
+    (15, 5, 6, False), (15, 5, 6, True),  # small strided products: threshold 160
+    (85, 1, 5, True),  # k d/H = 425: threshold 64
+])
 @pytest.mark.parametrize("offset", [0, 1])
-def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(kernel: int, causal: bool,
-                                                                offset: int) -> None:
-    """"auto" runs the band up to band_max_n(k) steps and the strided windows above: at n on
+def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(
+        d: int, heads: int, kernel: int, causal: bool, offset: int) -> None:
+    """"auto" runs the band up to band_max_n steps and the strided windows above: at n on
     either side, same output, input gradient and weight gradients as the reference."""
     from harness.layers.dynamicconv import band_max_n
 
-    case = _case(n=band_max_n(kernel) + offset, d=15, heads=5, kernel=kernel, causal=causal,
-                 block=True, batch=2)
+    case = _case(n=band_max_n(kernel, d // heads) + offset, d=d, heads=heads, kernel=kernel,
+                 causal=causal, block=True, batch=2)
     reference = build_double("dynamicconv", "unfold", case)
     auto = build_double("dynamicconv", "auto", case, seed=5)
     auto.load_state_dict(reference.state_dict())

@@ -6,8 +6,8 @@ O(n d H k) for predicting the kernels. Channels of one head are contiguous, padd
 ``pad_left``, DropConnect acts on the normalised kernels in training mode only, and
 ``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
 
-Variants: "auto" (the default: "band" up to ``band_max_n(k)`` steps (160 for k <= 3, else
-64), "strided" above, as fairseq picks its expanded path for short inputs; the thresholds
+Variants: "auto" (the default: "band" up to ``band_max_n`` steps (160 where k d/H < 400,
+else 64), "strided" above, as fairseq picks its expanded path for short inputs; the thresholds
 are measured, see docs/metrics.md), "strided" (each padded sequence's windows are a strided
 view that one bmm per sequence contracts with the per-step kernels, no copy; linear in n),
 "unfold" (the reference: the unfolded windows copied, then one bmm; linear in n, but the
@@ -104,23 +104,24 @@ def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> t
     return out.view(b, h, n, d // h).transpose(1, 2).reshape(b, n, d)
 
 
-# Longest sequence "auto" sends through the band, by kernel width: the measured crossovers
-# of band and strided (benchmarks/reference_speed.py, 2 threads, batch 8, d = 512; see
-# docs/metrics.md "Default variants"). With k <= 3 the strided (1 x k)(k x d/H) products are
-# so small that per-product overhead dominates and the band stays faster to longer n.
-NARROW_KERNEL = 3
-BAND_MAX_N_NARROW = 160
+# Longest sequence "auto" sends through the band: the measured crossovers of band and strided
+# (benchmarks/reference_speed.py, 2 threads, batch 8, d = 512, H = 8 and 16; docs/metrics.md
+# "Default variants"). Where a strided (1 x k)(k x d/H) product has fewer than SMALL_PRODUCT
+# multiply-adds, torch's CPU bmm runs it in its plain loop kernel instead of BLAS (ATen's
+# small-matrix cut-off), and the band stays faster to longer n.
+SMALL_PRODUCT = 400
+BAND_MAX_N_SMALL = 160
 BAND_MAX_N = 64
 
 
-def band_max_n(kernel: int) -> int:
-    """Longest sequence "auto" runs through the band at this kernel width."""
-    return BAND_MAX_N_NARROW if kernel <= NARROW_KERNEL else BAND_MAX_N
+def band_max_n(kernel: int, head_dim: int) -> int:
+    """Longest sequence "auto" runs through the band at kernel width k and d/H channels."""
+    return BAND_MAX_N_SMALL if kernel * head_dim < SMALL_PRODUCT else BAND_MAX_N
 
 
-def auto_path(n: int, kernel: int) -> str:
-    """The fixed variant "auto" runs at sequence length n and kernel width k."""
-    return "band" if n <= band_max_n(kernel) else "strided"
+def auto_path(n: int, kernel: int, head_dim: int) -> str:
+    """The fixed variant "auto" runs at sequence length n, kernel width k and d/H channels."""
+    return "band" if n <= band_max_n(kernel, head_dim) else "strided"
 
 
 class BandDynamicConv(_DynamicConv):
@@ -131,10 +132,10 @@ class BandDynamicConv(_DynamicConv):
 
 
 class AutoDynamicConv(_DynamicConv):
-    """The band up to band_max_n(k) steps, the strided windows above: each where faster."""
+    """The band up to band_max_n steps, the strided windows above: each where faster."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        if auto_path(x.shape[1], self.kernel) == "band":
+        if auto_path(x.shape[1], self.kernel, self.d_model // self.heads) == "band":
             return batched_band_conv(x, kernels, self.causal)
         return strided_conv(x, kernels, self.causal)
 
@@ -160,7 +161,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     kernel_act = 2 * b * n * h * k
     padded_io = b * (n + k - 1) * d + b * n * d
     if variant == "auto":
-        variant = auto_path(n, k)
+        variant = auto_path(n, k, d // h)
     if variant == "strided":
         executed = conv
         act = kernel_act + padded_io + b * n * d
