@@ -431,3 +431,34 @@ def test_meta_count_equals_real_cpu_count(name: str, variant: str) -> None:
         real = count_torch(model, x, train=train, device="native")
         assert (meta.device, real.device) == ("meta", "cpu")
         assert meta.total == real.total, (name, train, meta, real)
+
+
+@pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
+    (15, 5, 4, False), (15, 5, 4, True),  # k d/H = 12: small products, threshold 160
+    (85, 1, 5, True),  # k d/H = 425: BLAS products, threshold 64
+])
+def test_dynamicconv_auto_counts_the_path_it_runs(d: int, heads: int, kernel: int,
+                                                  causal: bool) -> None:
+    """"auto" switches from the O(n^2) band to the strided windows above band_max_n: the
+    analytic model must switch with it, and both counters must see the switch (odd d, d/H,
+    k; n on both sides of the threshold)."""
+    from harness.layers.dynamicconv import band_max_n
+
+    entry = get("dynamicconv")
+    top = band_max_n(kernel, d // heads)
+    for n, runs in [(top - 1, "band"), (top, "band"), (top + 1, "strided")]:
+        case = entry.normalize(LayerCase(seq_len=n, d_model=d, heads=heads, kernel=kernel,
+                                         causal=causal, batch=2))
+        row = count_layer(entry, case, "auto", train=True)
+        where = (n, row)
+        assert row["flops_torch"] == row["flops_analytic"], where
+        assert row["flops_fvcore"] == row["flops_analytic"], where
+        assert row["train_flops_torch"] == row["train_flops_analytic"], where
+        fixed = count_layer(entry, case, runs)
+        assert row["flops_torch"] == fixed["flops_torch"], where
+        other = count_layer(entry, case, "strided" if runs == "band" else "band")
+        assert row["flops_torch"] != other["flops_torch"], where  # the two paths differ
+        auto, same = entry.cost_of(case, "auto"), entry.cost_of(case, runs)
+        assert auto == same, where
+        assert auto.flops_useful == entry.cost_of(case, "unfold").flops_useful
+        assert (auto.flops > auto.flops_useful) == (runs == "band"), where

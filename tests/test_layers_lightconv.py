@@ -14,7 +14,7 @@ from harness import registry
 from harness.spec import LayerCase
 
 LIGHT = ["channels_last", "conv1d", "strided", "unfold", "band"]
-DYNAMIC = ["strided", "unfold", "band"]
+DYNAMIC = ["auto", "strided", "unfold", "band"]
 ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
 
 
@@ -62,7 +62,7 @@ def test_registered_entries() -> None:
     assert light.theory.complexity == "O(k n d)" and light.theory.path_length == "O(n/k)"
     dyn = registry.get("dynamicconv")
     assert dyn.family == "dynamicconv" and set(dyn.variants) == set(DYNAMIC)
-    assert (dyn.default_variant, dyn.reference_variant) == ("strided", "unfold")
+    assert (dyn.default_variant, dyn.reference_variant) == ("auto", "unfold")
     assert "O(n d H k)" in dyn.summary
 
 
@@ -135,6 +135,35 @@ def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: i
         assert gw.keys() == gw0.keys()
         for key in gw0:
             assert torch.allclose(gw[key], gw0[key], atol=1e-12), (variant, key)
+
+
+@pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
+    (15, 5, 6, False), (15, 5, 6, True),  # small strided products: threshold 160
+    (85, 1, 5, True),  # k d/H = 425: threshold 64
+])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(
+        d: int, heads: int, kernel: int, causal: bool, offset: int) -> None:
+    """"auto" runs the band up to band_max_n steps and the strided windows above: at n on
+    either side, same output, input gradient and weight gradients as the reference."""
+    from harness.layers.dynamicconv import band_max_n
+
+    case = _case(n=band_max_n(kernel, d // heads) + offset, d=d, heads=heads, kernel=kernel,
+                 causal=causal, block=True, batch=2)
+    reference = build_double("dynamicconv", "unfold", case)
+    auto = build_double("dynamicconv", "auto", case, seed=5)
+    auto.load_state_dict(reference.state_dict())
+    x, grad_out = random_input(case), random_input(case, seed=2)
+    grads = []
+    for module in (reference, auto):
+        xi = x.clone().requires_grad_(True)
+        y = module(xi)
+        y.backward(grad_out)
+        grads.append((y.detach(), xi.grad, [p.grad for p in module.parameters()]))
+    (y0, gx0, gw0), (y1, gx1, gw1) = grads
+    assert torch.allclose(y1, y0, atol=1e-12)
+    assert torch.allclose(gx1, gx0, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
 
 
 @pytest.mark.parametrize(("name", "variant"), ALL)

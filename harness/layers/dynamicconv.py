@@ -6,12 +6,15 @@ O(n d H k) for predicting the kernels. Channels of one head are contiguous, padd
 ``pad_left``, DropConnect acts on the normalised kernels in training mode only, and
 ``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
 
-Variants: "strided" (the default: each padded sequence's windows are a strided view that
-one bmm per sequence contracts with the per-step kernels, no copy; linear in n), "unfold"
-(the reference: the unfolded windows copied, then one bmm; linear in n, but the B n d k copy
-a (B, n, d) layout forces costs more than the bmm) and "band" (scatter each step's kernel
-into a row of an (n x n) band per head, then bmm; quadratic, fairseq's path for short
-inputs).
+Variants: "auto" (the default: "band" up to ``band_max_n`` steps (160 where k d/H < 400,
+else 64), "strided" above, as fairseq picks its expanded path for short inputs; the thresholds
+are measured, see docs/metrics.md), "strided" (each padded sequence's windows are a strided
+view that one bmm per sequence contracts with the per-step kernels, no copy; linear in n),
+"unfold" (the reference: the unfolded windows copied, then one bmm; linear in n, but the
+B n d k copy a (B, n, d) layout forces costs more than the bmm) and "band" (scatter each
+step's kernel into a row of an (n x n) band per head, then one bmm over all B H bands;
+quadratic executed work, but a few large GEMMs beat many (1 x k)(k x d/H) products at
+short n).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from harness.costs import Cost, StepCost
 from harness.layers.lightconv import (
     BLOCK_TERMS,
     ConvBlock,
-    band_conv,
     band_matrix,
     block_activations,
     block_flops,
@@ -86,33 +88,80 @@ class UnfoldDynamicConv(_DynamicConv):
         return out.view(b, n, d)
 
 
+def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Per-step kernels (B, n, H, k) applied to x (B, n, d) as one bmm of B H (n x n) bands.
+
+    Row t of band (b, h) holds step t's kernel; the bands are one zeroed buffer, so the B H
+    of them form a single bmm batch (fairseq's expanded path). Head h's columns of x are
+    copied into (B H, n, d/H) order first (B n d elements: the batch and head strides of a
+    (B, n, d) tensor do not merge into one, as they do in fairseq's time-major layout).
+    """
+    b, n, d = x.shape
+    h = kernels.shape[2]
+    band = band_matrix(kernels.permute(0, 2, 1, 3), causal).reshape(b * h, n, n)  # a view
+    cols = x.view(b, n, h, d // h).transpose(1, 2).reshape(b * h, n, d // h)  # (B*H, n, c)
+    out = torch.bmm(band, cols)  # (B*H, n, c)
+    return out.view(b, h, n, d // h).transpose(1, 2).reshape(b, n, d)
+
+
+# Longest sequence "auto" sends through the band: the measured crossovers of band and strided
+# (benchmarks/reference_speed.py, 2 threads, batch 8, d = 512, H = 8 and 16; docs/metrics.md
+# "Default variants"). Where a strided (1 x k)(k x d/H) product has fewer than SMALL_PRODUCT
+# multiply-adds, torch's CPU bmm runs it in its plain loop kernel instead of BLAS (ATen's
+# small-matrix cut-off), and the band stays faster to longer n.
+SMALL_PRODUCT = 400
+BAND_MAX_N_SMALL = 160
+BAND_MAX_N = 64
+
+
+def band_max_n(kernel: int, head_dim: int) -> int:
+    """Longest sequence "auto" runs through the band at kernel width k and d/H channels."""
+    return BAND_MAX_N_SMALL if kernel * head_dim < SMALL_PRODUCT else BAND_MAX_N
+
+
+def auto_path(n: int, kernel: int, head_dim: int) -> str:
+    """The fixed variant "auto" runs at sequence length n, kernel width k and d/H channels."""
+    return "band" if n <= band_max_n(kernel, head_dim) else "strided"
+
+
 class BandDynamicConv(_DynamicConv):
     """Row t of head h's (n x n) band holds step t's kernel; one bmm: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        band = band_matrix(kernels.permute(0, 2, 1, 3), self.causal)  # (B, H, n, n)
-        return band_conv(x, band)
+        return batched_band_conv(x, kernels, self.causal)
+
+
+class AutoDynamicConv(_DynamicConv):
+    """The band up to band_max_n steps, the strided windows above: each where faster."""
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        if auto_path(x.shape[1], self.kernel, self.d_model // self.heads) == "band":
+            return batched_band_conv(x, kernels, self.causal)
+        return strided_conv(x, kernels, self.causal)
 
 
 def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     """Analytic cost; the kernel projection is 2 B n d H k, the convolution 2 B n d k.
 
     ``flops``: "strided" and "unfold" execute projection + 2 B n d k (padded taps included);
-    "band" executes projection + 2 B n^2 d. ``flops_useful`` is unfold's for all. The block
+    "band" executes projection + 2 B n^2 d; "auto" is whichever of band and strided
+    ``auto_path`` picks at this n. ``flops_useful`` is unfold's for all. The block
     adds 6 B n d^2. ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
     block's biases and GLU. ``train_flops`` = 3x forward: every contraction (projection,
     bmm, block linears) runs two more of the same size in backward.
     ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
     and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
     "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
-    band buffers B H n (n+k-1) and the per-sequence bmm outputs (B n d) beside the output;
-    plus the block's 4 B n d.
+    band buffers B H n (n+k-1), the head-major copy of the input and the bmm output (2 B n d)
+    beside the output; plus the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
     conv = 2 * b * n * d * k
     kernel_act = 2 * b * n * h * k
     padded_io = b * (n + k - 1) * d + b * n * d
+    if variant == "auto":
+        variant = auto_path(n, k, d // h)
     if variant == "strided":
         executed = conv
         act = kernel_act + padded_io + b * n * d
@@ -121,7 +170,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
         act = kernel_act + padded_io + b * n * d * k
     elif variant == "band":
         executed = 2 * b * n * n * d
-        act = kernel_act + b * h * n * (n + k - 1) + 2 * b * n * d
+        act = kernel_act + b * h * n * (n + k - 1) + 3 * b * n * d
     else:
         raise ValueError(f"dynamicconv has no variant {variant!r}")
     extra = proj + block_flops(case)
@@ -152,11 +201,12 @@ LAYERS = [LayerEntry(
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
     variants={
+        "auto": builder(AutoDynamicConv),
         "strided": builder(StridedDynamicConv),
         "unfold": builder(UnfoldDynamicConv),
         "band": builder(BandDynamicConv),
     },
-    default_variant="strided",
+    default_variant="auto",
     reference_variant="unfold",
     cost=dynamicconv_cost,
     step_cost=dynamicconv_step_cost,
