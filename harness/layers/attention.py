@@ -29,6 +29,16 @@ from harness.theory import Theory
 # --------------------------------------------------------------------------- modules
 
 
+def split_qkv(in_proj: nn.Module, x: torch.Tensor,
+              heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q, K and V of x (B, n, d) from one fused projection d -> 3d, each (B, h, n, d/h): the
+    layout every attention layer here shares (so their state dicts transfer)."""
+    b, n, d = x.shape
+    qkv = in_proj(x).view(b, n, 3, heads, d // heads)  # (B, n, 3, h, dh)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+    return q, k, v
+
+
 class _SelfAttention(Decoder, nn.Module):
     """Shared projections; subclasses supply the core softmax(q k^T / sqrt(dh)) v.
 
@@ -50,8 +60,7 @@ class _SelfAttention(Decoder, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n, d) -> (B, n, d)
         b, n, d = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)  # (B, n, 3, h, dh)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        q, k, v = self._qkv(x)  # each (B, h, n, dh)
         ctx = self._core(q, k, v)  # (B, h, n, dh)
         return self.out_proj(ctx.transpose(1, 2).reshape(b, n, d))  # (B, n, d)
 
@@ -64,10 +73,7 @@ class _SelfAttention(Decoder, nn.Module):
     # decoding ------------------------------------------------------------------------
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, n, _ = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
-        return q, k, v
+        return split_qkv(self.in_proj, x, self.heads)  # each (B, h, n, dh)
 
     def _slots(self, capacity: int) -> int:
         """Cache rows: the whole context for dense attention."""

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.costs import Cost, StepCost
+from harness.layers.attention import split_qkv
 from harness.layers.decoding import Decoder, State
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
@@ -155,8 +156,7 @@ class _Local2dAttention(Decoder, nn.Module):
         if n != self.g.n:
             raise ValueError(f"expected {self.g.height}x{self.g.width} = {self.g.n} positions, "
                              f"got {n}")
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        q, k, v = self._qkv(x)  # each (B, h, n, dh)
         ctx = self._core(q, k, v)  # (B, h, n, dh)
         return self.out_proj(ctx.transpose(1, 2).reshape(b, n, d))
 
@@ -167,10 +167,7 @@ class _Local2dAttention(Decoder, nn.Module):
     # (r % R) W + c; writing row r overwrites row r - R, which no pixel >= (r, 0) sees
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, n, _ = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
-        return q, k, v
+        return split_qkv(self.in_proj, x, self.heads)  # each (B, h, n, dh)
 
     def _check_pos(self, pos: int) -> None:
         if not self.g.causal:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from harness.costs import Cost, StepCost
-from harness.layers.attention import DENSE_THEORY
+from harness.layers.attention import DENSE_THEORY, split_qkv
 from harness.layers.decoding import Decoder, State
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
@@ -59,8 +59,7 @@ class _RelativeAttention(Decoder, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, n, d) -> (B, n, d)
         b, n, d = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
+        q, k, v = self._qkv(x)  # each (B, h, n, dh)
         scores = q @ k.transpose(-2, -1) + self._relative_logits(q)  # (B, h, n, n)
         scores = scores * self.scale
         if self.causal:
@@ -74,25 +73,22 @@ class _RelativeAttention(Decoder, nn.Module):
 
     # decoding ------------------------------------------------------------------------
 
-    def _kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b, n, _ = x.shape
-        qkv = self.in_proj(x).view(b, n, 3, self.heads, self.d_head)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, n, dh)
-        return q, k, v
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return split_qkv(self.in_proj, x, self.heads)  # each (B, h, n, dh)
 
     def decode_init(self, batch: int, capacity: int, like: torch.Tensor) -> State:
         shape = (batch, self.heads, max(capacity, 1), self.d_head)
         return {"k": like.new_zeros(shape), "v": like.new_zeros(shape)}
 
     def decode_prefill(self, x: torch.Tensor, state: State) -> None:
-        _, k, v = self._kv(x)
+        _, k, v = self._qkv(x)
         n = x.shape[1]
         state["k"][:, :, :n] = k
         state["v"][:, :, :n] = v
 
     def decode_step(self, x_t: torch.Tensor, state: State, pos: int) -> torch.Tensor:
         b = x_t.shape[0]
-        q, k, v = self._kv(x_t)  # each (B, h, 1, dh)
+        q, k, v = self._qkv(x_t)  # each (B, h, 1, dh)
         state["k"][:, :, pos : pos + 1] = k
         state["v"][:, :, pos : pos + 1] = v
         keys, values = state["k"][:, :, : pos + 1], state["v"][:, :, : pos + 1]
