@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 #: The repository root: suites, scripts, docs, and the PYTHONPATH of child processes.
 REPO = Path(__file__).resolve().parents[1]
 
+def write_suite(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    """A suite file from an indented YAML literal (dedented), in ``tmp_path``."""
+    import textwrap
+
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
 #: A time note as the sweep writes it for a case disturbed in every round.
 CONTENDED = "contended: threads waited for a CPU in 64% of samples in all 3 rounds"
 

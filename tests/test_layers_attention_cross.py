@@ -4,12 +4,11 @@ a real input of the case (counters, structure probe, decoding, the case runner).
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_double, random_input
+from conftest import build_double, random_input, write_suite
 
 from harness import registry
 from harness.errors import HarnessInputError
@@ -165,16 +164,10 @@ def test_case_runner_measures_with_the_source(tmp_path: Path) -> None:
             assert row["state_bytes"] == row["state_bytes_analytic"] == 2 * 2 * 7 * 8 * 4
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def test_src_len_on_a_layer_without_a_source_is_one_line(tmp_path: Path) -> None:
     from harness.suite import load_suite
 
-    path = _write(tmp_path, """\
+    path = write_suite(tmp_path, """\
         name: s
         device: cpu
         layers: [{name: attention, sweep: {src_len: [8]}}]
@@ -190,7 +183,7 @@ def test_suite_level_src_len_crosses_only_cross_attention(tmp_path: Path) -> Non
     from harness.suite import load_suite
     from harness.suite.plan import expand
 
-    path = _write(tmp_path, """\
+    path = write_suite(tmp_path, """\
         name: s
         device: cpu
         layers: [attention, attention_cross]
@@ -200,7 +193,7 @@ def test_suite_level_src_len_crosses_only_cross_attention(tmp_path: Path) -> Non
     labels = {p.label: p.skip_reason for p in plan}
     assert labels == {"attention-n8-d8-h2": None, "attention_cross-n8-d8-h2-m4": None,
                       "attention_cross-n8-d8-h2-m16": None}
-    path = _write(tmp_path, """\
+    path = write_suite(tmp_path, """\
         name: s
         device: cpu
         layers: [attention_cross]

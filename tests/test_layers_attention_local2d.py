@@ -4,13 +4,12 @@ definition; path length measured on raster positions equals the analytic one."""
 from __future__ import annotations
 
 import math
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_double, random_input
+from conftest import build_double, random_input, write_suite
 
 from harness import registry
 from harness.flops import count_layer
@@ -148,17 +147,11 @@ def test_causal_needs_the_whole_row_in_memory() -> None:
     assert path_length(Geometry.of(_case((7, 9, 2, 4, 1, 8), True))) < math.inf
 
 
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def test_bad_images_are_skipped_with_one_line(tmp_path: Path) -> None:
     from harness.suite import load_suite
     from harness.suite.plan import expand
 
-    path = _write(tmp_path, """\
+    path = write_suite(tmp_path, """\
         name: s
         device: cpu
         layers:
@@ -273,7 +266,7 @@ def test_decode_cases_in_a_suite(tmp_path: Path) -> None:
     from harness.suite import load_suite
     from harness.suite.plan import expand
 
-    path = _write(tmp_path, """\
+    path = write_suite(tmp_path, """\
         name: s
         device: cpu
         mode: decode

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import write_suite as write
 
 from harness import registry
 from harness.costs import Cost
@@ -54,12 +54,6 @@ def need_layers(*names: str) -> None:
     missing = [name for name in names if name not in registry.names()]
     if missing:
         pytest.skip(f"layers not registered yet: {', '.join(missing)}")
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 def error_of(path: Path, overrides: tuple[str, ...] = (), **kwargs: object) -> str:
