@@ -32,7 +32,10 @@ prepared outside the timed call, as its authors' code would receive it):
 Statistic: ``--stat min`` (default) takes each candidate's fastest block of runs over all
 rounds (each round runs at least ``--samples`` calls) - on a shared machine contention only
 ever adds time, so the minimum is the best estimate of the uncontended cost; ``--stat
-median`` the median of the per-round medians. Absolute times go to stderr as each size ends.
+median`` the median of the per-round medians. Only blocks whose threads did not wait for a
+CPU count (the run-queue wait of harness.measure.contention, read around every block): a
+candidate with no such block in any round is marked ``?`` (disturbed: re-run on a quiet
+machine) and a closing line counts those sizes. Absolute times go to stderr as each size ends.
 Sizes: the defaults are Wu et al.'s grid for LightConv / DynamicConv (d in {512, 1024},
 H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for the other
 families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
@@ -60,10 +63,17 @@ from torch.utils import benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's harness
 from harness import registry
 from harness.layers.common import pad_left
+from harness.measure.contention import (
+    ContentionRule,
+    WaitCounter,
+    disturbed_flags,
+    wait_counter,
+)
 from harness.spec import LayerCase
 
 Call = Callable[[], Tensor]
 FLOAT_BYTES = 4  # float32
+RULE = ContentionRule()  # the harness's: a block is disturbed above 5 % run-queue wait
 
 CONV_LAYERS = ("lightconv", "dynamicconv")
 RECURRENT = ("rnn", "lstm", "gru")
@@ -281,11 +291,10 @@ def conv_references(layer: str, module: Any, x: Tensor, case: LayerCase
     if layer == "conv_separable":
         depthwise = nn.Conv1d(d, d, k, groups=d, padding=pad).eval()
         pointwise = nn.Conv1d(d, d, 1).eval()
-        with torch.no_grad():
-            depthwise.weight.copy_(module.depthwise_weight)
-            depthwise.bias.copy_(module.depthwise_bias)
-            pointwise.weight.copy_(module.pointwise_weight.unsqueeze(-1))
-            pointwise.bias.copy_(module.pointwise_bias)
+        depthwise.load_state_dict({"weight": module.depthwise_weight,
+                                   "bias": module.depthwise_bias})
+        pointwise.load_state_dict({"weight": module.pointwise_weight.unsqueeze(-1),
+                                   "bias": module.pointwise_bias})
 
         def separable() -> Tensor:
             xin = x_bdn if symmetric else F.pad(x_bdn, (left, right))
@@ -294,9 +303,7 @@ def conv_references(layer: str, module: Any, x: Tensor, case: LayerCase
         yield Candidate("nn.Conv1d", True, False, separable, io + b * n * d, to_bnd)
         return
     conv = nn.Conv1d(d, d, k, dilation=dilation, padding=pad).eval()
-    with torch.no_grad():
-        conv.weight.copy_(module.weight)
-        conv.bias.copy_(module.bias)
+    conv.load_state_dict({"weight": module.weight, "bias": module.bias})
 
     def dense() -> Tensor:
         return conv(x_bdn if symmetric else F.pad(x_bdn, (left, right)))
@@ -384,8 +391,51 @@ def _timed_call(call: Call, train: bool, x: Tensor) -> Call:
     return forward_backward
 
 
+BLOCK_SECONDS = 0.01  # a timed block runs at least this long (as blocked_autorange's)
+
+
+def _clean(blocks: list[tuple[float, float]], rule: ContentionRule) -> list[float]:
+    """Per-call times of the blocks whose threads did not wait for a CPU (all if unknown)."""
+    flags = disturbed_flags([t for t, _ in blocks], [w for _, w in blocks], rule)
+    return [t for (t, _), bad in zip(blocks, flags, strict=True) if not bad]
+
+
+DISTURBED = "disturbed"
+
+
+def _mark(note: str) -> str:
+    """A table cell's suffix: ? disturbed timing, ! another note (on stderr), else none."""
+    if not note:
+        return ""
+    return " ?" if note.startswith(DISTURBED) else " !"
+
+
+def time_blocks(call: Call, budget: float, samples: int, threads: int,
+                wait: WaitCounter | None) -> list[tuple[float, float]]:
+    """Blocks of ``call``: (seconds per call, run-queue wait per call) each, for ``budget``
+    seconds and at least ``samples`` blocks; the wait is read around every block, so a block
+    another process slowed down is known (wait 0.0 where the kernel keeps no counter)."""
+    timer = benchmark.Timer("fn()", globals={"fn": call}, num_threads=threads)
+    once = timer.timeit(1).median  # also a warm-up
+    number = max(1, math.ceil(BLOCK_SECONDS / max(once, 1e-9)))
+    blocks: list[tuple[float, float]] = []
+    spent = 0.0
+    while spent < max(budget, samples * once) or len(blocks) < samples:
+        before = wait() if wait else 0.0
+        seconds = timer.timeit(number).median  # per call, over one block of `number` calls
+        after = wait() if wait else 0.0
+        blocks.append((seconds, max(0.0, after - before) / number))
+        spent += seconds * number
+    return blocks
+
+
 def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> list[Timed]:
-    """Check every output against the first reference, then time all in interleaved rounds."""
+    """Check every output against the first reference, then time all in interleaved rounds.
+
+    A candidate's statistic uses only its undisturbed blocks (harness.measure.contention's
+    rule on the run-queue wait); with none in any round it uses all of them and carries a
+    "disturbed" note: its ratio is then not to be trusted.
+    """
     limit = args.max_gb * 2**30 / FLOAT_BYTES
     n = x.shape[1]
     live = [c for c in cands
@@ -407,18 +457,25 @@ def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> 
                 if not torch.allclose(outputs[c.name], expected, rtol=1e-3, atol=1e-4 * scale):
                     notes[c.name] = "OUTPUT DIFFERS"
     x.requires_grad_(args.train)
-    per_round: dict[str, list[float]] = {c.name: [] for c in live}
+    blocks: dict[str, list[list[tuple[float, float]]]] = {c.name: [] for c in live}
     for _ in range(args.rounds):
         for c in live:
-            timer = benchmark.Timer("fn()", globals={"fn": _timed_call(c.call, args.train, x)},
-                                    num_threads=args.threads)
-            once = timer.timeit(1).median  # also a warm-up
-            # enough blocks for a meaningful minimum even when one call is slow
-            m = timer.blocked_autorange(min_run_time=max(args.min_run_time, args.samples * once))
-            per_round[c.name].append(min(m.times) if args.stat == "min" else m.median)
+            blocks[c.name].append(time_blocks(_timed_call(c.call, args.train, x),
+                                              args.min_run_time, args.samples, args.threads,
+                                              args.wait))
     x.requires_grad_(False)
     pick = min if args.stat == "min" else statistics.median
-    return [Timed(c.name, pick(per_round[c.name]) if c in live else None,
+    seconds: dict[str, float] = {}
+    for c in live:
+        clean = [pick(kept) for kept in (_clean(r, RULE) for r in blocks[c.name]) if kept]
+        if not clean:
+            every = [b for r in blocks[c.name] for b in r]
+            frac = sum(w for _, w in every) / sum(t for t, _ in every)
+            notes.setdefault(c.name, f"{DISTURBED}: every block waited for a CPU "
+                                     f"({frac:.0%} of its time on average)")
+            clean = [pick([t for t, _ in r]) for r in blocks[c.name]]
+        seconds[c.name] = pick(clean)
+    return [Timed(c.name, seconds.get(c.name),
                   notes.get(c.name, "" if c in live else "skipped: --max-gb / --band-max-n"))
             for c in cands]
 
@@ -445,6 +502,7 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
     rows: list[list[object]] = []
     header: list[str] = []
     worst: list[float] = []
+    shaky = 0  # sizes where the default or the fastest reference was disturbed throughout
     default_name = ""
     for case in sizes(layer, args):
         torch.manual_seed(1)
@@ -456,6 +514,7 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
         fastest = min(refs) if refs else math.nan
         fastest_name = next((c.name for c, t in zip(cands, timed, strict=True)
                              if c.reference and t.seconds == fastest), "-")
+        noted = {t.name: t.note for t in timed}
         axes = [case.n, case.d, case.heads or "-", case.kernel or "-"]
         cells: list[object] = []
         for c, t in zip(cands, timed, strict=True):
@@ -463,10 +522,11 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
                 cells.append("-" if t.note.startswith("skipped") else "fail")
                 continue
             ratio = t.seconds / fastest
-            cells.append(f"{ratio:.2f}" + (" !" if t.note else ""))
+            cells.append(f"{ratio:.2f}" + _mark(t.note))
             if c.default:
                 worst.append(ratio)
                 default_name = c.name
+                shaky += any(DISTURBED in note for note in (t.note, noted.get(fastest_name, "")))
         rows.append([*axes, fastest_name, f"{fastest * 1e3:.2f}", *cells])
         times = " ".join(f"{t.name}={t.seconds * 1e3:.2f}ms" for t in timed if t.seconds)
         print(f"  {layer} n={case.n} d={case.d} H={case.heads} k={case.kernel}: {times}",
@@ -488,6 +548,9 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
         print(f"default '{default_name}': worst {max(worst):.2f}x, best {min(worst):.2f}x "
               f"of the fastest reference over {len(worst)} sizes ({verdict} {args.target}x)",
               flush=True)
+    if shaky:
+        print(f"{shaky} of {len(worst)} sizes were measured while other processes held the "
+              "CPUs (cells marked ?): re-run them on a quiet machine", flush=True)
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -529,9 +592,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    args.wait = wait_counter()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads; ratios > 1: slower than the "
-          "fastest reference; * = the registry's default variant; ! = see note on stderr")
+          "fastest reference; * = the registry's default variant; ! = see note on stderr; "
+          "? = disturbed by other processes")
     for layer in args.layers:
         run_layer(layer, args)
     return 0

@@ -68,3 +68,34 @@ def test_bad_sizes_are_one_line_exit_2(bench: ModuleType, capsys) -> None:
         bench.parse(["--n", "0"])
     assert exit_info.value.code == 2
     assert "--n values must be positive" in capsys.readouterr().err
+
+
+class _Waits:
+    """A scripted run-queue wait counter: each reading adds ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.total = step, 0.0
+
+    def __call__(self) -> float:
+        self.total += self.step
+        return self.total
+
+
+@pytest.mark.parametrize(("step", "disturbed"), [(0.0, False), (10.0, True)])
+def test_blocks_that_waited_for_a_cpu_are_flagged(bench: ModuleType, step: float,
+                                                  disturbed: bool) -> None:
+    case = bench.layer_case("lightconv", 16, 8, 2, 3, 1, False)
+    torch.manual_seed(1)
+    x = torch.randn(case.batch, case.n, case.d)
+    cands = bench.candidates("lightconv", case, x)
+    args = bench.parse(["--rounds", "2", "--min-run-time", "0.001", "--samples", "2"])
+    args.wait = _Waits(step)
+    timed = bench.measure(cands, x, args)
+    assert all(t.seconds is not None and t.seconds > 0 for t in timed)
+    assert [t.note.startswith(bench.DISTURBED) for t in timed] == [disturbed] * len(cands)
+    assert {bench._mark(t.note) for t in timed} == {" ?" if disturbed else ""}
+
+
+def test_only_undisturbed_blocks_count(bench: ModuleType) -> None:
+    blocks = [(1.0, 0.0), (0.5, 0.4), (2.0, 0.01)]  # (seconds per call, wait per call)
+    assert bench._clean(blocks, bench.RULE) == [1.0, 2.0]  # 0.4 / 0.5 = 80 % waited
