@@ -52,11 +52,16 @@ def random_input(case: LayerCase, seed: int = 1) -> torch.Tensor:
 
 def count_flops(module: torch.nn.Module, x: torch.Tensor, train: bool = False) -> int:
     """torch.utils.flop_counter's count of ``module(x)`` - with ``train``, of the forward and
-    the backward, gradients flowing into the input too."""
+    the backward, gradients flowing into the input too. torch's own formulas, plus only the
+    project's ops torch cannot know (``harness::*``, e.g. DynamicConv's shift path)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from harness.flops.torch_counter import torch_formulas
+
+    own = {op: f for op, f in torch_formulas().items()
+           if str(getattr(op, "_qualified_op_name", "")).startswith("harness::")}
     x = x.clone().requires_grad_(True)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=own) as counter:
         y = module(x)
         if train:
             y.sum().backward()

@@ -897,7 +897,7 @@ def _useful_slope(entry, axis: str, variant: str) -> float:
     base = dict(seq_len=16, d_model=16, heads=2, kernel=3, window=4, src_len=16, batch=1)
     if axis == "heads":
         base["d_model"] = 2**14
-    if axis == "window":
+    if axis in ("window", "kernel"):  # a window wider than the sequence stops growing
         base["seq_len"] = 2**16
     flops = []
     for value in (2**12, 2**13):

@@ -14,7 +14,7 @@ from harness import registry
 from harness.spec import LayerCase
 
 LIGHT = ["channels_last", "conv1d", "strided", "unfold", "band"]
-DYNAMIC = ["auto", "strided", "unfold", "band"]
+DYNAMIC = ["auto", "strided", "unfold", "band", "shift"]
 ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
 
 
@@ -266,19 +266,22 @@ def test_flops_by_hand() -> None:
     # B=1, n=5, d=4, H=2, k=3.
     case = LayerCase(seq_len=5, d_model=4, heads=2, kernel=3, batch=1)
     light = registry.get("lightconv")
+    # centred k = 3: taps inside the sequence 4 + 5 + 4 = 13 of 15 (one padded zero per end)
     conv = light.cost_of(case, "conv1d")
-    assert (conv.flops, conv.flops_useful, conv.train_flops) == (120, 120, 360)  # 2*5*4*3
+    assert (conv.flops, conv.flops_useful, conv.train_flops) == (120, 104, 360)  # 2*5*4*3
     band = light.cost_of(case, "band")
-    assert (band.flops, band.flops_useful) == (200, 120)  # 2*5*5*4 executed
+    assert (band.flops, band.flops_useful) == (200, 104)  # 2*5*5*4 executed
     assert conv.params == 6 and conv.flops_other == 30  # 5 per softmax element, 2*3 of them
     # block: Linear 4->8 (2*5*4*8 = 320) + Linear 4->4 (2*5*4*4 = 160)
     blocked = light.cost_of(LayerCase(5, 4, heads=2, kernel=3, block=True), "unfold")
     assert (blocked.flops, blocked.params) == (600, 6 + 40 + 20)
     dyn = registry.get("dynamicconv")
     unfold = dyn.cost_of(case, "unfold")  # projection 2*5*4*(2*3) = 240, conv 120
-    assert (unfold.flops, unfold.flops_useful, unfold.train_flops) == (360, 360, 1080)
+    assert (unfold.flops, unfold.flops_useful, unfold.train_flops) == (360, 344, 1080)
     dband = dyn.cost_of(case, "band")
-    assert (dband.flops, dband.flops_useful) == (440, 360)
+    assert (dband.flops, dband.flops_useful) == (440, 344)
+    shift = dyn.cost_of(case, "shift")  # executes only the 13 taps inside, x 4 channels
+    assert (shift.flops, shift.flops_useful) == (240 + 2 * 4 * 13, 344)
     assert unfold.params == 24
 
 
@@ -332,3 +335,15 @@ def test_measured_path_length_matches_analytic(name: str, variant: str, kernel: 
     entry = registry.get(name)
     measured = dependency_depth(lambda: entry.build(case, variant), n, d, causal, n)
     assert measured == entry.cost_of(case).path_length
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "kernel"), [(1, 1), (5, 3), (4, 9), (13, 6), (2, 31)])
+def test_shift_counts_the_taps_inside_the_sequence(n: int, kernel: int, causal: bool) -> None:
+    """window_macs (the shift path's FLOPs, analytic and counted) == the (step, tap) pairs
+    whose input lies inside the sequence, enumerated from the window definition."""
+    from harness.layers.common import pad_left
+    from harness.layers.window_mix import window_macs
+
+    inside = sum(0 <= s < n for t in range(n) for s in _window(t, kernel, causal))
+    assert window_macs(2, n, 3, kernel, pad_left(kernel, causal)) == 2 * 3 * inside

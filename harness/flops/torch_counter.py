@@ -3,9 +3,11 @@
 torch 2.13 has no formula for the ops this project's layers run most: the CPU flash SDPA
 (``aten._scaled_dot_product_flash_attention_for_cpu`` and backward), every fused recurrence
 (``aten.mkldnn_rnn_layer`` on CPU, ``aten._cudnn_rnn`` on CUDA, their backward ops) and the
-plain ``mv`` / ``addmv`` / ``dot`` / ``vdot`` / ``addbmm``; and its convolution-backward
-formula ignores ``groups``. The formulas below (see :mod:`harness.flops.formulas`) are
-passed through the counter's ``custom_mapping``, so torch's global registry is untouched.
+plain ``mv`` / ``addmv`` / ``dot`` / ``vdot`` / ``addbmm``, and the project's own
+``harness::window_mix`` (DynamicConv's shift path, :mod:`harness.layers.window_mix`); and
+its convolution-backward formula ignores ``groups``. The formulas below (see
+:mod:`harness.flops.formulas`) are passed through the counter's ``custom_mapping``, so
+torch's global registry is untouched.
 
 Every op that actually executes is also recorded: one that has no formula and is not
 FLOP-free (:mod:`harness.flops.classify`) is reported in ``FlopCount.uncounted``.
@@ -33,6 +35,7 @@ from harness.flops import formulas as fm
 from harness.flops.classify import is_flop_free
 from harness.flops.metaops import PROBE_FAILURES, CpuMirror, OpRecorder
 from harness.flops.result import FlopCount
+from harness.layers import window_mix as wm
 
 aten = torch.ops.aten
 DEVICES = ("auto", "meta", "native")
@@ -110,6 +113,15 @@ def _addbmm(_self, batch1, batch2, *args, out_shape=None, **kwargs) -> int:
     return fm.matmul_flops(batch1, batch2)
 
 
+def _window_mix(x, kernels, left, *, out_shape=None, **kwargs) -> int:
+    return wm.window_mix_flops(x, kernels, left)
+
+
+def _window_mix_backward(grad, x, kernels, left, x_grad, kernels_grad, *, out_shape=None,
+                         **kwargs) -> int:
+    return wm.window_mix_backward_flops(grad, x, kernels, left, x_grad, kernels_grad)
+
+
 @functools.cache
 def torch_formulas() -> dict[Any, Callable[..., int]]:
     """custom_mapping for FlopCounterMode: the holes of torch 2.13's registry, filled."""
@@ -131,6 +143,8 @@ def torch_formulas() -> dict[Any, Callable[..., int]]:
         aten.dot: _dot,
         aten.vdot: _dot,
         aten.addbmm: _addbmm,
+        torch.ops.harness.window_mix: _window_mix,
+        torch.ops.harness.window_mix_backward: _window_mix_backward,
     }
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.costs import Cost, StepCost
+from harness.layers.common import pad_left
 from harness.layers.lightconv import (
     BLOCK_TERMS,
     ConvBlock,
@@ -39,6 +40,7 @@ from harness.layers.lightconv import (
     window_bmm,
 )
 from harness.layers.pathlen import stacked_path_length
+from harness.layers.window_mix import window_macs, window_mix
 from harness.registry import LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
@@ -86,6 +88,14 @@ class UnfoldDynamicConv(_DynamicConv):
         xu = unfold_time(x, k, self.causal).reshape(b * n * h, c, k)  # (B*n*H, c, k)
         out = torch.bmm(xu, kernels.reshape(b * n * h, k, 1))  # (B*n*H, c, 1)
         return out.view(b, n, d)
+
+
+class ShiftDynamicConv(_DynamicConv):
+    """One multiply-add pass per tap over the whole (B, n, d) input, shifted in time
+    (harness.layers.window_mix): no padded copy, no window copy, no bmm; linear in n and k."""
+
+    def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+        return window_mix(x, kernels, pad_left(self.kernel, self.causal))
 
 
 def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -144,25 +154,31 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     """Analytic cost; the kernel projection is 2 B n d H k, the convolution 2 B n d k.
 
     ``flops``: "strided" and "unfold" execute projection + 2 B n d k (padded taps included);
-    "band" executes projection + 2 B n^2 d; "auto" is whichever of band and strided
-    ``auto_path`` picks at this n. ``flops_useful`` is unfold's for all. The block
-    adds 6 B n d^2. ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
+    "band" executes projection + 2 B n^2 d; "shift" only the taps inside the sequence, 2 B d
+    sum_j (n - |j - pad|)+ (``window_macs``, counted through its custom op); "auto" is
+    whichever path ``auto_path`` picks at this n. ``flops_useful`` is projection + shift's
+    taps for all (a multiply by a padded zero is not needed). The block adds 6 B n d^2.
+    ``flops_other``: softmax over the B n H k kernel logits (5 each) and the
     block's biases and GLU. ``train_flops`` = 3x forward: every contraction (projection,
     bmm, block linears) runs two more of the same size in backward.
     ``activation_elements`` (estimate): kernel logits and softmax (2 B n H k), padded input
     and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
     "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
     band buffers B H n (n+k-1), the head-major copy of the input and the bmm output (2 B n d)
-    beside the output; plus the block's 4 B n d.
+    beside the output; for "shift" input and output only; plus the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
     conv = 2 * b * n * d * k
+    inside = 2 * window_macs(b, n, d, k, pad_left(k, case.causal))  # taps inside the sequence
     kernel_act = 2 * b * n * h * k
     padded_io = b * (n + k - 1) * d + b * n * d
     if variant == "auto":
         variant = auto_path(n, k, d // h)
-    if variant == "strided":
+    if variant == "shift":
+        executed = inside
+        act = kernel_act + 2 * b * n * d  # input and output: nothing padded or copied
+    elif variant == "strided":
         executed = conv
         act = kernel_act + padded_io + b * n * d
     elif variant == "unfold":
@@ -176,7 +192,7 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     extra = proj + block_flops(case)
     return Cost(
         flops=executed + extra,
-        flops_useful=conv + extra,
+        flops_useful=inside + extra,
         flops_other=5 * b * n * h * k + block_other_flops(case),
         train_flops=3 * (executed + extra),
         params=d * h * k + block_params(case),
@@ -205,6 +221,7 @@ LAYERS = [LayerEntry(
         "strided": builder(StridedDynamicConv),
         "unfold": builder(UnfoldDynamicConv),
         "band": builder(BandDynamicConv),
+        "shift": builder(ShiftDynamicConv),
     },
     default_variant="auto",
     reference_variant="unfold",

@@ -29,6 +29,7 @@ from harness.costs import Cost, StepCost
 from harness.layers.common import pad_left
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
+from harness.layers.window_mix import window_macs
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
@@ -274,11 +275,13 @@ def block_activations(case: LayerCase) -> int:
 
 
 def lightconv_cost(case: LayerCase, variant: str) -> Cost:
-    """Analytic cost; conv FLOPs count every tap, padded ones included (zero padding is the math).
+    """Analytic cost; ``flops`` counts what the kernels execute, padded taps included.
 
-    ``flops``: 2 B n d k for "channels_last", "conv1d", "strided" and "unfold"; "band"
-    multiplies the full (n x n) band, 2 B n^2 d. ``flops_useful`` = 2 B n d k for all. The
-    block adds 6 B n d^2.
+    ``flops``: 2 B n d k for "channels_last", "conv1d", "strided" and "unfold" (a conv or bmm
+    multiplies the zero padding too); "band" multiplies the full (n x n) band, 2 B n^2 d.
+    ``flops_useful``: only the taps that read inside the sequence, 2 B d sum_j (n - |j -
+    pad|)+ (``window_macs``): a multiply by a padded zero is not needed. The block adds
+    6 B n d^2.
     ``flops_other``: softmax over the (H, k) weight (5 H k) plus the block's biases and GLU.
     ``train_flops``: every variant's backward runs two contractions per forward one (grad of
     input and of weight; the input requires grad), so train = 3x forward. Note: torch's
@@ -311,7 +314,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     extra = block_flops(case)
     return Cost(
         flops=executed + extra,
-        flops_useful=conv + extra,
+        flops_useful=2 * window_macs(b, n, d, k, pad_left(k, case.causal)) + extra,
         flops_other=5 * h * k + block_other_flops(case),
         train_flops=3 * (executed + extra),
         params=h * k + block_params(case),
