@@ -1,7 +1,8 @@
 """Tests for harness.report: HTML and PDF reports built from results files only.
 
 Most tests use synthetic results written with RunDirectory (fast, known content); one
-module-scoped real run of a tiny suite checks that every section appears for real rows.
+module-scoped real run of a tiny suite checks that every section with content appears for
+real rows.
 PDF rendering is the slow part, so only a few tests render a PDF.
 """
 
@@ -24,6 +25,7 @@ import pytest
 from conftest import CONTENDED, REPO
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from pypdf import PdfReader
 
 from harness.errors import HarnessInputError
 from harness.report import add_parser, default_out_dir, parse_formats, write_report
@@ -40,6 +42,11 @@ TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theo
           "Compiled vs eager", "Other attention forms: relative, local 2D, cross",
           "FLOP reconciliation", "Memory and OOM frontier", "Roofline", "Environment",
           "Per-case results")
+#: Sections only results that hold something for them get: several runs, decode cases,
+#: compiled cases, relative / local 2D / cross attention.
+OPTIONAL = ("Runs compared", "Table 1, decoding", "Compiled vs eager",
+            "Other attention forms: relative, local 2D, cross")
+ONE_RUN = [t for t in TITLES if t not in OPTIONAL]
 
 # --------------------------------------------------------------------------- synthetic data
 
@@ -175,11 +182,11 @@ def real_report(real_run: Path) -> list[Path]:
     return write_report([real_run], real_run.parent / "report")
 
 
-def test_every_section_appears_for_a_real_small_run(real_report):
+def test_every_section_with_content_appears_for_a_real_small_run(real_report):
     paths = real_report
     assert [p.name for p in paths] == ["report.html", "report.pdf"]
     text = paths[0].read_text(encoding="utf-8")
-    assert _sections(text) == list(TITLES) and len(SECTIONS) == len(TITLES)
+    assert _sections(text) == ONE_RUN and len(SECTIONS) == len(TITLES)
     assert "Complexity report: tiny-report" in text
     assert text.count("data:image/png;base64,") >= 3  # scaling, memory, roofline
     for layer in ("lstm", "attention"):
@@ -284,7 +291,7 @@ def test_failed_only_results_still_give_a_report_that_says_so(failed_only, tmp_p
     html_path, pdf_path = write_report([failed_only], tmp_path / "out")
     text = html_path.read_text(encoding="utf-8")
     assert "No case succeeded: all 6 cases ended without status ok (1 oom, 5 error)" in text
-    assert _sections(text) == list(TITLES)
+    assert _sections(text) == ONE_RUN
     assert "data:image/png" not in text  # nothing ran: no plot
     assert "there is no scaling to plot" in text
     assert "nothing was fitted" in text.lower()
@@ -333,7 +340,7 @@ def test_missing_metric_columns_still_render(tmp_path):
     df = pd.DataFrame(synthetic_rows(ds=(64,)))[keep]
     df.insert(0, "schema_version", 1)
     text = _html([df], tmp_path / "out")
-    assert _sections(text) == list(TITLES)
+    assert _sections(text) == ONE_RUN
     assert "No analytic FLOP count is recorded" in text
     assert "there is no roofline to draw" in text
 
@@ -668,7 +675,31 @@ def test_runs_compared_side_by_side_with_identity_ratios_and_winner(tmp_path):
     answer = _section(report, "summary").blocks[0].text
     assert f"Against {a.name}, {b.name} is faster in time for 2 of 2 layer variants" in answer
     one = build_report(*load_runs([a]))
-    assert "nothing to compare" in _section(one, "compare").blocks[0].text
+    assert "compare" not in [s.id for s in one.sections]  # one run: no such section
+
+
+def _nav(text: str) -> list[str]:
+    return re.findall(r'<a href="#[^"]+">\d+\. ([^<]+)</a>', text)
+
+
+def test_sections_with_nothing_to_show_are_absent_from_nav_and_pdf(tmp_path):
+    small = {"layers": ("lstm", "attention"), "ds": (64,), "ns": (64, 128, 256),
+             "failures": False}
+    plain = synthetic_rows(**small)
+    extra = [dict(row, case_index=len(plain) + i, case_id=f"{row['case_id']}-x",
+                  **({"compile": True} if i % 2 else {"mode": "decode"}))
+             for i, row in enumerate(plain)]
+    one = write_run(tmp_path / "one", plain)
+    two = write_run(tmp_path / "two", plain + extra)
+    expected = {"one": ONE_RUN, "both": [t for t in TITLES if not t.startswith("Other")]}
+    for name, runs in (("one", [one]), ("both", [one, two])):
+        html, pdf = write_report(runs, tmp_path / f"out-{name}")
+        text = html.read_text(encoding="utf-8")
+        assert _sections(text) == _nav(text) == expected[name]
+        first = PdfReader(pdf).pages[0].extract_text()
+        contents = first[first.index("Contents:"):].replace("\n", " ")
+        for title in OPTIONAL:
+            assert (title in contents) == (title in expected[name]), (name, title)
 
 
 def test_the_table1_example_stays_one_file_under_5_mb(tmp_path):

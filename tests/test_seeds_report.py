@@ -6,6 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.analysis.seeds import local2d_vs_attention, relative_extra_memory, seeds_claims
+from harness.report.build import build_report
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
 from harness.report.model import Plot, Section
@@ -99,3 +100,13 @@ def test_the_section_renders_and_says_when_it_has_nothing() -> None:
     assert any("2 agrees" in getattr(b, "text", "") for b in section.blocks)
     section = _section(pd.DataFrame([_row("attention", "matmul", n, 1.0, 1.0) for n in NS]))
     assert "No relative, local 2D or cross attention" in section.blocks[-1].text  # type: ignore[union-attr]
+
+
+def test_the_report_has_the_section_only_when_these_layers_ran() -> None:
+    def report(rows: list[dict]) -> list[str]:
+        df = pd.DataFrame(rows).assign(run="r", case_index=range(len(rows)),
+                                       case_id=[f"c{i}" for i in range(len(rows))])
+        return [s.id for s in build_report(df, [RunInfo("r", "dataframe", None, None)]).sections]
+
+    assert "seeds" in report(_relative())
+    assert "seeds" not in report([_row("attention", "matmul", n, 1.0, 1.0) for n in NS])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from harness import __version__
+from harness.analysis.decoding import decode_rows
+from harness.analysis.seeds import seeds_claims
 from harness.report import (
     sec_compare,
     sec_compile,
@@ -17,10 +21,25 @@ from harness.report import (
 )
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
-from harness.report.model import Report
+from harness.report.model import Report, Section
 
-#: Section builders in report order; every section appears, saying so when it is empty.
-SECTIONS = (
+Builder = Callable[[Context], Section | None]
+
+
+def _unless(empty: Callable[[Context], bool], make: Callable[[Context], Section]) -> Builder:
+    """``make``, or no section when ``empty(ctx)`` says the results give it nothing."""
+    def build(ctx: Context) -> Section | None:
+        return None if empty(ctx) else make(ctx)
+
+    build.__name__ = make.__name__
+    return build
+
+
+#: Section builders in report order. A builder returns None when the results give its
+#: section nothing to show (one run: nothing to compare; no decode, compiled or
+#: relative/local 2D/cross attention cases): the section is then absent from the HTML
+#: navigation and the PDF contents instead of a heading over "nothing here".
+SECTIONS: tuple[Builder, ...] = (
     sec_overview.summary,
     sec_compare.compare,
     sec_summary.runs,
@@ -28,9 +47,9 @@ SECTIONS = (
     sec_theory.scaling,
     sec_theory.exponents,
     sec_theory.crossovers,
-    sec_decode.decoding,
+    _unless(lambda ctx: decode_rows(ctx.df).empty, sec_decode.decoding),
     sec_compile.compiled,
-    sec_seeds.seeds,
+    _unless(lambda ctx: ctx.per_run(seeds_claims).empty, sec_seeds.seeds),
     sec_costs.flops,
     sec_costs.memory,
     sec_costs.roofline,
@@ -58,6 +77,8 @@ def _subtitle(df: pd.DataFrame, runs: list[RunInfo]) -> str:
 
 
 def build_report(df: pd.DataFrame, runs: list[RunInfo]) -> Report:
-    """Every section of the report from the combined results (``run`` column included)."""
+    """The report's sections from the combined results (``run`` column included), those
+    with nothing to show left out."""
     ctx = Context(df, runs)
-    return Report(_title(runs), _subtitle(df, runs), [make(ctx) for make in SECTIONS])
+    sections = [make(ctx) for make in SECTIONS]
+    return Report(_title(runs), _subtitle(df, runs), [s for s in sections if s is not None])

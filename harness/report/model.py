@@ -71,7 +71,8 @@ class Chart:
     """An interactive figure: a Vega-Lite spec with its data inlined (``values``).
 
     The HTML embeds the spec (hover, legend toggles, a log/linear switch); the PDF draws the
-    same spec as a static image (harness.report.vega). ``spec`` is plain JSON data.
+    same spec as a static vector figure (harness.report.vega, harness.report.pdf_charts).
+    ``spec`` is plain JSON data.
     """
 
     spec: dict[str, Any]

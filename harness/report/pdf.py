@@ -2,8 +2,10 @@
 
 Pages are A4 landscape. Text, tables and figures flow down a page and continue on the
 next; a table repeats its header on every page, a section continued on a new page repeats
-its title. Figures are drawn as vector graphics into subfigures of the page. Text is
-measured with the font's own glyph advances, so wrapping matches what is drawn. The
+its title. Matplotlib figures (Plot) are drawn as vector graphics into subfigures of the
+page; charts (Chart) keep an empty box of their size, and their own vector PDF, drawn by
+Vega from the same spec as the HTML's, is laid onto it afterwards (harness.report.pdf_charts).
+Text is measured with the font's own glyph advances, so wrapping matches what is drawn. The
 document carries no creation date, so two renders of the same results are the same file.
 
 Why a layout engine of our own (tried against matplotlib's ``ax.table`` and wrapped
@@ -12,11 +14,13 @@ their lines, or split a long table over pages with its header repeated - Table 1
 came out 1.4 page widths wide with its 4-line cells clipped, and the per-case table has a
 row per case. Wrapping, paging and column fitting are therefore what this module is; a
 flowing-document library (reportlab platypus, fpdf2 tables) would do them, but it is a new
-dependency and the figures would have to go through SVG or PNG instead of onto the page.
+dependency and the matplotlib figures would have to go through SVG or PNG instead of onto
+the page.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from functools import cache, lru_cache
@@ -30,7 +34,6 @@ from matplotlib.font_manager import FontProperties, findfont
 from matplotlib.ft2font import FT2Font, LoadFlags
 from matplotlib.patches import Rectangle
 
-from harness.report import vega
 from harness.report.fmt import mpl
 from harness.report.model import (
     Block,
@@ -43,6 +46,7 @@ from harness.report.model import (
     Subheading,
     Table,
 )
+from harness.report.pdf_charts import Placement, VectorChart, overlay, vector_chart
 from harness.report.style import rc
 
 W, H = 842.0, 595.0  # A4 landscape, points
@@ -115,6 +119,7 @@ class Pager:
         self.y = MARGIN_TOP
         self.number = 0
         self.section = ""
+        self.charts: list[Placement] = []  # laid onto the pages once they are written
 
     # -- pages ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -228,9 +233,9 @@ class Pager:
         self.y += height
 
     # -- figures -------------------------------------------------------------------------
-    def plots(self, plots: Sequence[Plot]) -> None:
+    def plots(self, plots: Sequence[Plot | VectorChart]) -> None:
         """Figures below what is on the page, as many as fit; the rest on new pages."""
-        group: list[tuple[Plot, float, list[str]]] = []
+        group: list[tuple[Plot | VectorChart, float, list[str]]] = []
         start = self.y
         for plot in plots:
             scale = min(1.0, TEXT_W / 72 / plot.size[0])
@@ -251,40 +256,52 @@ class Pager:
         if group:
             self._place(group, start)
 
-    def _place(self, group: list[tuple[Plot, float, list[str]]], top: float) -> None:
+    def _place(self, group: list[tuple[Plot | VectorChart, float, list[str]]],
+               top: float) -> None:
         page = self.current
         ratios = [top]
         for _, body, caption in group:
             ratios += [body, len(caption) * SMALL_SIZE * 1.25 + 12]
         ratios.append(max(H - sum(ratios), 1.0))
         subs: Any = page.subfigures(len(ratios), 1, height_ratios=ratios)
-        for k, (plot, _, caption) in enumerate(group):
-            target = subs[1 + 2 * k]
-            natural_w = plot.size[0] * 72
-            if natural_w < TEXT_W - 20:  # narrower than the page: keep its proportions
-                target = target.subfigures(1, 3, width_ratios=[
-                    MARGIN_X / 2, natural_w, W - natural_w - MARGIN_X / 2])[1]
+        for k, (plot, body, caption) in enumerate(group):
+            if isinstance(plot, VectorChart):  # its box stays empty until the overlay
+                aspect = plot.size[0] / plot.size[1]
+                drawn = min(plot.size[0] * 72, TEXT_W, body * aspect)
+                bottom = sum(ratios[:2 + 2 * k]) - (body - drawn / aspect)
+                self.charts.append(Placement(self.number - 1, plot, MARGIN_X, H - bottom,
+                                             drawn))
             else:
-                target = target.subfigures(1, 3, width_ratios=[
-                    MARGIN_X / 2, W - MARGIN_X, MARGIN_X / 2])[1]
-            plot.draw(target)
+                self._draw(plot, subs[1 + 2 * k])
             subs[2 + 2 * k].text(MARGIN_X / W, 0.85, mpl("\n".join(caption)),
                                  fontsize=SMALL_SIZE, va="top", color=MUTED,
                                  linespacing=1.2, parse_math=False)
         self.y = sum(ratios[:-1])
         self.sealed = True
 
+    @staticmethod
+    def _draw(plot: Plot, target: Any) -> None:
+        """A matplotlib figure into its slot, at its natural width when narrower."""
+        natural_w = plot.size[0] * 72
+        if natural_w < TEXT_W - 20:  # narrower than the page: keep its proportions
+            target = target.subfigures(1, 3, width_ratios=[
+                MARGIN_X / 2, natural_w, W - natural_w - MARGIN_X / 2])[1]
+        else:
+            target = target.subfigures(1, 3, width_ratios=[
+                MARGIN_X / 2, W - MARGIN_X, MARGIN_X / 2])[1]
+        plot.draw(target)
+
     # -- blocks --------------------------------------------------------------------------
     def blocks(self, blocks: Sequence[Block]) -> None:
-        blocks = [chart_plot(b) if isinstance(b, Chart) else b for b in blocks]
+        items = [vector_chart(b) if isinstance(b, Chart) else b for b in blocks]
         i = 0
-        while i < len(blocks):
-            block = blocks[i]
-            if isinstance(block, Plot):
+        while i < len(items):
+            block = items[i]
+            if isinstance(block, (Plot, VectorChart)):
                 j = i
-                while j < len(blocks) and isinstance(blocks[j], Plot):
+                while j < len(items) and isinstance(items[j], (Plot, VectorChart)):
                     j += 1
-                self.plots([b for b in blocks[i:j] if isinstance(b, Plot)])
+                self.plots([b for b in items[i:j] if isinstance(b, (Plot, VectorChart))])
                 i = j
                 continue
             if isinstance(block, Paragraph):
@@ -304,25 +321,6 @@ class Pager:
             else:
                 raise TypeError(f"cannot render a {type(block).__name__} block")
             i += 1
-
-
-def chart_plot(chart: Chart) -> Plot:
-    """An interactive chart as a figure on the page: the same spec drawn by Vega (through
-    vl-convert) at PNG_SCALE pixels per CSS pixel, at its natural size (96 CSS px/inch)."""
-    data = vega.png(chart.spec)
-    w_px, h_px = vega.png_size(data)
-    size = (w_px / vega.PNG_SCALE / 96, h_px / vega.PNG_SCALE / 96)
-
-    def draw(container: Any) -> None:
-        import io
-
-        from matplotlib.image import imread
-
-        ax = container.add_axes((0.0, 0.0, 1.0, 1.0))
-        ax.imshow(imread(io.BytesIO(data), format="png"), interpolation="antialiased")
-        ax.set_axis_off()
-
-    return Plot(draw, size, chart.caption, chart.alt)
 
 
 def _natural(table: Table, size: float) -> list[float]:
@@ -370,7 +368,8 @@ def _layout(table: Table) -> tuple[float, list[float], list[list[str]],
 def render_pdf(report: Report, path: str | os.PathLike) -> Path:
     """Write the report to ``path`` as a PDF (no creation date: renders are reproducible)."""
     path = Path(path)
-    with matplotlib.rc_context(rc()), PdfPages(path, metadata={
+    pages = io.BytesIO()
+    with matplotlib.rc_context(rc()), PdfPages(pages, metadata={
             "Title": report.title, "Creator": "harness report", "CreationDate": None}) as pdf:
         pager = Pager(pdf, report.title)
         pager.new_page(continued=False)
@@ -384,4 +383,6 @@ def render_pdf(report: Report, path: str | os.PathLike) -> Path:
             pager.section_start(f"{number}. {section.title}")
             pager.blocks(section.blocks)
         pager.flush()
+    path.write_bytes(overlay(pages.getvalue(), pager.charts) if pager.charts
+                     else pages.getvalue())
     return path

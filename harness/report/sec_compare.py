@@ -156,11 +156,10 @@ def _ratio_table(ctx: Context) -> Table | None:
                  "is shaded as inconclusive); below 1× the other run is cheaper.")
 
 
-def compare(ctx: Context) -> Section:
+def compare(ctx: Context) -> Section | None:
+    """The comparison; none for a single run (nothing to set it against)."""
     if not ctx.many:
-        return Section("compare", "Runs compared", [Paragraph(
-            "One run: nothing to compare. Give `harness report` several results (another "
-            "device, dtype, machine or commit) to set them side by side here.", "small")])
+        return None
     table, differ = identities(ctx)
     what = ", ".join(differ) if differ else "nothing recorded (same device, dtype and commit)"
     blocks: list[Block] = [Paragraph(

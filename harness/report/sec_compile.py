@@ -11,17 +11,17 @@ from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Table
 _ID, _TITLE = "compile", "Compiled vs eager"
 
 
-def compiled(ctx: Context) -> Section:
+def compiled(ctx: Context) -> Section | None:
+    """Compiled cases against their eager twins; none when no case was compiled."""
+    pairs = ctx.sort(ctx.per_run(compile_pairs))
+    if pairs.empty:
+        return None
     blocks: list[Block] = [Paragraph(
         "Cases run under torch.compile (sweep.compile; docs/compile.md) beside the same case "
         "run eager: compiled median / eager median (below 1: compiling made the call faster), "
         "the compile time of the case's first call (never in the samples) and the "
         "compilations seen while timing (above 0 marks the time unreliable). FLOPs and "
         "structure of a compiled case are the eager module's.")]
-    pairs = ctx.sort(ctx.per_run(compile_pairs))
-    if pairs.empty:
-        blocks.append(Paragraph("No compiled cases in these results."))
-        return Section(_ID, _TITLE, blocks)
     ran = pairs[pairs["status"] == "ok"]
     if not ran.empty:
         columns = [*ctx.lead_columns(), "layer", "variant", "case", "eager", "compiled",

@@ -1,9 +1,10 @@
 """Vega-Lite for reports: the JavaScript the HTML inlines, and static renders for the PDF.
 
 ``vl-convert-python`` carries Vega, Vega-Lite and Vega-Embed (no network, no browser, no
-node): :func:`bundle` is the one script an HTML report inlines, :func:`png` draws a spec the
-way the browser does, for the PDF. Both use the same pinned Vega-Lite version, so the
-interactive and the printed figure come from one spec.
+node): :func:`bundle` is the one script an HTML report inlines, :func:`pdf` draws a spec the
+way the browser does, as a one-page vector PDF (real text, fonts embedded) that the PDF
+report lays onto its page. Both use the same pinned Vega-Lite version, so the interactive
+and the printed figure come from one spec.
 
 Why Vega-Lite and not plotly: the inlined bundle is about 0.9 MB against plotly.js's 3.5 MB
 (the 5 MB budget of the Table-1 report), a chart is plain JSON (testable, escapable), and
@@ -12,14 +13,12 @@ vl-convert renders it without a browser.
 
 from __future__ import annotations
 
-import io
 from functools import cache
 from typing import Any
 
 VL_VERSION = "6.4"
 #: The legend title of an interactive chart, and what paper gets instead.
 LEGEND_HINT, LEGEND_PRINT = "click to pick (shift: more)", "layer · variant"
-PNG_SCALE = 3.0  # pixels per CSS pixel in the PDF's images (about 220 dpi at print size)
 
 
 @cache
@@ -45,17 +44,9 @@ def static_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return strip(spec)
 
 
-def png(spec: dict[str, Any], scale: float = PNG_SCALE) -> bytes:
-    """The chart as PNG bytes, drawn by Vega itself (no browser)."""
+def pdf(spec: dict[str, Any]) -> bytes:
+    """The chart as a one-page vector PDF drawn by Vega itself (no browser); the page is the
+    chart's size with one point per CSS pixel."""
     import vl_convert
 
-    return bytes(vl_convert.vegalite_to_png(static_spec(spec), scale=scale,
-                                            vl_version=VL_VERSION))
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) in pixels of a PNG, read from its header."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    stream = io.BytesIO(data[16:24])
-    return int.from_bytes(stream.read(4), "big"), int.from_bytes(stream.read(4), "big")
+    return bytes(vl_convert.vegalite_to_pdf(static_spec(spec), vl_version=VL_VERSION))
