@@ -434,20 +434,23 @@ def test_meta_count_equals_real_cpu_count(name: str, variant: str) -> None:
         assert meta.total == real.total, (name, train, meta, real)
 
 
-@pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
-    (15, 5, 4, False), (15, 5, 4, True),  # k d/H = 12: small products, threshold 160
-    (85, 1, 5, True),  # k d/H = 425: BLAS products, threshold 64
+@pytest.mark.parametrize(("d", "heads", "wider", "causal"), [
+    (15, 5, 2, False), (15, 5, 2, True),  # k d/H < 400: small products, threshold 160
+    (85, 1, 2, True),  # k d/H >= 400: BLAS products, threshold 64
+    (15, 5, 0, True),  # k = SHIFT_MAX_K: shifted multiply-adds at every n
 ])
-def test_dynamicconv_auto_counts_the_path_it_runs(d: int, heads: int, kernel: int,
+def test_dynamicconv_auto_counts_the_path_it_runs(d: int, heads: int, wider: int,
                                                   causal: bool) -> None:
-    """"auto" switches from the O(n^2) band to the strided windows above band_max_n: the
-    analytic model must switch with it, and both counters must see the switch (odd d, d/H,
-    k; n on both sides of the threshold)."""
-    from harness.layers.dynamicconv import band_max_n
+    """"auto" runs shifted multiply-adds up to SHIFT_MAX_K taps, wider the O(n^2) band up to
+    band_max_n steps and the strided windows above: the analytic model must switch with it,
+    and both counters must see the switch (odd d, d/H, k; n on both sides of the threshold)."""
+    from harness.layers.dynamicconv import SHIFT_MAX_K, band_max_n
 
     entry = get("dynamicconv")
+    kernel = SHIFT_MAX_K + wider
     top = band_max_n(kernel, d // heads)
-    for n, runs in [(top - 1, "band"), (top, "band"), (top + 1, "strided")]:
+    paths = ["band", "band", "strided"] if wider else ["shift"] * 3
+    for n, runs in zip([top - 1, top, top + 1], paths, strict=True):
         case = entry.normalize(LayerCase(seq_len=n, d_model=d, heads=heads, kernel=kernel,
                                          causal=causal, batch=2))
         row = count_layer(entry, case, "auto", train=True)
@@ -457,10 +460,10 @@ def test_dynamicconv_auto_counts_the_path_it_runs(d: int, heads: int, kernel: in
         assert row["train_flops_torch"] == row["train_flops_analytic"], where
         fixed = count_layer(entry, case, runs)
         assert row["flops_torch"] == fixed["flops_torch"], where
-        other = count_layer(entry, case, "strided" if runs == "band" else "band")
-        assert row["flops_torch"] != other["flops_torch"], where  # the two paths differ
+        for other in {"band", "strided", "shift"} - {runs}:  # the paths' counts differ
+            assert row["flops_torch"] != count_layer(entry, case, other)["flops_torch"], where
         auto, same = entry.cost_of(case, "auto"), entry.cost_of(case, runs)
         assert auto == same, where
         assert auto.flops_useful == entry.cost_of(case, "unfold").flops_useful
-        # both paths multiply the padded taps; the band every (step, step) pair besides
-        assert auto.flops > auto.flops_useful, where
+        # band and strided multiply padded taps too; shift only the taps inside
+        assert (auto.flops > auto.flops_useful) == (runs != "shift"), where

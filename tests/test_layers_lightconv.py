@@ -11,10 +11,12 @@ from probes import dependency_depth
 from torch import nn
 
 from harness import registry
+from harness.layers import dynamicconv
 from harness.spec import LayerCase
 
 LIGHT = ["channels_last", "conv1d", "strided", "unfold", "band"]
 DYNAMIC = ["auto", "strided", "unfold", "band", "shift"]
+SHIFT_MAX_K = dynamicconv.SHIFT_MAX_K
 ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
 
 
@@ -138,18 +140,22 @@ def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: i
 
 
 @pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
-    (15, 5, 6, False), (15, 5, 6, True),  # small strided products: threshold 160
-    (85, 1, 5, True),  # k d/H = 425: threshold 64
+    (15, 5, SHIFT_MAX_K + 2, False), (15, 5, SHIFT_MAX_K + 2, True),  # small products: 160
+    (85, 1, SHIFT_MAX_K + 2, True),  # k d/H >= 400: threshold 64
+    (15, 5, SHIFT_MAX_K, True), (15, 5, SHIFT_MAX_K, False),  # shifted multiply-adds, any n
 ])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(
         d: int, heads: int, kernel: int, causal: bool, offset: int) -> None:
-    """"auto" runs the band up to band_max_n steps and the strided windows above: at n on
-    either side, same output, input gradient and weight gradients as the reference."""
-    from harness.layers.dynamicconv import band_max_n
+    """"auto" runs shifted multiply-adds up to SHIFT_MAX_K taps, wider the band up to
+    band_max_n steps and the strided windows above: on either side of each switch, same
+    output, input gradient and weight gradients as the reference."""
+    from harness.layers.dynamicconv import auto_path, band_max_n
 
     case = _case(n=band_max_n(kernel, d // heads) + offset, d=d, heads=heads, kernel=kernel,
                  causal=causal, block=True, batch=2)
+    expected = "shift" if kernel <= SHIFT_MAX_K else ("band" if offset == 0 else "strided")
+    assert auto_path(case.n, kernel, d // heads) == expected
     reference = build_double("dynamicconv", "unfold", case)
     auto = build_double("dynamicconv", "auto", case, seed=5)
     auto.load_state_dict(reference.state_dict())

@@ -6,15 +6,17 @@ O(n d H k) for predicting the kernels. Channels of one head are contiguous, padd
 ``pad_left``, DropConnect acts on the normalised kernels in training mode only, and
 ``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
 
-Variants: "auto" (the default: "band" up to ``band_max_n`` steps (160 where k d/H < 400,
-else 64), "strided" above, as fairseq picks its expanded path for short inputs; the thresholds
-are measured, see docs/metrics.md), "strided" (each padded sequence's windows are a strided
-view that one bmm per sequence contracts with the per-step kernels, no copy; linear in n),
-"unfold" (the reference: the unfolded windows copied, then one bmm; linear in n, but the
-B n d k copy a (B, n, d) layout forces costs more than the bmm) and "band" (scatter each
-step's kernel into a row of an (n x n) band per head, then one bmm over all B H bands;
-quadratic executed work, but a few large GEMMs beat many (1 x k)(k x d/H) products at
-short n).
+Variants: "auto" (the default: "shift" up to SHIFT_MAX_K taps; wider kernels "band" up to
+``band_max_n`` steps (160 where k d/H < 400, else 64) and "strided" above, as fairseq picks
+its expanded path for short inputs; the thresholds are measured, see docs/metrics.md),
+"shift" (k shifted multiply-adds over the whole (B, n, d) input, a custom op counted by both
+FLOP counters: no copy, no bmm, only the taps inside the sequence; linear in n and k),
+"strided" (each padded sequence's windows are a strided view that one bmm per sequence
+contracts with the per-step kernels, no copy; linear in n), "unfold" (the reference: the
+unfolded windows copied, then one bmm; linear in n, but the B n d k copy a (B, n, d) layout
+forces costs more than the bmm) and "band" (scatter each step's kernel into a row of an
+(n x n) band per head, then one bmm over all B H bands; quadratic executed work, but a few
+large GEMMs beat many (1 x k)(k x d/H) products at short n).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class ShiftDynamicConv(_DynamicConv):
     (harness.layers.window_mix): no padded copy, no window copy, no bmm; linear in n and k."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        return window_mix(x, kernels, pad_left(self.kernel, self.causal))
+        return shift_conv(x, kernels, self.causal)
 
 
 def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -114,11 +116,16 @@ def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> t
     return out.view(b, h, n, d // h).transpose(1, 2).reshape(b, n, d)
 
 
-# Longest sequence "auto" sends through the band: the measured crossovers of band and strided
-# (benchmarks/reference_speed.py, 2 threads, batch 8, d = 512, H = 8 and 16; docs/metrics.md
-# "Default variants"). Where a strided (1 x k)(k x d/H) product has fewer than SMALL_PRODUCT
-# multiply-adds, torch's CPU bmm runs it in its plain loop kernel instead of BLAS (ATen's
-# small-matrix cut-off), and the band stays faster to longer n.
+# Widest kernel "auto" runs as k shifted multiply-adds (harness.layers.window_mix): each tap is
+# one memory-bound pass over the (B, n, d) input, so its time grows with k at any n, while the
+# bmm formulations pay a fixed per-product cost; the measured crossover (benchmarks/
+# reference_speed.py, 2 threads, batch 8; docs/metrics.md "Default variants").
+SHIFT_MAX_K = 7
+# Longest sequence "auto" sends through the band at wider kernels: the measured crossovers of
+# band and strided (same benchmark, d = 512, H = 8 and 16). Where a strided (1 x k)(k x d/H)
+# product has fewer than SMALL_PRODUCT multiply-adds, torch's CPU bmm runs it in its plain
+# loop kernel instead of BLAS (ATen's small-matrix cut-off), and the band stays faster to
+# longer n.
 SMALL_PRODUCT = 400
 BAND_MAX_N_SMALL = 160
 BAND_MAX_N = 64
@@ -131,7 +138,14 @@ def band_max_n(kernel: int, head_dim: int) -> int:
 
 def auto_path(n: int, kernel: int, head_dim: int) -> str:
     """The fixed variant "auto" runs at sequence length n, kernel width k and d/H channels."""
+    if kernel <= SHIFT_MAX_K:
+        return "shift"
     return "band" if n <= band_max_n(kernel, head_dim) else "strided"
+
+
+def shift_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Per-step kernels (B, n, H, k) applied to x (B, n, d) as k shifted multiply-adds."""
+    return window_mix(x, kernels, pad_left(kernels.shape[-1], causal))
 
 
 class BandDynamicConv(_DynamicConv):
@@ -141,13 +155,16 @@ class BandDynamicConv(_DynamicConv):
         return batched_band_conv(x, kernels, self.causal)
 
 
+PATHS = {"shift": shift_conv, "band": batched_band_conv, "strided": strided_conv}
+
+
 class AutoDynamicConv(_DynamicConv):
-    """The band up to band_max_n steps, the strided windows above: each where faster."""
+    """Shifted multiply-adds up to SHIFT_MAX_K taps; wider, the band up to band_max_n steps
+    and the strided windows above: each where it measured fastest."""
 
     def _convolve(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-        if auto_path(x.shape[1], self.kernel, self.d_model // self.heads) == "band":
-            return batched_band_conv(x, kernels, self.causal)
-        return strided_conv(x, kernels, self.causal)
+        path = auto_path(x.shape[1], self.kernel, self.d_model // self.heads)
+        return PATHS[path](x, kernels, self.causal)
 
 
 def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
