@@ -55,7 +55,8 @@ class Table:
 
 @dataclass
 class Plot:
-    """A figure: ``draw(container)`` fills a matplotlib Figure or SubFigure.
+    """A matplotlib drawing, the PDF's form of a :class:`Chart` (harness.report.pdf):
+    ``draw(container)`` fills a matplotlib Figure or SubFigure.
 
     ``size`` is the natural size in inches (HTML renders at it; PDF fits it to a page).
     """
@@ -96,7 +97,7 @@ class Subheading:
     text: str
 
 
-Block = Paragraph | Bullets | Subheading | Table | Plot | Chart
+Block = Paragraph | Bullets | Subheading | Table | Plot | Chart  # Plot: on PDF pages only
 
 
 @dataclass
