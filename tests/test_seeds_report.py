@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.seeds import local2d_vs_attention, relative_extra_memory, seeds_claims
+from harness.report import vega
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
 from harness.report.model import Chart, Section
@@ -103,6 +104,7 @@ def test_the_section_renders_and_says_when_it_has_nothing() -> None:
         f"skewed · {tag}": {float(n): 12.0 * n * n for n in NS},
         f"attention · {tag}": {float(n): 4.0 * n * n for n in NS}}
     assert {p["dash"] for p in points if p["series"].startswith("attention")} == {2}
+    assert vega.png_size(vega.png(chart.spec, scale=1.0))[0] > 300  # Vega draws it
     assert any("2 agrees" in getattr(b, "text", "") for b in section.blocks)
     section = _section(pd.DataFrame([_row("attention", "matmul", n, 1.0, 1.0) for n in NS]))
     assert "No relative, local 2D or cross attention" in section.blocks[-1].text  # type: ignore[union-attr]

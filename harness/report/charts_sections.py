@@ -456,10 +456,10 @@ def relative_chart(extra: pd.DataFrame, look: Look) -> Chart | None:
     spec = figure([panel(ss, points, title="relative attention: memory beyond plain "
                          "attention vs n", y_title="peak memory (bytes)", kind="bytes",
                          look=look, runs=tags, guide_points=[], legend=True,
-                         shape_title="d, h, B")])
+                         shape_title="setting (d, h, b)")])
     return Chart(spec, "Peak memory of the relative-attention variants above plain "
                  "attention's at the same case, against n, log-log (solid: materialized, "
-                 "dashed: skewed; one point shape per setting of d, h and batch B swept over "
+                 "dashed: skewed; one point shape per setting of d, h and batch b swept over "
                  "n); dotted: plain attention's own peak at that case." + _HOVER,
                  "relative attention memory beyond attention against sequence length")
 

@@ -33,7 +33,7 @@ class Context:
 
     @property
     def many(self) -> bool:
-        """Several runs: tables get a run column, figures a marker per run."""
+        """Several runs: tables get a run column, figures a point shape per run."""
         return len(self.runs) > 1
 
     def run_frames(self) -> Iterable[tuple[RunInfo, pd.DataFrame]]:
