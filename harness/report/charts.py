@@ -205,7 +205,7 @@ def guides(ss: list[Series], points: list[dict[str, Any]], axis: str = "seq_len"
         terms = row_terms(s.rows)
         for t in terms[:1]:
             e = exponent(t, axis)[0]
-            if not math.isnan(e) and e > 0:
+            if not math.isnan(e) and e >= 0:  # 0: a flat guide (a decode step's cost)
                 exps.add(e)
     xs = sorted({p["n"] for p in points})
     x0, x1 = xs[0], xs[-1]
