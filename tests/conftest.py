@@ -66,3 +66,16 @@ def count_flops(module: torch.nn.Module, x: torch.Tensor, train: bool = False) -
         if train:
             y.sum().backward()
     return counter.get_total_flops()
+
+
+def drawn_px(spec: dict) -> tuple[float, float]:
+    """(width, height) in CSS pixels of a Vega-Lite spec as Vega draws it (its one-page PDF,
+    one point per CSS pixel): a spec Vega cannot draw raises."""
+    import io
+
+    from pypdf import PdfReader
+
+    from harness.report import vega
+
+    box = PdfReader(io.BytesIO(vega.pdf(spec))).pages[0].mediabox
+    return float(box.width), float(box.height)

@@ -328,16 +328,19 @@ def test_eager_and_compiled_rows_are_never_one_curve_or_one_table1_row() -> None
     from test_report import _row
 
     from harness.analysis import table1_measured
-    from harness.report.figures import curves
+    from harness.report.charts import series
+    from harness.report.charts_sections import metric_points, slices
+    from harness.report.style import make_look
 
     rows = [_row("lstm", n, 64, i, device_name="cpu", slow=1.0 if c else 5.0, compile=c)
             for i, (n, c) in enumerate((n, c) for c in (False, True) for n in (64, 128, 256))]
     df = pd.DataFrame(rows).assign(run="r")
-    slices = curves(df, "seq_len", "time_ms_median")
-    assert sorted(slices) == [(False,), (True,)]  # one facet each
-    assert [len(c) for c in slices.values()] == [1, 1]
-    eager, comp = slices[(False,)][0], slices[(True,)][0]
-    assert list(eager.y) == [r["time_ms_median"] for r in rows[:3]]
-    assert list(comp.y) == [r["time_ms_median"] for r in rows[3:]]
+    shown = slices(df, "seq_len")[0]
+    assert [sorted(set(sub["compile"])) for _, sub in shown] == [[False], [True]]  # a panel each
+    look = make_look(df, ["r"])
+    eager, comp = ([p["value"] for p in metric_points(series(sub, look, False), "time_ms_median",
+                                                      look, "seq_len")] for _, sub in shown)
+    assert eager == [r["time_ms_median"] for r in rows[:3]]
+    assert comp == [r["time_ms_median"] for r in rows[3:]]
     table = table1_measured(df.drop(columns=["run"]))
     assert sorted(table["compile"]) == [False, True] and set(table["n_cases"]) == {3}

@@ -23,18 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CONTENDED, REPO
-from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
 from pypdf import PdfReader
 
 from harness.errors import HarnessInputError
 from harness.report import add_parser, default_out_dir, parse_formats, write_report
 from harness.report.build import SECTIONS, build_report
+from harness.report.charts_sections import roofline_chart, scaling_charts
 from harness.report.command import main as report_main
-from harness.report.figures import curves, make_look, roofline_plot, scaling_plots
 from harness.report.inputs import load_runs
 from harness.report.model import Table
-from harness.report.style import layer_colours
+from harness.report.style import layer_colours, make_look
 from harness.results import RunDirectory
 
 TITLES = ("Summary", "Runs compared", "What was run", "Table 1, measured vs theory",
@@ -133,6 +131,28 @@ def _sections(text: str) -> list[str]:
     return re.findall(r"<h2>\d+\. ([^<]+)</h2>", text)
 
 
+def data_of(spec: dict, layer: dict) -> list[dict]:
+    """The rows a layer of a chart spec draws: its named data set (or inline values)."""
+    data = layer.get("data", {})
+    return list(spec.get("datasets", {}).get(data.get("name"), data.get("values", [])))
+
+
+def panels_of(spec: dict) -> list[dict]:
+    """The panels of a chart, row by row."""
+    if "vconcat" in spec:
+        return [p for row in spec["vconcat"] for p in row["hconcat"]]
+    return list(spec["hconcat"])
+
+
+def points_of(spec: dict, panel: dict) -> list[dict]:
+    """The series points of a panel (the data of its layers that carry ``hollow``)."""
+    for layer in panel["layer"]:
+        rows = data_of(spec, layer)
+        if rows and "hollow" in rows[0] and layer["mark"]["type"] == "point":
+            return rows
+    return []
+
+
 # --------------------------------------------------------------------------- a real small run
 
 TINY = """\
@@ -188,11 +208,12 @@ def test_every_section_with_content_appears_for_a_real_small_run(real_report):
     text = paths[0].read_text(encoding="utf-8")
     assert _sections(text) == ONE_RUN and len(SECTIONS) == len(TITLES)
     assert "Complexity report: tiny-report" in text
-    assert text.count("data:image/png;base64,") >= 3  # scaling, memory, roofline
+    assert "data:image/png" not in text  # every figure is a chart
     for layer in ("lstm", "attention"):
         assert f"<td>{layer}</td>" in text
     assert "6 cases (6 ran) of 2 layers" in text  # the first screen's answer
-    assert text.count('class="vl"') == 2  # headline and crossover charts
+    # headline, crossovers, scaling along n, memory, roofline
+    assert text.count('class="vl"') == 5
     pdf = paths[1].read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
 
@@ -213,14 +234,13 @@ def test_html_is_self_contained_with_no_network_reference(real_report):
     assert tags and all("src" not in t.lower() for t in tags)  # every script is inline
     page = _outside_scripts(text)
     assert "http://" not in page and "https://" not in page
-    sources = re.findall(r"""src="([^"]*)\"""", page)
-    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.findall(r"""src=""", page)  # no image: every figure is a chart
     hrefs = re.findall(r"""href="([^"]*)\"""", page)
     assert hrefs and all(h.startswith("#") for h in hrefs)  # the table of contents only
     specs = re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', text, re.S)
-    assert len(specs) == 2
-    for spec in specs:  # data inlined as values, never loaded from a URL
-        assert '"url"' not in spec and "http" not in spec and '"values"' in spec
+    assert len(specs) == text.count('class="vl"') == 5
+    for spec in specs:  # data inlined as named data sets, never loaded from a URL
+        assert '"url"' not in spec and "http" not in spec and '"datasets"' in spec
 
 
 EVIL = "<script>alert('x')</script>"
@@ -292,7 +312,7 @@ def test_failed_only_results_still_give_a_report_that_says_so(failed_only, tmp_p
     text = html_path.read_text(encoding="utf-8")
     assert "No case succeeded: all 6 cases ended without status ok (1 oom, 5 error)" in text
     assert _sections(text) == ONE_RUN
-    assert "data:image/png" not in text  # nothing ran: no plot
+    assert "data:image/png" not in text and 'class="vl"' not in text  # nothing ran: no chart
     assert "there is no scaling to plot" in text
     assert "nothing was fitted" in text.lower()
     for layer in _LAYERS:  # the per-case table shows every failed case with its message
@@ -304,10 +324,12 @@ def test_failed_rows_are_listed_never_plotted(tmp_path, tiny_reports):
     rows = synthetic_rows()
     rows[-1].update(time_ms_median=1e9, peak_mem_bytes=1e15)  # an error row with numbers
     df, _ = load_runs([write_run(tmp_path / "r", rows)])
-    for metric in ("time_ms_median", "peak_mem_bytes"):
-        drawn = [c for cs in curves(df, "seq_len", metric).values() for c in cs]
-        assert drawn and max(c.y.max() for c in drawn) < 1e8
-        assert all(1024 not in c.x for c in drawn if c.layer == "lightconv")
+    (chart,) = scaling_charts(df, "seq_len", make_look(df, ["r"]))
+    drawn = [p for panel in panels_of(chart.spec) for p in points_of(chart.spec, panel)
+             if panel["title"]["text"].startswith(("time", "memory"))]
+    assert {p["layer"] for p in drawn} == {"lstm", "attention", "lightconv"}
+    assert max(p["value"] for p in drawn) < 1e8  # the error row's numbers are not drawn
+    assert all(p["n"] != 1024 for p in drawn if p["layer"] == "lightconv")
     text = tiny_reports[0][0].read_text(encoding="utf-8")
     assert 'class="t-failed">error</td>' in text and "boom &lt;script&gt;" in text
 
@@ -431,41 +453,35 @@ def test_old_results_without_time_note_still_name_the_disturbed_cases(tmp_path):
     assert "<li>lstm-n512-d64: no reason recorded</li>" in _html([run], tmp_path / "out")
 
 
-def _drawn(plot) -> Figure:
-    fig = Figure(figsize=plot.size)
-    plot.draw(fig)
-    return fig
-
-
 def test_unreliable_time_points_are_drawn_hollow_in_the_layer_colour(tmp_path):
     flag = {"lstm-n512-d64": CONTENDED}
     df, runs = load_runs([write_run(tmp_path / "r", disturbed_rows(flag, failures=False))])
     look = make_look(df, [r.name for r in runs])
-    (plot, *_) = scaling_plots(df, "seq_len", look)
-    assert "Hollow markers: unreliable timing" in plot.caption
-    fig = _drawn(plot)
-    hollow = [line for ax in fig.axes for line in ax.lines
-              if str(line.get_markerfacecolor()) == "none"]
+    (chart, *_) = scaling_charts(df, "seq_len", look)
+    assert "Hollow points: unreliable timing" in chart.caption
+    hollow = [(panel["title"]["text"], p) for panel in panels_of(chart.spec)
+              for p in points_of(chart.spec, panel) if p["hollow"]]
     assert len(hollow) == 1  # the time panel only: FLOPs and memory are not disturbed
-    (point,) = hollow
-    assert point.axes.get_title().startswith("time vs n · d_model=64")
-    assert list(point.get_xdata()) == [512.0]
-    assert to_hex(point.get_markeredgecolor()) == look.colours["lstm"]
-    curve = next(line for line in point.axes.lines if line.get_markevery() is not None)
-    assert to_hex(curve.get_color()) == look.colours["lstm"]
-    assert curve.get_markevery() == [0, 1, 2]  # filled markers at the reliable points only
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "hollow: unreliable timing" in legend
-    eff_plot = roofline_plot(df, look)
-    assert "Hollow markers" in eff_plot.caption
-    shaky = [line for ax in _drawn(eff_plot).axes for line in ax.lines
-             if str(line.get_markerfacecolor()) == "none"]
-    assert len(shaky) == 1 and len(shaky[0].get_xdata()) == 1
+    ((title, point),) = hollow
+    assert title.startswith("time vs n · d_model=64")
+    assert (point["layer"], point["n"]) == ("lstm", 512.0) and "unreliable" in point["time"]
+    time_panel = panels_of(chart.spec)[0]
+    marks = [lay for lay in time_panel["layer"] if lay["mark"]["type"] == "point"]
+    drawn_hollow = [lay for lay in marks if lay["mark"].get("fill") == "white"]
+    assert len(drawn_hollow) == 1 and drawn_hollow[0]["mark"]["filled"] is False
+    colour = drawn_hollow[0]["encoding"]["color"]["scale"]
+    assert colour["range"][colour["domain"].index(point["label"])] == look.colours["lstm"]
+    roof = roofline_chart(df, look)
+    assert roof is not None and "Hollow points" in roof.caption
+    shaky = [p for panel in panels_of(roof.spec) for p in points_of(roof.spec, panel)
+             if p["hollow"]]
+    assert [p["case"] for p in shaky] == ["lstm-n512-d64"]
     clean = disturbed_rows({}, failures=False)
     df, runs = load_runs([write_run(tmp_path / "c", clean)])
-    (plot, *_) = scaling_plots(df, "seq_len", make_look(df, [r.name for r in runs]))
-    assert not [line for ax in _drawn(plot).axes for line in ax.lines
-                if str(line.get_markerfacecolor()) == "none"]
+    (chart, *_) = scaling_charts(df, "seq_len", make_look(df, [r.name for r in runs]))
+    assert not [p for panel in panels_of(chart.spec) for p in points_of(chart.spec, panel)
+                if p["hollow"]]
+    assert "Hollow" not in chart.caption
 
 
 def test_layer_colours_are_fixed_and_distinct():
@@ -624,15 +640,15 @@ def test_first_screen_answers_with_a_chart_marks_and_at_most_ten_findings(tmp_pa
     spec = headline.spec
     assert [p["title"]["text"] for p in spec["hconcat"]] == ["Time vs n", "Peak memory vs n"]
     time_layers = spec["hconcat"][0]["layer"]
-    guides = {v["guide"] for v in time_layers[0]["data"]["values"]}
+    guides = {v["guide"] for v in data_of(spec, time_layers[0])}
     assert guides == {"∝ n", "∝ n²"}  # lstm/lightconv linear, attention quadratic
-    points = time_layers[-1]["data"]["values"]
+    points = data_of(spec, time_layers[-1])
     hollow = [p for p in points if p["hollow"]]
     assert [(p["layer"], p["n"]) for p in hollow] == [("lstm", 512.0)]
     assert "unreliable" in hollow[0]["time"] and "case" in hollow[0]
     assert any(layer.get("params", [{}])[0].get("bind") == "legend" for layer in time_layers)
-    rules = [lay["data"]["values"][0] for lay in cross.spec["hconcat"][0]["layer"]
-             if lay["mark"]["type"] == "rule" and "n" in lay["data"]["values"][0]]
+    rules = [data_of(cross.spec, lay)[0] for lay in cross.spec["hconcat"][0]["layer"]
+             if lay["mark"]["type"] == "rule" and "n" in data_of(cross.spec, lay)[0]]
     assert {r["label"] for r in rules} == {"n = d", "n = 2d"}
     assert {r["n"] for r in rules} == {256.0, 512.0}  # d = 256 has as many n as d = 64
     bullets = [b for b in summary.blocks if isinstance(b, Bullets)]
@@ -670,7 +686,7 @@ def test_runs_compared_side_by_side_with_identity_ratios_and_winner(tmp_path):
                                                              "neither (within 1%)")}
     (chart,) = _charts(section)
     values = [v for lay in chart.spec["hconcat"][0]["layer"]
-              for v in lay.get("data", {}).get("values", []) if "series" in v]
+              for v in data_of(chart.spec, lay) if "series" in v]
     assert values and all(0.2 < v["value"] < 0.5 for v in values)  # 0.25x + fixed overhead
     answer = _section(report, "summary").blocks[0].text
     assert f"Against {a.name}, {b.name} is faster in time for 2 of 2 layer variants" in answer
@@ -703,11 +719,14 @@ def test_sections_with_nothing_to_show_are_absent_from_nav_and_pdf(tmp_path):
 
 
 def test_the_table1_example_stays_one_file_under_5_mb(tmp_path):
-    """The committed Table-1 baseline (140 cases) as HTML: charts, bundle and PNGs inlined,
+    """The committed Table-1 baseline (140 cases) as HTML: charts and bundle inlined,
     still under the 5 MB a report may weigh."""
     baseline = REPO / "results" / "baselines" / "table1-cpu"
     (page,) = write_report([baseline], tmp_path, formats=("html",))
     size = page.stat().st_size
     assert 1_000_000 < size < 5_000_000, size
     text = page.read_text(encoding="utf-8")
-    assert text.count('class="vl"') == 2 and text.count("<script>") == 2
+    # headline, crossovers, scaling along n (d 128, 512), along d (4 of 5 n in two charts),
+    # memory, roofline: all charts, no PNG
+    assert text.count('class="vl"') == 7 and text.count("<script>") == 2
+    assert "data:image/png" not in text

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
-from matplotlib.figure import Figure
+from conftest import drawn_px
 
 from harness.analysis.seeds import local2d_vs_attention, relative_extra_memory, seeds_claims
 from harness.report.build import build_report
 from harness.report.context import Context
 from harness.report.inputs import RunInfo
-from harness.report.model import Plot, Section
+from harness.report.model import Chart, Section
 from harness.report.sec_seeds import seeds
 
 NS = (256, 512, 1024, 2048)
@@ -92,11 +92,20 @@ def _section(df: pd.DataFrame) -> Section:
 
 def test_the_section_renders_and_says_when_it_has_nothing() -> None:
     section = _section(pd.DataFrame(_relative()))
-    (plot,) = [b for b in section.blocks if isinstance(b, Plot)]
-    figure = Figure(figsize=plot.size)
-    plot.draw(figure)  # one axes: both variants and attention's own peak
-    (ax,) = figure.axes
-    assert len(ax.lines) == 3
+    (chart,) = [b for b in section.blocks if isinstance(b, Chart)]
+    (panel,) = chart.spec["hconcat"]  # one panel: both variants and attention's own peak
+    line = next(lay for lay in panel["layer"] if lay["mark"]["type"] == "line")
+    points = chart.spec["datasets"][line["data"]["name"]]
+    by_series: dict[str, dict[float, float]] = {}
+    for p in points:
+        by_series.setdefault(p["series"], {})[p["n"]] = p["value"]
+    tag = "d256 h4 b1"
+    assert by_series == {  # memory beyond attention's; attention's own peak dotted
+        f"materialized · {tag}": {float(n): 64.0 * n * n for n in NS},
+        f"skewed · {tag}": {float(n): 12.0 * n * n for n in NS},
+        f"attention · {tag}": {float(n): 4.0 * n * n for n in NS}}
+    assert {p["dash"] for p in points if p["series"].startswith("attention")} == {2}
+    assert drawn_px(chart.spec)[0] > 300  # Vega draws it
     assert any("2 agrees" in getattr(b, "text", "") for b in section.blocks)
     section = _section(pd.DataFrame([_row("attention", "matmul", n, 1.0, 1.0) for n in NS]))
     assert "No relative, local 2D or cross attention" in section.blocks[-1].text  # type: ignore[union-attr]

@@ -7,8 +7,9 @@
 Modules: ``inputs`` (results -> one frame with a ``run`` column), ``build`` and the
 ``sec_*`` modules (the content, once, as :mod:`~harness.report.model` blocks;
 ``sec_overview`` is the first screen, ``sec_compare`` runs side by side), ``charts``
-(interactive Vega-Lite specs, data inlined) and ``vega`` (the inlined bundle, static renders
-for the PDF), ``figures`` and ``style`` (matplotlib/seaborn, fixed colours), ``html`` and
+and ``charts_sections`` (every figure: an interactive Vega-Lite spec, data inlined) and
+``vega`` (the inlined bundle, static renders for the PDF), ``style`` (fixed colours, the
+PDF's matplotlib style), ``html`` and
 ``pdf`` (the renderers), ``fmt`` (numbers and units), ``command`` (the CLI).
 """
 

@@ -5,11 +5,13 @@ Every spec is plain JSON built from the results dataframe only (status ok rows).
 look: a layer keeps its report colour, a variant its dash (the layer's variants in name
 order), a run its point shape; clicking a legend entry shows that series alone (shift-click
 adds more); hovering a point shows the case's metrics. A timing flagged unreliable is a
-hollow point, exactly as in the static figures; so is a ratio that involves one.
+hollow point; so is a ratio that involves one. :func:`figure` puts each distinct data set
+into the spec's ``datasets`` once, however many layers draw it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,17 +22,17 @@ import pandas as pd
 
 from harness import schema
 from harness.analysis.crossovers import LAYER_SPECIFIC
-from harness.analysis.frame import describe, numeric, ok_mask, unreliable_mask
+from harness.analysis.frame import describe, numeric, ok_mask, timed, unreliable_mask
 from harness.analysis.layers import layer_infos, row_terms
 from harness.report import fmt, vega
-from harness.report.figures import Look
 from harness.report.model import Chart
+from harness.report.style import Look
 from harness.theory import exponent
 
 PANEL_W, PANEL_H = 400, 230
 GUIDE = "#8a8a8a"
 DIM = 0.12  # opacity of series not picked in the legend
-_SHAPES = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross")
+SHAPES = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross")
 _DASHES = ([1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3])
 #: Parameters a run's identity (not its sweep) consists of: never matched between runs.
 IDENTITY = ("dtype", "device")
@@ -92,11 +94,11 @@ def pick_slice(df: pd.DataFrame, *, keep: Sequence[str] = ()) -> Slice | None:
     return Slice(ok, d, describe(fixed, ()), total - len(ok), others)
 
 
-def _series_keys(df: pd.DataFrame) -> list[str]:
+def _series_keys(df: pd.DataFrame, axis: str = "seq_len") -> list[str]:
     """Layer-specific parameters that vary within a layer: each value is its own series."""
     out = []
     for p in LAYER_SPECIFIC:
-        if p in df.columns and p != "seq_len":
+        if p in df.columns and p != axis:
             per_layer = df.groupby(df["layer"].astype(str))[p].nunique(dropna=True)
             if (per_layer > 1).any():
                 out.append(p)
@@ -120,9 +122,11 @@ class Series:
 
 
 def series(rows: pd.DataFrame, look: Look, many: bool,
-           by: Sequence[str] = ("run", "layer", "variant")) -> list[Series]:
-    """The rows grouped into series in report order (run, layer rank, variant, extra)."""
-    extra_keys = _series_keys(rows)
+           by: Sequence[str] = ("run", "layer", "variant"), axis: str = "seq_len"
+           ) -> list[Series]:
+    """The rows grouped into series in report order (run, layer rank, variant, extra);
+    ``axis``: the x of the chart (never a series key)."""
+    extra_keys = _series_keys(rows, axis)
     keys = [*by, *extra_keys]
     out = []
     for key, sub in rows.groupby([rows[k].astype(str) for k in keys], sort=False):
@@ -133,17 +137,12 @@ def series(rows: pd.DataFrame, look: Look, many: bool,
         out.append(Series(_name(look, layer, variant, extra, run, many),
                           _name(look, layer, variant, extra, run, False), run, layer,
                           variant, sub, extra))
-    order = {r: i for i, r in enumerate(look.markers)}
+    order = {r: i for i, r in enumerate(look.runs)}
     out.sort(key=lambda s: (look.rank(s.layer), s.variant, s.name, order.get(s.run, 0)))
     return out
 
 
-def _dash(look: Look, layer: str, variant: str) -> int:
-    variants = sorted(v for (lay, v) in look.styles if lay == layer)
-    return variants.index(variant) if variant in variants else 0
-
-
-def _tooltip_row(row: Any) -> dict[str, Any]:
+def tooltip_row(row: Any) -> dict[str, Any]:
     """What hovering a point shows: the case and its main metrics, as text."""
     time = row.get("time_ms_median")
     iqr = row.get("time_ms_iqr")
@@ -160,15 +159,15 @@ def _tooltip_row(row: Any) -> dict[str, Any]:
 _TIPS = ["series", "n", "value_text", "case", "time", "FLOPs", "peak memory", "samples"]
 
 
-def cost_points(ss: list[Series], metric: str, look: Look) -> list[dict[str, Any]]:
-    """One point per series and n: the median over reliable rows (all rows, hollow, when
-    none is reliable; only timings can be unreliable)."""
-    timed = metric.startswith("time")
+def cost_points(ss: list[Series], metric: str, look: Look, axis: str = "seq_len"
+                ) -> list[dict[str, Any]]:
+    """One point per series and x (``axis``, field "n"): the median over reliable rows (all
+    rows, hollow, when none is reliable; only timings can be unreliable)."""
     out = []
     for s in ss:
-        n = numeric(s.rows, "seq_len")
+        n = numeric(s.rows, axis)
         y = numeric(s.rows, metric)
-        bad = unreliable_mask(s.rows) if timed else pd.Series(False, index=s.rows.index)
+        bad = unreliable_mask(s.rows) if timed(metric) else pd.Series(False, index=s.rows.index)
         for x in sorted(n.dropna().unique()):
             at = (n == x) & np.isfinite(y) & (y > 0)
             if not at.any():
@@ -179,9 +178,9 @@ def cost_points(ss: list[Series], metric: str, look: Look) -> list[dict[str, Any
             value = float(y[use].median())
             out.append({"series": s.name, "label": s.label, "layer": s.layer,
                         "variant": s.variant, "run": s.run,
-                        "dash": _dash(look, s.layer, s.variant), "n": float(x), "value": value,
+                        "dash": look.dash(s.layer, s.variant), "n": float(x), "value": value,
                         "hollow": not bool(good.any()),
-                        "value_text": _value_text(metric, value), **_tooltip_row(first)})
+                        "value_text": _value_text(metric, value), **tooltip_row(first)})
     return out
 
 
@@ -195,25 +194,27 @@ def _value_text(metric: str, value: float) -> str:
     return fmt.num(value)
 
 
-def guides(ss: list[Series], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paper's slopes along n (the distinct leading FLOP exponents of the layers shown)
-    as lines from the geometric mean of the values at the smallest n."""
+def guides(ss: list[Series], points: list[dict[str, Any]], axis: str = "seq_len"
+           ) -> list[dict[str, Any]]:
+    """The paper's slopes along ``axis`` (the distinct leading FLOP exponents of the layers
+    shown) as lines from the geometric mean of the values at the smallest x."""
     if not points:
         return []
     exps = set()
     for s in ss:
         terms = row_terms(s.rows)
         for t in terms[:1]:
-            e = exponent(t, "seq_len")[0]
-            if not math.isnan(e) and e > 0:
+            e = exponent(t, axis)[0]
+            if not math.isnan(e) and e >= 0:  # 0: a flat guide (a decode step's cost)
                 exps.add(e)
     xs = sorted({p["n"] for p in points})
     x0, x1 = xs[0], xs[-1]
     starts = [p["value"] for p in points if p["n"] == x0]
     y0 = float(np.exp(np.mean(np.log(starts))))
+    symbol = fmt.AXIS_SYMBOL.get(axis, axis)
     out = []
     for e in sorted(exps):
-        label = "∝ n" if e == 1 else f"∝ {fmt.power('n', e)}"
+        label = f"∝ {symbol}" if e == 1 else f"∝ {fmt.power(symbol, e)}"
         for x in np.geomspace(x0, x1, 16):
             out.append({"guide": label, "n": float(x), "value": y0 * (float(x) / x0) ** e})
     return out
@@ -222,22 +223,23 @@ def guides(ss: list[Series], points: list[dict[str, Any]]) -> list[dict[str, Any
 # --------------------------------------------------------------------------- spec pieces
 
 
-def _x(ticks: Sequence[float] = (), title: str = "sequence length n") -> dict[str, Any]:
-    """The n axis, log base 2; ``ticks``: label exactly the measured n when few."""
+def x_encoding(ticks: Sequence[float] = (), title: str = "sequence length n", base: int = 2
+       ) -> dict[str, Any]:
+    """The x axis (field "n"), log; ``ticks``: label exactly the measured x when few."""
     axis: dict[str, Any] = {"format": "~g", "grid": True}
     if 0 < len(ticks) <= 12:
         axis["values"] = list(ticks)
     return {"field": "n", "type": "quantitative", "title": title,
-            "scale": {"type": "log", "base": 2, "nice": False}, "axis": axis}
+            "scale": {"type": "log", "base": base, "nice": False}, "axis": axis}
 
 
-def _y(title: str, kind: str) -> dict[str, Any]:
+def y_encoding(title: str, kind: str) -> dict[str, Any]:
     return {"field": "value", "type": "quantitative", "title": title,
             "scale": {"type": "log", "nice": False},
             "axis": {"format": _FORMAT[kind], "grid": True, "tickCount": 6}}
 
 
-def _colour(ss: list[Series], look: Look, legend: bool) -> dict[str, Any]:
+def colour_encoding(ss: list[Series], look: Look, legend: bool) -> dict[str, Any]:
     names = list(dict.fromkeys(s.label for s in ss))
     colours = [look.colours.get(next(s.layer for s in ss if s.label == n), "#444444")
                for n in names]
@@ -252,34 +254,42 @@ def _dash_enc() -> dict[str, Any]:
             "scale": {"domain": list(range(len(_DASHES))), "range": [list(d) for d in _DASHES]}}
 
 
-def _opacity(picked: float = 1.0) -> dict[str, Any]:
+def pick_opacity(picked: float = 1.0) -> dict[str, Any]:
     return {"condition": {"param": "pick", "value": picked, "empty": True}, "value": DIM}
 
 
-def _shape(runs: Sequence[str]) -> dict[str, Any]:
-    return {"field": "run", "type": "nominal", "title": "run",
-            "scale": {"domain": list(runs), "range": list(_SHAPES[:len(runs)])}}
+def _shape(runs: Sequence[str], title: str) -> dict[str, Any]:
+    return {"field": "run", "type": "nominal", "title": title,
+            "scale": {"domain": list(runs), "range": list(SHAPES[:len(runs)])}}
 
 
 def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title: str,
           kind: str, look: Look, runs: Sequence[str], guide_points: list[dict[str, Any]],
           legend: bool, rules: Sequence[dict[str, Any]] = (),
-          hrule: float | None = None) -> dict[str, Any]:
+          hrule: float | None = None, axis: str = "seq_len",
+          under: Sequence[dict[str, Any]] = (), over: Sequence[dict[str, Any]] = (),
+          size: tuple[int, int] = (PANEL_W, PANEL_H), shape_title: str = "run"
+          ) -> dict[str, Any]:
     """One log-log panel: guides, series lines, filled and hollow points with tooltips;
-    ``rules``: vertical marks ({"n": x, "label": text}); ``hrule``: a horizontal line."""
+    ``rules``: vertical marks ({"n": x, "label": text}); ``hrule``: a horizontal line;
+    ``axis``: what x is (field "n"); ``under``/``over``: more layers below/above the
+    series. ``ss``: every series of the figure (one colour domain for all its panels);
+    several ``runs``: a point shape each (field "run", legend ``shape_title``)."""
     many = len(runs) > 1
-    colour = _colour(ss, look, legend)
+    colour = colour_encoding(ss, look, legend)
     ticks = sorted({p["n"] for p in points})
-    x = _x(ticks)
+    x = x_encoding(ticks, fmt.AXIS_LABEL.get(axis, axis))
+    symbol = fmt.AXIS_SYMBOL.get(axis, axis)
     tips = [{"field": f, "type": "nominal" if f != "n" else "quantitative",
-             "title": {"value_text": "value", "series": "series"}.get(f, f)} for f in _TIPS]
+             "title": {"value_text": "value", "series": "series", "n": symbol}.get(f, f)}
+            for f in _TIPS]
     if many:
-        tips.insert(1, {"field": "run", "type": "nominal"})
-    layers: list[dict[str, Any]] = []
+        tips.insert(1, {"field": "run", "type": "nominal", "title": shape_title})
+    layers: list[dict[str, Any]] = [*under]
     if guide_points:
         layers.append({"data": {"values": guide_points}, "mark": {
             "type": "line", "strokeDash": [2, 3], "color": GUIDE, "strokeWidth": 1},
-            "encoding": {"x": x, "y": _y(y_title, kind), "detail": {"field": "guide"}}})
+            "encoding": {"x": x, "y": y_encoding(y_title, kind), "detail": {"field": "guide"}}})
         layers.append({"data": {"values": guide_points},
                        "transform": [{"window": [{"op": "rank", "as": "r"}],
                                       "groupby": ["guide"],
@@ -287,7 +297,7 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
                                      {"filter": "datum.r == 1"}],
                        "mark": {"type": "text", "align": "right", "dx": -3, "dy": -6,
                                 "color": GUIDE, "fontSize": 10},
-                       "encoding": {"x": x, "y": _y(y_title, kind),
+                       "encoding": {"x": x, "y": y_encoding(y_title, kind),
                                     "text": {"field": "guide"}}})
     if hrule is not None:
         layers.append({"data": {"values": [{"value": hrule}]},
@@ -305,36 +315,67 @@ def panel(ss: list[Series], points: list[dict[str, Any]], *, title: str, y_title
     line: dict[str, Any] = {
         "data": {"values": points},
         "mark": {"type": "line", "strokeWidth": 1.8},
-        "encoding": {"x": x, "y": _y(y_title, kind), "color": colour,
+        "encoding": {"x": x, "y": y_encoding(y_title, kind), "color": colour,
                      "strokeDash": _dash_enc(), "detail": {"field": "series"},
-                     "opacity": _opacity()}}
+                     "opacity": pick_opacity()}}
     if legend:
         line["params"] = [{"name": "pick", "select": {"type": "point", "fields": ["label"]},
                            "bind": "legend"}]
     layers.append(line)
     for hollow in (False, True):
-        enc: dict[str, Any] = {"x": x, "y": _y(y_title, kind), "color": colour,
-                               "opacity": _opacity(), "tooltip": tips}
+        enc: dict[str, Any] = {"x": x, "y": y_encoding(y_title, kind), "color": colour,
+                               "opacity": pick_opacity(), "tooltip": tips}
         if many:
-            enc["shape"] = _shape(runs)
+            enc["shape"] = _shape(runs, shape_title)
         layers.append({"data": {"values": points},
                        "transform": [{"filter": f"datum.hollow == {str(hollow).lower()}"}],
                        "mark": {"type": "point", "filled": not hollow, "size": 42,
                                 "strokeWidth": 1.4, **({"fill": "white"} if hollow else {})},
                        "encoding": enc})
+    layers += over
     return {"title": {"text": title, "anchor": "start", "fontSize": 13},
-            "width": PANEL_W, "height": PANEL_H, "layer": layers}
+            "width": size[0], "height": size[1], "layer": layers}
 
 
-def figure(panels: list[dict[str, Any]]) -> dict[str, Any]:
-    """Panels side by side, one legend, the report's font."""
-    return {"hconcat": panels, "spacing": 28,
-            "resolve": {"scale": {"y": "independent", "x": "independent"}},
+def figure(panels: list[dict[str, Any]], per_row: int | None = None) -> dict[str, Any]:
+    """Panels side by side (``per_row`` to a row, rows stacked), one legend, the report's
+    font; each distinct inline data set moved to the spec's ``datasets``, once."""
+    resolve = {"scale": {"y": "independent", "x": "independent"}}
+    body: dict[str, Any] = {"hconcat": panels, "spacing": 28, "resolve": resolve}
+    if per_row is not None and len(panels) > per_row:
+        body = {"vconcat": [{"hconcat": panels[i:i + per_row], "spacing": 28,
+                             "resolve": resolve}
+                            for i in range(0, len(panels), per_row)],
+                "spacing": 22, "resolve": resolve}
+    datasets: dict[str, list[Any]] = {}
+    body = _hoist(body, datasets, {})
+    return {**body, "datasets": datasets,
             "config": {"font": "DejaVu Sans", "view": {"stroke": "#cccccc"},
                        "axis": {"labelFontSize": 11, "titleFontSize": 11.5},
                        "legend": {"labelFontSize": 11, "titleFontSize": 11},
                        "background": "white"},
             "padding": 6}
+
+
+def _hoist(node: Any, datasets: dict[str, list[Any]], names: dict[str, str]) -> Any:
+    """``node`` with every {"data": {"values": [...]}} replaced by {"data": {"name": ...}}
+    and the values stored in ``datasets`` under that name (equal values share one)."""
+    if isinstance(node, list):
+        return [_hoist(v, datasets, names) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "data" and isinstance(value, dict) and set(value) == {"values"}:
+            text = json.dumps(value["values"], sort_keys=True, default=str)
+            if text not in names:
+                names[text] = f"d{len(names)}"
+                datasets[names[text]] = value["values"]
+            out[key] = {"name": names[text]}
+        else:
+            out[key] = _hoist(value, datasets, names)
+    return out
+
 
 
 # --------------------------------------------------------------------------- the charts

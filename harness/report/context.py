@@ -12,9 +12,9 @@ import pandas as pd
 from harness import schema
 from harness.analysis.frame import ok_mask
 from harness.report import fmt
-from harness.report.figures import Look, make_look
 from harness.report.inputs import RunInfo
 from harness.report.model import Cell
+from harness.report.style import Look, make_look
 from harness.results import PARAM_COLUMNS
 
 
@@ -33,7 +33,7 @@ class Context:
 
     @property
     def many(self) -> bool:
-        """Several runs: tables get a run column, figures a marker per run."""
+        """Several runs: tables get a run column, figures a point shape per run."""
         return len(self.runs) > 1
 
     def run_frames(self) -> Iterable[tuple[RunInfo, pd.DataFrame]]:

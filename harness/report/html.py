@@ -1,26 +1,22 @@
 """Render a report as one self-contained HTML file.
 
-Static figures are inline PNGs (data: URIs); interactive charts are Vega-Lite specs whose
-data is inlined as JSON, drawn by the Vega bundle inlined once at the end of the page
-(harness.report.vega), with a small script of our own for the log/linear switches. The
-style sheet is inline and nothing refers outside the file, so it opens from disk, offline,
-without a server. ``document.body.dataset.charts`` counts the charts drawn ("3/3"), so a
-browser test can wait for them.
+Every figure is an interactive chart: a Vega-Lite spec whose data is inlined as JSON, drawn
+by the Vega bundle inlined once at the end of the page (harness.report.vega), with a small
+script of our own for the log/linear switches. The style sheet is inline and nothing refers
+outside the file, so it opens from disk, offline, without a server.
+``document.body.dataset.charts`` counts the charts drawn ("3/3"), so a browser test can wait
+for them.
 The page is the template ``harness/templates/report.html.j2``; jinja2 autoescapes every piece of
 text, and :func:`br` (the template's ``br`` filter) turns newlines into line breaks.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from typing import Any
 
-import matplotlib
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
-from matplotlib.figure import Figure
 
 from harness.report import vega
 from harness.report.model import (
@@ -28,14 +24,10 @@ from harness.report.model import (
     Cell,
     Chart,
     Paragraph,
-    Plot,
     Report,
     Subheading,
     Table,
 )
-from harness.report.style import rc
-
-DPI = 110
 
 _TONE_CLASS = {"agrees": "t-agrees", "disagrees": "t-disagrees",
                "inconclusive": "t-inconclusive", "n/a": "t-na", "failed": "t-failed"}
@@ -44,17 +36,6 @@ _TONE_CLASS = {"agrees": "t-agrees", "disagrees": "t-disagrees",
 def br(value: object) -> Markup:
     """Escape text for HTML (quotes included); newlines become line breaks."""
     return escape(str(value)).replace("\n", Markup("<br>"))
-
-
-def png(plot: Plot) -> bytes:
-    """The plot as PNG bytes, drawn at its natural size with the report style."""
-    with matplotlib.rc_context(rc()):
-        fig = Figure(figsize=plot.size)
-        plot.draw(fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None},
-                    facecolor="white")
-    return buf.getvalue()
 
 
 def _cell_class(table: Table, column: int, cell: Cell) -> str:
@@ -120,7 +101,7 @@ def has_charts(report: Report) -> bool:
 
 
 def _kind(block: object) -> str:
-    if not isinstance(block, (Paragraph, Subheading, Bullets, Table, Plot, Chart)):
+    if not isinstance(block, (Paragraph, Subheading, Bullets, Table, Chart)):
         raise TypeError(f"cannot render a {type(block).__name__} block")
     return type(block).__name__
 
@@ -128,8 +109,7 @@ def _kind(block: object) -> str:
 _ENV = Environment(loader=PackageLoader("harness", "templates"), autoescape=True,
                    keep_trailing_newline=True)
 _ENV.filters["br"] = br
-_ENV.globals.update(kind=_kind, cell_class=_cell_class, spec_json=spec_json,
-                    png_base64=lambda plot: base64.b64encode(png(plot)).decode("ascii"))
+_ENV.globals.update(kind=_kind, cell_class=_cell_class, spec_json=spec_json)
 
 
 def _scripts(report: Report) -> dict[str, Any]:

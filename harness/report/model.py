@@ -7,11 +7,8 @@ it (HTML) or protect it (matplotlib), never interpret it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from matplotlib.figure import FigureBase
 
 
 @dataclass(frozen=True)
@@ -54,19 +51,6 @@ class Table:
 
 
 @dataclass
-class Plot:
-    """A figure: ``draw(container)`` fills a matplotlib Figure or SubFigure.
-
-    ``size`` is the natural size in inches (HTML renders at it; PDF fits it to a page).
-    """
-
-    draw: Callable[[FigureBase], None]
-    size: tuple[float, float]
-    caption: str
-    alt: str
-
-
-@dataclass
 class Chart:
     """An interactive figure: a Vega-Lite spec with its data inlined (``values``).
 
@@ -97,7 +81,7 @@ class Subheading:
     text: str
 
 
-Block = Paragraph | Bullets | Subheading | Table | Plot | Chart
+Block = Paragraph | Bullets | Subheading | Table | Chart
 
 
 @dataclass

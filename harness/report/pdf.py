@@ -2,9 +2,9 @@
 
 Pages are A4 landscape. Text, tables and figures flow down a page and continue on the
 next; a table repeats its header on every page, a section continued on a new page repeats
-its title. Matplotlib figures (Plot) are drawn as vector graphics into subfigures of the
-page; charts (Chart) keep an empty box of their size, and their own vector PDF, drawn by
-Vega from the same spec as the HTML's, is laid onto it afterwards (harness.report.pdf_charts).
+its title. A chart (Chart) keeps an empty box of its size, and its own vector PDF, drawn
+by Vega from the same spec as the HTML's, is laid onto it afterwards
+(harness.report.pdf_charts).
 Text is measured with the font's own glyph advances, so wrapping matches what is drawn. The
 document carries no creation date, so two renders of the same results are the same file.
 
@@ -14,8 +14,7 @@ their lines, or split a long table over pages with its header repeated - Table 1
 came out 1.4 page widths wide with its 4-line cells clipped, and the per-case table has a
 row per case. Wrapping, paging and column fitting are therefore what this module is; a
 flowing-document library (reportlab platypus, fpdf2 tables) would do them, but it is a new
-dependency and the matplotlib figures would have to go through SVG or PNG instead of onto
-the page.
+dependency for what matplotlib's text and glyph metrics already give.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from harness.report.model import (
     Cell,
     Chart,
     Paragraph,
-    Plot,
     Report,
     Subheading,
     Table,
@@ -233,9 +231,9 @@ class Pager:
         self.y += height
 
     # -- figures -------------------------------------------------------------------------
-    def plots(self, plots: Sequence[Plot | VectorChart]) -> None:
+    def plots(self, plots: Sequence[VectorChart]) -> None:
         """Figures below what is on the page, as many as fit; the rest on new pages."""
-        group: list[tuple[Plot | VectorChart, float, list[str]]] = []
+        group: list[tuple[VectorChart, float, list[str]]] = []
         start = self.y
         for plot in plots:
             scale = min(1.0, TEXT_W / 72 / plot.size[0])
@@ -256,8 +254,7 @@ class Pager:
         if group:
             self._place(group, start)
 
-    def _place(self, group: list[tuple[Plot | VectorChart, float, list[str]]],
-               top: float) -> None:
+    def _place(self, group: list[tuple[VectorChart, float, list[str]]], top: float) -> None:
         page = self.current
         ratios = [top]
         for _, body, caption in group:
@@ -265,31 +262,16 @@ class Pager:
         ratios.append(max(H - sum(ratios), 1.0))
         subs: Any = page.subfigures(len(ratios), 1, height_ratios=ratios)
         for k, (plot, body, caption) in enumerate(group):
-            if isinstance(plot, VectorChart):  # its box stays empty until the overlay
-                aspect = plot.size[0] / plot.size[1]
-                drawn = min(plot.size[0] * 72, TEXT_W, body * aspect)
-                bottom = sum(ratios[:2 + 2 * k]) - (body - drawn / aspect)
-                self.charts.append(Placement(self.number - 1, plot, MARGIN_X, H - bottom,
-                                             drawn))
-            else:
-                self._draw(plot, subs[1 + 2 * k])
+            # the chart's box stays empty until the overlay
+            aspect = plot.size[0] / plot.size[1]
+            drawn = min(plot.size[0] * 72, TEXT_W, body * aspect)
+            bottom = sum(ratios[:2 + 2 * k]) - (body - drawn / aspect)
+            self.charts.append(Placement(self.number - 1, plot, MARGIN_X, H - bottom, drawn))
             subs[2 + 2 * k].text(MARGIN_X / W, 0.85, mpl("\n".join(caption)),
                                  fontsize=SMALL_SIZE, va="top", color=MUTED,
                                  linespacing=1.2, parse_math=False)
         self.y = sum(ratios[:-1])
         self.sealed = True
-
-    @staticmethod
-    def _draw(plot: Plot, target: Any) -> None:
-        """A matplotlib figure into its slot, at its natural width when narrower."""
-        natural_w = plot.size[0] * 72
-        if natural_w < TEXT_W - 20:  # narrower than the page: keep its proportions
-            target = target.subfigures(1, 3, width_ratios=[
-                MARGIN_X / 2, natural_w, W - natural_w - MARGIN_X / 2])[1]
-        else:
-            target = target.subfigures(1, 3, width_ratios=[
-                MARGIN_X / 2, W - MARGIN_X, MARGIN_X / 2])[1]
-        plot.draw(target)
 
     # -- blocks --------------------------------------------------------------------------
     def blocks(self, blocks: Sequence[Block]) -> None:
@@ -297,11 +279,11 @@ class Pager:
         i = 0
         while i < len(items):
             block = items[i]
-            if isinstance(block, (Plot, VectorChart)):
+            if isinstance(block, VectorChart):
                 j = i
-                while j < len(items) and isinstance(items[j], (Plot, VectorChart)):
+                while j < len(items) and isinstance(items[j], VectorChart):
                     j += 1
-                self.plots([b for b in items[i:j] if isinstance(b, (Plot, VectorChart))])
+                self.plots([b for b in items[i:j] if isinstance(b, VectorChart)])
                 i = j
                 continue
             if isinstance(block, Paragraph):

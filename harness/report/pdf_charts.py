@@ -29,7 +29,7 @@ CSS_PX_PER_INCH = 96.0  # a chart's natural size, as the browser draws it
 @dataclass(frozen=True)
 class VectorChart:
     """A chart ready to place: its PDF page (one point per CSS pixel) and natural size in
-    inches, like a Plot's, so the page layout sizes both alike."""
+    inches, so the page layout sizes it as the browser would."""
 
     pdf: bytes
     size: tuple[float, float]

@@ -11,8 +11,8 @@ from harness.analysis.efficiency import efficiency, memory_frontier
 from harness.analysis.flops import RTOL, flop_reconciliation
 from harness.analysis.frame import numeric
 from harness.report import fmt
+from harness.report.charts_sections import memory_chart, roofline_chart
 from harness.report.context import Context
-from harness.report.figures import memory_plot, roofline_plot
 from harness.report.model import Block, Cell, Paragraph, Section, Table
 
 
@@ -86,9 +86,9 @@ def flops(ctx: Context) -> Section:
 
 def memory(ctx: Context) -> Section:
     blocks: list[Block] = []
-    plot = memory_plot(ctx.df, ctx.look)
-    if plot is not None:
-        blocks.append(plot)
+    chart = memory_chart(ctx.df, ctx.look)
+    if chart is not None:
+        blocks.append(chart)
     frontier = ctx.per_run(memory_frontier) if "seq_len" in ctx.df.columns else pd.DataFrame()
     if frontier.empty:
         blocks.append(Paragraph("No case ran or ran out of memory along n: there is no "
@@ -123,8 +123,8 @@ def memory(ctx: Context) -> Section:
 def roofline(ctx: Context) -> Section:
     blocks: list[Block] = []
     eff = ctx.per_run(efficiency)
-    plot = roofline_plot(ctx.df, ctx.look)
-    if plot is None or eff.empty:
+    chart = roofline_chart(ctx.df, ctx.look)
+    if chart is None or eff.empty:
         blocks.append(Paragraph("No case with status ok recorded both achieved FLOP/s and "
                                 "arithmetic intensity: there is no roofline to draw."))
         return Section("roofline", "Roofline", blocks)
@@ -142,7 +142,7 @@ def roofline(ctx: Context) -> Section:
                 f"{where}peak {fmt.si(peak.iloc[0], 'FLOP/s')}"
                 + (f" and {fmt.si(bw.iloc[0], 'B/s')}" if not bw.empty else "")
                 + (f", source: {source.iloc[0]}" if not source.empty else "") + "."))
-    blocks.append(plot)
+    blocks.append(chart)
     eff = eff[eff["flops_per_s"].notna()]
     columns = [*ctx.lead_columns(), "layer", "variant", "best FLOP/s", "at", "% of peak",
                "intensity (FLOP/B)", "bound", "% of roofline"]

@@ -14,8 +14,8 @@ from harness.analysis.decoding import (
 )
 from harness.analysis.table1 import EXPONENT_TOL
 from harness.report import fmt
+from harness.report.charts_sections import scaling_charts
 from harness.report.context import Context
-from harness.report.figures import scaling_plots
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Table
 
 _CELLS = (("flops", "FLOPs per token"), ("time", "time per token"), ("state", "state"))
@@ -67,7 +67,7 @@ def decoding(ctx: Context) -> Section:
                         "fitted exponent in n; verdict.").drop_blank("at"))
     crossings = ctx.per_run(decode_crossovers)
     blocks.append(_crossings(crossings, decode_ratios(dec)))
-    blocks.extend(scaling_plots(dec, "seq_len", ctx.look,
+    blocks.extend(scaling_charts(dec, "seq_len", ctx.look,
                                 metrics=("time_ms_median", "state_bytes")))
     return Section("decoding", "Table 1, decoding", blocks)
 

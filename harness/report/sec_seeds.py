@@ -9,20 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import FigureBase
 
 from harness.analysis.seeds import (
-    BASELINE,
-    RELATIVE,
     local2d_vs_attention,
     relative_extra_memory,
     seeds_claims,
 )
 from harness.analysis.table1 import EXPONENT_TOL
 from harness.report import fmt
+from harness.report.charts_sections import relative_chart
 from harness.report.context import Context
-from harness.report.figures import Look, panels
-from harness.report.model import Block, Cell, Paragraph, Plot, Section, Table
+from harness.report.model import Block, Cell, Paragraph, Section, Table
 
 TITLE = "Other attention forms: relative, local 2D, cross"
 _CLAIMS = {
@@ -84,49 +81,6 @@ def _local_table(ctx: Context, side: pd.DataFrame) -> Table:
                  "Path length '–': not measured (n above the structure probe's limit).")
 
 
-def _relative_plot(extra: pd.DataFrame, look: Look) -> Plot:
-    """One axes: memory beyond attention vs n of both relative variants, per setting of d,
-    h and batch swept over n (a marker each), with attention's own peak (dotted) as the
-    reference the difference is read against."""
-    keys = [k for k in ("run", "d_model", "heads", "batch", "dtype", "mode")
-            if k in extra.columns]
-    swept = [(key, sub) for key, sub in extra.groupby(keys, sort=True, dropna=False)
-             if sub["seq_len"].nunique() >= 2]
-    many_runs = "run" in extra.columns and extra["run"].nunique() > 1
-    markers = ("o", "s", "^", "D", "v", "P")
-
-    def draw(container: FigureBase) -> None:
-        ax = panels(container, 1, 1, look)[0][0]
-        colour = look.colours.get(RELATIVE, "#8c564b")
-        for i, (key, sub) in enumerate(swept):
-            fixed = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-            tag = " ".join(f"{fmt.AXIS_SYMBOL.get(k, k)}{fmt.text(fixed[k])}"
-                           for k in ("d_model", "heads", "batch"))
-            if many_runs:
-                tag += f" ({fixed['run']})"
-            marker = markers[i % len(markers)]
-            for variant, style in (("materialized", "-"), ("skewed", "--")):
-                line = sub[sub["variant"] == variant].sort_values("seq_len")
-                if not line.empty:
-                    ax.plot(line["seq_len"], line["peak_mem_bytes"], style, marker=marker,
-                            color=colour, label=f"{variant} · {tag}")
-            base = sub.drop_duplicates("seq_len").sort_values("seq_len")
-            ax.plot(base["seq_len"], base["baseline_peak_bytes"], ":", marker=marker,
-                    color=look.colours.get(BASELINE, "#404040"), label=f"attention · {tag}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_xlabel(fmt.AXIS_LABEL["seq_len"])
-        ax.set_ylabel("peak memory (bytes)")
-        ax.set_title(fmt.mpl("relative attention: memory beyond plain attention vs n"))
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6.5, frameon=False)
-
-    return Plot(draw, (8.0, 3.8), "Peak memory of the relative-attention variants above plain "
-                "attention's at the same case, against n, log-log (solid: materialized, "
-                "dashed: skewed; one marker per setting of d, h and batch B swept over n); "
-                "dotted: plain attention's own peak at that case.",
-                "relative attention memory beyond attention against sequence length")
-
-
 def seeds(ctx: Context) -> Section:
     blocks: list[Block] = [Paragraph(
         "The seed notes' attention forms beside plain self-attention (issue 14): each "
@@ -148,6 +102,7 @@ def seeds(ctx: Context) -> Section:
     if not side.empty:
         blocks.append(_local_table(ctx, side))
     extra = ctx.per_run(relative_extra_memory)
-    if not extra.empty and (extra.groupby("run")["seq_len"].nunique() >= 2).any():
-        blocks.append(_relative_plot(extra, ctx.look))
+    chart = relative_chart(extra, ctx.look) if not extra.empty else None
+    if chart is not None:
+        blocks.append(chart)
     return Section("seeds", TITLE, blocks)

@@ -19,8 +19,8 @@ from harness.analysis.exponents import (
 from harness.analysis.frame import numeric, ok_mask, timed, unreliable_mask, unreliable_phrase
 from harness.analysis.table1 import EXPONENT_TOL, exponent_verdict, table1_measured
 from harness.report import fmt
+from harness.report.charts_sections import flop_metric, scaling_charts
 from harness.report.context import Context
-from harness.report.figures import flop_metric, scaling_plots
 from harness.report.model import Block, Bullets, Cell, Paragraph, Section, Subheading, Table
 from harness.values import count
 
@@ -163,7 +163,7 @@ def table1(ctx: Context) -> Section:
 def scaling(ctx: Context) -> Section:
     blocks: list[Block] = []
     for axis in swept_axes(ctx.df):
-        blocks.extend(scaling_plots(ctx.df, axis, ctx.look))
+        blocks.extend(scaling_charts(ctx.df, axis, ctx.look))
     if not blocks:
         blocks.append(Paragraph("No layer ran (status ok) at two or more values of any axis: "
                                 "there is no scaling to plot."))

@@ -1,29 +1,23 @@
-"""The one visual style of every report figure: rc parameters, layer colours, line styles.
+"""The one visual style of every report figure: layer colours, variant dashes, run order,
+and the matplotlib rc parameters of the PDF pages.
 
 A layer keeps its colour in every figure of every report: the colour its definition
 declares (``LayerEntry.colour``, written into the results rows; the built-ins use seaborn's
 colour-blind-safe "colorblind" palette in related hues per family, plus black and a
 darkened yellow). Layers without one get colours from seaborn's "dark" palette in report
-order. Variants of a layer differ by line style, runs by marker.
+order. Variants of a layer differ by dash (harness.report.charts), runs by point shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 
 from harness.analysis import layers as layer_info
-
-LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-GUIDE_COLOUR = "#7f7f7f"
-
-#: Page and figure geometry (inches).
-FIG_WIDTH = 11.0
-PANEL_HEIGHT = 3.0
 
 
 def layer_order(df: pd.DataFrame) -> list[str]:
@@ -55,18 +49,43 @@ def layer_labels(df: pd.DataFrame) -> dict[str, str]:
     return {name: str(info.label or name) for name, info in layer_info.layer_infos(df).items()}
 
 
-def variant_styles(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
-    """Line style per (layer, variant): a layer's variants in name order get -, --, :, ..."""
+def variant_ranks(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Rank of each variant among its layer's variants in name order: its dash."""
     by_layer: dict[str, list[str]] = {}
     for layer, variant in sorted({(str(a), str(b)) for a, b in pairs}):
         by_layer.setdefault(layer, []).append(variant)
-    return {(layer, v): LINESTYLES[i % len(LINESTYLES)]
-            for layer, variants in by_layer.items() for i, v in enumerate(variants)}
+    return {(layer, v): i for layer, variants in by_layer.items() for i, v in enumerate(variants)}
 
 
-def run_markers(runs: Iterable[str]) -> dict[str, str]:
-    """Marker per run, in the order the runs were given."""
-    return {r: MARKERS[i % len(MARKERS)] for i, r in enumerate(dict.fromkeys(runs))}
+@dataclass
+class Look:
+    """What every figure of one report shares: layer colours, order and names, the rank
+    (dash) of each variant, the runs in the order given (a point shape each)."""
+
+    colours: dict[str, str]
+    variants: dict[tuple[str, str], int]
+    runs: tuple[str, ...]
+    order: dict[str, int] = field(default_factory=dict)  # layer -> report rank
+    labels: dict[str, str] = field(default_factory=dict)  # layer -> legend name
+
+    def rank(self, layer: str) -> tuple[int, str]:
+        return self.order.get(layer, len(self.order)), layer
+
+    def label(self, layer: str, variant: str) -> str:
+        return f"{self.labels.get(layer, layer)} · {variant}"
+
+    def dash(self, layer: str, variant: str) -> int:
+        return self.variants.get((layer, variant), 0)
+
+    @property
+    def many_runs(self) -> bool:
+        return len(self.runs) > 1
+
+
+def make_look(df: pd.DataFrame, runs: Sequence[str]) -> Look:
+    order = {name: i for i, name in enumerate(layer_order(df))}
+    ranks = variant_ranks(zip(df["layer"].astype(str), df["variant"].astype(str), strict=True))
+    return Look(layer_colours(df), ranks, tuple(dict.fromkeys(runs)), order, layer_labels(df))
 
 
 @lru_cache(maxsize=1)
