@@ -7,8 +7,6 @@ from collections.abc import Callable
 import pandas as pd
 
 from harness import __version__
-from harness.analysis.decoding import decode_rows
-from harness.analysis.seeds import seeds_claims
 from harness.report import (
     sec_compare,
     sec_compile,
@@ -26,15 +24,6 @@ from harness.report.model import Report, Section
 Builder = Callable[[Context], Section | None]
 
 
-def _unless(empty: Callable[[Context], bool], make: Callable[[Context], Section]) -> Builder:
-    """``make``, or no section when ``empty(ctx)`` says the results give it nothing."""
-    def build(ctx: Context) -> Section | None:
-        return None if empty(ctx) else make(ctx)
-
-    build.__name__ = make.__name__
-    return build
-
-
 #: Section builders in report order. A builder returns None when the results give its
 #: section nothing to show (one run: nothing to compare; no decode, compiled or
 #: relative/local 2D/cross attention cases): the section is then absent from the HTML
@@ -47,9 +36,9 @@ SECTIONS: tuple[Builder, ...] = (
     sec_theory.scaling,
     sec_theory.exponents,
     sec_theory.crossovers,
-    _unless(lambda ctx: decode_rows(ctx.df).empty, sec_decode.decoding),
+    sec_decode.decoding,
     sec_compile.compiled,
-    _unless(lambda ctx: ctx.per_run(seeds_claims).empty, sec_seeds.seeds),
+    sec_seeds.seeds,
     sec_costs.flops,
     sec_costs.memory,
     sec_costs.roofline,

@@ -35,7 +35,11 @@ def _cell(row: Any, tag: str) -> Cell:
     return Cell("\n".join(lines), verdict)
 
 
-def decoding(ctx: Context) -> Section:
+def decoding(ctx: Context) -> Section | None:
+    """The section, or None when the results hold no decode case (nothing to show)."""
+    dec = decode_rows(ctx.df)
+    if dec.empty:
+        return None
     blocks: list[Block] = [Paragraph(
         "Generation (mode: decode; docs/metrics.md, 'Decoding'): each case times one step, "
         "one new token per sequence after n positions held in the layer's state (a KV cache "
@@ -46,10 +50,6 @@ def decoding(ctx: Context) -> Section:
         "8 d^2 + 4 n d, exponent between 0 and 1, state 2 n d, exponent 1; every other "
         f"layer: 0), judged as in Table 1 (within max({EXPONENT_TOL}, the 95% interval) of "
         "the analytic model over the same points).")]
-    dec = decode_rows(ctx.df)
-    if dec.empty:
-        blocks.append(Paragraph("No decode cases in these results."))
-        return Section("decoding", "Table 1, decoding", blocks)
     table = ctx.sort(ctx.per_run(decode_table))
     if table.empty:
         blocks.append(Paragraph("No decode case ran (status ok)."))

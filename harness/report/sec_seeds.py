@@ -1,7 +1,8 @@
 """The "Other attention forms" section (issue 14): relative, local 2D and cross attention's
 claims with their measured exponents and verdicts, and the relative-attention memory figure.
 
-Reads only the results frame (harness.analysis.seeds); empty results say so in one line.
+Reads only the results frame (harness.analysis.seeds); results without such sweeps give
+no section.
 """
 
 from __future__ import annotations
@@ -81,15 +82,14 @@ def _local_table(ctx: Context, side: pd.DataFrame) -> Table:
                  "Path length '–': not measured (n above the structure probe's limit).")
 
 
-def seeds(ctx: Context) -> Section:
+def seeds(ctx: Context) -> Section | None:
+    """The section, or None without relative, local 2D or cross attention sweeps."""
+    claims = ctx.sort(ctx.per_run(seeds_claims))
+    if claims.empty:
+        return None
     blocks: list[Block] = [Paragraph(
         "The seed notes' attention forms beside plain self-attention (issue 14): each "
         "claim's fitted exponents from these results, per layer and variant.")]
-    claims = ctx.sort(ctx.per_run(seeds_claims))
-    if claims.empty:
-        blocks.append(Paragraph("No relative, local 2D or cross attention sweeps in these "
-                                "results."))
-        return Section("seeds", TITLE, blocks)
     for claim, text in _CLAIMS.items():
         part = claims[claims["claim"] == claim]
         if part.empty:
