@@ -353,3 +353,20 @@ def test_shift_counts_the_taps_inside_the_sequence(n: int, kernel: int, causal: 
 
     inside = sum(0 <= s < n for t in range(n) for s in _window(t, kernel, causal))
     assert window_macs(2, n, 3, kernel, pad_left(kernel, causal)) == 2 * 3 * inside
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 7, 15, 31])  # short rows take the passes, long torch's
+def test_row_softmax_is_softmax_with_and_without_grad(kernel: int) -> None:
+    from harness.layers.dynamicconv import row_softmax
+
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 5, 2, kernel, generator=gen, dtype=torch.float64) * 50  # big
+    expected = logits.softmax(-1)
+    with torch.no_grad():
+        assert torch.allclose(row_softmax(logits.clone()), expected, atol=1e-15)
+    leaf = logits.clone().requires_grad_(True)
+    weights = torch.randn(3, 5, 2, kernel, generator=gen, dtype=torch.float64)
+    (row_softmax(leaf) * weights).sum().backward()
+    ref = logits.clone().requires_grad_(True)
+    (ref.softmax(-1) * weights).sum().backward()
+    assert torch.allclose(leaf.grad, ref.grad, atol=1e-12)
