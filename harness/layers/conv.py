@@ -9,9 +9,13 @@ Variants of one layer share parameter names and shapes (those of nn.Conv1d):
 * ``conv1d``: ``F.pad`` + ``F.conv1d`` (the library kernel).
 * ``unfold``: the padded time axis unfolded into (B, n, d, k) windows, then a matmul /
   bmm - the unfused reference, which materialises the B*n*d*k window buffer.
+* ``channels_last`` (separable only, its default): the depthwise conv as an F.conv2d on the
+  (B, n, d) activations viewed as a channels-last (B, d, n, 1) image, as LightConv's default:
+  no transposed copy in or out, and the pointwise Linear reads the result as it lies.
 
-FLOPs count every tap, including taps that fall on padding: that is what both variants and
-every counter execute (``flops_useful == flops``).
+``flops`` count every tap, including taps that fall on padding: that is what the variants
+and every counter execute. ``flops_useful`` counts only the taps that read inside the
+sequence (``window_macs``), as for LightConv and DynamicConv.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from harness.costs import Cost, StepCost
 from harness.layers.common import pad_left, reach
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
+from harness.layers.window_mix import window_macs
 from harness.registry import Builder, LayerEntry
 from harness.spec import LayerCase
 from harness.theory import Theory
@@ -175,6 +180,25 @@ class SeparableConv1d(_SeparableConv):
         return self.pointwise(h.transpose(1, 2))
 
 
+class SeparableChannelsLast(SeparableConv1d):
+    """The depthwise conv as F.conv2d on the channels-last (B, d, n, 1) view of (B, n, d):
+    oneDNN's depthwise kernel vectorises over the d contiguous channels, and neither the
+    input nor the depthwise output is transposed. Decoding as ``conv1d`` (one window)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        b, n, d = x.shape
+        left, right = _pads(self.kernel, self.causal, 1)
+        weight = self.depthwise_weight.unsqueeze(-1)  # (d, 1, k, 1)
+        if left == right:  # centred odd kernel: the conv pads itself, no padded copy
+            image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), a view
+            h = F.conv2d(image, weight, self.depthwise_bias, padding=(left, 0), groups=d)
+        else:
+            image = F.pad(x, (0, 0, left, right)).unsqueeze(2).permute(0, 3, 1, 2)
+            h = F.conv2d(image, weight, self.depthwise_bias, groups=d)  # (B, d, n, 1)
+        return self.pointwise(h.permute(0, 2, 3, 1).reshape(b, n, d))  # a view if channels-last
+
+
 class SeparableUnfold(_SeparableConv):
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
@@ -225,8 +249,9 @@ def dilated_path_length(n: int, kernel: int, causal: bool) -> float:
 
 
 def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
-    """Dense Conv1d(d, d, k): 2*B*n*d*d*k FLOPs (padding taps included); train = 3x
-    (grad input + grad weight, each one conv of the same size, as FlopCounterMode counts).
+    """Dense Conv1d(d, d, k): 2*B*n*d*d*k FLOPs (padding taps included; ``flops_useful`` only
+    the taps inside the sequence); train = 3x (grad input + grad weight, each one conv of the
+    same size, as FlopCounterMode counts).
 
     Activations: the padded input copy B*d*(n + span) and the output B*n*d; the unfold
     variant also materialises the window buffer B*n*d*k. ``dilation`` is that of the layer
@@ -240,7 +265,7 @@ def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
         activations += b * n * d * k
     return Cost(
         flops=flops,
-        flops_useful=flops,
+        flops_useful=2 * window_macs(b, n, d * d, k, pad_left(k, case.causal)),
         flops_other=b * n * d,  # bias add
         train_flops=3 * flops,
         params=d * d * k + d,
@@ -263,17 +288,22 @@ def separable_cost(case: LayerCase, variant: str) -> Cost:
     Note: torch 2.13's FlopCounterMode ignores ``groups`` in the conv weight-gradient
     formula and counts the depthwise grad-weight as 2*B*n*d*d*k (d times what runs); the
     analytic model keeps what is executed. The unfold variant materialises the window
-    buffer (B*n*d*k, einsum copies it into its bmm layout) instead of the padded copy.
+    buffer (B*n*d*k, einsum copies it into its bmm layout) instead of the padded copy;
+    channels_last with a centred odd kernel needs neither (the conv pads itself).
+    ``flops_useful``: the depthwise taps inside the sequence plus the pointwise product.
     """
     b, n, d, k = case.batch, case.seq_len, case.d_model, case.k
     flops = 2 * b * n * (d * k + d * d)
+    left = pad_left(k, case.causal)
     if variant == "unfold":
         activations = b * d * (n + k - 1) + b * n * d * k + 3 * b * n * d
+    elif variant == "channels_last" and 2 * left == k - 1:  # the conv pads: no padded copy
+        activations = 2 * b * n * d  # depthwise output, output
     else:
         activations = b * d * (n + k - 1) + 2 * b * n * d  # padded input, depthwise, output
     return Cost(
         flops=flops,
-        flops_useful=flops,
+        flops_useful=2 * window_macs(b, n, d, k, left) + 2 * b * n * d * d,
         flops_other=2 * b * n * d,  # two bias adds
         train_flops=3 * flops,
         params=d * k + d + d * d + d,
@@ -348,7 +378,9 @@ LAYERS = [
     _entry(
         name="conv_separable",
         summary="depthwise Conv1d(d, d, k, groups=d) then pointwise Linear(d, d)",
-        variants={"conv1d": _builder(SeparableConv1d), "unfold": _builder(SeparableUnfold)},
+        variants={"channels_last": _builder(SeparableChannelsLast),
+                  "conv1d": _builder(SeparableConv1d), "unfold": _builder(SeparableUnfold)},
+        default_variant="channels_last",
         cost=separable_cost,
         step_cost=separable_step_cost,
         theory=Theory(complexity="O(k n d + n d^2)", seq_ops="O(1)", path_length="O(n/k)",
