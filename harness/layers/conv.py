@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.costs import Cost, StepCost
-from harness.layers.common import pad_left, reach
+from harness.layers.common import depthwise_channels_last, pad_left, reach
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.layers.window_mix import window_macs
@@ -187,16 +187,9 @@ class SeparableChannelsLast(SeparableConv1d):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
-        b, n, d = x.shape
-        left, right = _pads(self.kernel, self.causal, 1)
-        weight = self.depthwise_weight.unsqueeze(-1)  # (d, 1, k, 1)
-        if left == right:  # centred odd kernel: the conv pads itself, no padded copy
-            image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), a view
-            h = F.conv2d(image, weight, self.depthwise_bias, padding=(left, 0), groups=d)
-        else:
-            image = F.pad(x, (0, 0, left, right)).unsqueeze(2).permute(0, 3, 1, 2)
-            h = F.conv2d(image, weight, self.depthwise_bias, groups=d)  # (B, d, n, 1)
-        return self.pointwise(h.permute(0, 2, 3, 1).reshape(b, n, d))  # a view if channels-last
+        h = depthwise_channels_last(x, self.depthwise_weight, self.depthwise_bias, self.kernel,
+                                    self.causal)  # (B, n, d)
+        return self.pointwise(h)
 
 
 class SeparableUnfold(_SeparableConv):

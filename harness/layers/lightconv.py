@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.costs import Cost, StepCost
-from harness.layers.common import pad_left
+from harness.layers.common import depthwise_channels_last, pad_left
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.layers.window_mix import window_macs
@@ -188,17 +188,8 @@ class ChannelsLastLightConv(_LightConv):
     channels-last depthwise kernel vectorises over the d contiguous channels)."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        k = self.kernel
-        full = w.repeat_interleave(d // self.heads, dim=0).view(d, 1, k, 1)
-        left = pad_left(k, self.causal)
-        if 2 * left == k - 1:  # centred odd kernel: the conv pads, no padded copy
-            image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), channels-last view
-            out = F.conv2d(image, full, padding=(left, 0), groups=d)
-        else:
-            image = pad_time(x, k, self.causal).unsqueeze(2).permute(0, 3, 1, 2)
-            out = F.conv2d(image, full, groups=d)  # (B, d, n, 1), channels-last memory
-        return out.permute(0, 2, 3, 1).reshape(b, n, d)  # a view when channels-last
+        full = w.repeat_interleave(x.shape[2] // self.heads, dim=0).unsqueeze(1)  # (d, 1, k)
+        return depthwise_channels_last(x, full, None, self.kernel, self.causal)
 
 
 class Conv1dLightConv(_LightConv):
