@@ -29,10 +29,16 @@ prepared outside the timed call, as its authors' code would receive it):
   (dilated: the layer at depth 1, dilation k; separable: depthwise Conv1d(groups=d) then a
   1x1 Conv1d).
 
-Statistic: ``--stat min`` (default) takes each candidate's fastest block of runs over all
-rounds (each round runs at least ``--samples`` calls) - on a shared machine contention only
-ever adds time, so the minimum is the best estimate of the uncontended cost; ``--stat
-median`` the median of the per-round medians. Only blocks whose threads did not wait for a
+Statistic: ``--stat paired`` (default) divides, in every round, each candidate's fastest
+block by the fastest reference's fastest block of the same round and takes the median of
+those per-round ratios (its ms columns: the median over rounds of each round's fastest
+block). This host's speed drifts over minutes with nothing else runnable (the same call
+timed 1.0 ms, then 2.1 ms a few minutes later, 2026-12-02): a minimum over all rounds then
+turns on which candidate met the fast minute, while two candidates timed within a second
+share the drift; the candidate order rotates each round, so none is always first. ``--stat
+min`` takes each candidate's fastest block over all rounds (contention only ever adds time),
+``--stat median`` the median of the per-round medians; both are divided by the fastest
+reference's. Only blocks whose threads did not wait for a
 CPU count (the run-queue wait of harness.measure.contention, read around every block): a
 candidate with no such block in any round is marked ``?`` (disturbed: re-run on a quiet
 machine) and a closing line counts those sizes. Absolute times go to stderr as each size ends.
@@ -374,6 +380,7 @@ class Timed:
     name: str
     seconds: float | None  # None: skipped (too large) or failed
     note: str = ""
+    rounds: tuple[float | None, ...] = ()  # each round's statistic; None: disturbed round
 
 
 def _timed_call(call: Call, train: bool, x: Tensor) -> Call:
@@ -458,26 +465,43 @@ def measure(cands: Sequence[Candidate], x: Tensor, args: argparse.Namespace) -> 
                     notes[c.name] = "OUTPUT DIFFERS"
     x.requires_grad_(args.train)
     blocks: dict[str, list[list[tuple[float, float]]]] = {c.name: [] for c in live}
-    for _ in range(args.rounds):
-        for c in live:
+    for r in range(args.rounds):
+        shift = r % max(1, len(live))
+        for c in live[shift:] + live[:shift]:  # rotated: no candidate always runs first
             blocks[c.name].append(time_blocks(_timed_call(c.call, args.train, x),
                                               args.min_run_time, args.samples, args.threads,
                                               args.wait))
     x.requires_grad_(False)
-    pick = min if args.stat == "min" else statistics.median
-    seconds: dict[str, float] = {}
+    pick = statistics.median if args.stat == "median" else min
+    timed: dict[str, Timed] = {}
     for c in live:
-        clean = [pick(kept) for kept in (_clean(r, RULE) for r in blocks[c.name]) if kept]
-        if not clean:
+        per_round: list[float | None] = [
+            pick(kept) if kept else None for kept in (_clean(r, RULE) for r in blocks[c.name])]
+        if all(v is None for v in per_round):
             every = [b for r in blocks[c.name] for b in r]
             frac = sum(w for _, w in every) / sum(t for t, _ in every)
             notes.setdefault(c.name, f"{DISTURBED}: every block waited for a CPU "
                                      f"({frac:.0%} of its time on average)")
-            clean = [pick([t for t, _ in r]) for r in blocks[c.name]]
-        seconds[c.name] = pick(clean)
-    return [Timed(c.name, seconds.get(c.name),
-                  notes.get(c.name, "" if c in live else "skipped: --max-gb / --band-max-n"))
-            for c in cands]
+            per_round = [pick([t for t, _ in r]) for r in blocks[c.name]]
+        clean = [v for v in per_round if v is not None]
+        overall = statistics.median(clean) if args.stat == "paired" else pick(clean)
+        timed[c.name] = Timed(c.name, overall, notes.get(c.name, ""), tuple(per_round))
+    return [timed.get(c.name) or Timed(c.name, None, notes.get(
+                c.name, "skipped: --max-gb / --band-max-n")) for c in cands]
+
+
+def ratio(cand: Timed, ref: Timed, stat: str) -> float:
+    """cand's time over ref's: the median of same-round ratios for "paired" (rounds where
+    both have an undisturbed value; the overall statistics where none do), else the ratio
+    of the overall statistics."""
+    if cand.seconds is None or ref.seconds is None:
+        raise ValueError(f"{cand.name} or {ref.name} was not timed")
+    if stat == "paired":
+        pairs = [a / b for a, b in zip(cand.rounds, ref.rounds, strict=True)
+                 if a is not None and b is not None]
+        if pairs:
+            return statistics.median(pairs)
+    return cand.seconds / ref.seconds
 
 
 # --------------------------------------------------------------------------- report
@@ -509,11 +533,11 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
         x = torch.randn(case.batch, case.n, case.d)  # (B, n, d)
         cands = candidates(layer, case, x)
         timed = measure(cands, x, args)
-        refs = [t.seconds for c, t in zip(cands, timed, strict=True)
+        refs = [t for c, t in zip(cands, timed, strict=True)
                 if c.reference and t.seconds is not None]
-        fastest = min(refs) if refs else math.nan
-        fastest_name = next((c.name for c, t in zip(cands, timed, strict=True)
-                             if c.reference and t.seconds == fastest), "-")
+        best = min(refs, key=lambda t: t.seconds or math.inf) if refs else None
+        fastest = best.seconds if best and best.seconds else math.nan
+        fastest_name = best.name if best else "-"
         noted = {t.name: t.note for t in timed}
         axes = [case.n, case.d, case.heads or "-", case.kernel or "-"]
         cells: list[object] = []
@@ -521,10 +545,10 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
             if t.seconds is None:
                 cells.append("-" if t.note.startswith("skipped") else "fail")
                 continue
-            ratio = t.seconds / fastest
-            cells.append(f"{ratio:.2f}" + _mark(t.note))
+            r = ratio(t, best, args.stat) if best else math.nan
+            cells.append(f"{r:.2f}" + _mark(t.note))
             if c.default:
-                worst.append(ratio)
+                worst.append(r)
                 default_name = c.name
                 shaky += any(DISTURBED in note for note in (t.note, noted.get(fastest_name, "")))
         rows.append([*axes, fastest_name, f"{fastest * 1e3:.2f}", *cells])
@@ -574,7 +598,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds per candidate per round (blocked_autorange)")
     p.add_argument("--samples", type=int, default=5,
                    help="at least this many calls per candidate per round")
-    p.add_argument("--stat", choices=("min", "median"), default="min")
+    p.add_argument("--stat", choices=("paired", "min", "median"), default="paired",
+                   help="paired: median of same-round ratios (default); min; median")
     p.add_argument("--max-gb", type=float, default=1.5,
                    help="skip candidates whose estimated working set is larger")
     p.add_argument("--band-max-n", type=int, default=1024,

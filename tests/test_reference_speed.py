@@ -99,3 +99,40 @@ def test_blocks_that_waited_for_a_cpu_are_flagged(bench: ModuleType, step: float
 def test_only_undisturbed_blocks_count(bench: ModuleType) -> None:
     blocks = [(1.0, 0.0), (0.5, 0.4), (2.0, 0.01)]  # (seconds per call, wait per call)
     assert bench._clean(blocks, bench.RULE) == [1.0, 2.0]  # 0.4 / 0.5 = 80 % waited
+
+
+def test_paired_ratio_cancels_drift_between_rounds(bench: ModuleType) -> None:
+    # the host ran twice as slow in round 2; the candidate is 1.1x the reference in each
+    ref = bench.Timed("ref", 1.5, rounds=(1.0, 2.0))
+    cand = bench.Timed("cand", 1.65, rounds=(1.1, 2.2))
+    assert bench.ratio(cand, ref, "paired") == pytest.approx(1.1)
+    # the reference's fastest block came from a fast minute the candidate never met: a
+    # minimum over all rounds reads 2.0x, the same-round ratios 1.1x
+    ref = bench.Timed("ref", 1.0, rounds=(1.0, 2.0, 2.0))
+    cand = bench.Timed("cand", 2.0, rounds=(None, 2.2, 2.2))  # round 1 disturbed
+    assert bench.ratio(cand, ref, "min") == pytest.approx(2.0)
+    assert bench.ratio(cand, ref, "paired") == pytest.approx(1.1)
+    # no round where both were undisturbed: the overall statistics
+    apart = bench.Timed("cand", 3.0, rounds=(3.0, None, None))
+    assert bench.ratio(apart, bench.Timed("ref", 1.5, rounds=(None, 1.5, 1.5)), "paired") \
+        == pytest.approx(2.0)
+
+
+def test_rounds_rotate_the_candidate_order(bench: ModuleType) -> None:
+    order: list[str] = []
+    x = torch.zeros(1, 2, 2)
+
+    def call_of(name: str):
+        def call() -> torch.Tensor:
+            if not order or order[-1] != name:
+                order.append(name)
+            return x
+        return call
+
+    cands = [bench.Candidate(name, name == "a", name == "b", call_of(name), 1)
+             for name in ("a", "b", "c")]
+    args = bench.parse(["--rounds", "3", "--min-run-time", "0", "--samples", "1"])
+    args.wait = None
+    timed = bench.measure(cands, x, args)
+    assert [len(t.rounds) for t in timed] == [3, 3, 3]
+    assert order[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # after the output check
