@@ -8,6 +8,7 @@ as 3x forward).
 Handles added (fvcore 0.1.5 has none, or a wrong one): ``aten::lstm / gru / rnn_tanh /
 rnn_relu`` (every 2-D weight applied to every token), ``aten::scaled_dot_product_attention``
 (q k^T and p v), ``harness::window_mix`` (DynamicConv's shifted multiply-adds),
+``harness::band_mix`` (its per-head bands),
 ``harness_flops::rnn`` (the meta stand-in recurrence of
 :mod:`harness.flops.metaops`), ``aten::baddbmm / addbmm / mv / addmv / dot / vdot``, and
 ``aten::matmul`` (fvcore's assumes the first operand carries every batch dim and fails on
@@ -47,6 +48,7 @@ from harness.flops.classify import is_flop_free
 from harness.flops.metaops import CpuMirror
 from harness.flops.result import FlopCount
 from harness.flops.torch_counter import meta_first
+from harness.layers import band_mix as bm
 from harness.layers import window_mix as wm
 
 Handle = Callable[[list[Any], list[Any]], Any]
@@ -113,6 +115,11 @@ def window_mix_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return wm.window_mix_flops(_shape(inputs[0]), _shape(inputs[1]), int(left)) // 2
 
 
+def band_mix_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """harness::band_mix (DynamicConv's band path): B H n n d/H multiply-adds."""
+    return bm.band_mix_flops(_shape(inputs[0]), _shape(inputs[1])) // 2
+
+
 def dot_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return fm.numel(_shape(inputs[0]))
 
@@ -138,6 +145,7 @@ FVCORE_HANDLES: dict[str, Handle] = {
     "aten::scaled_dot_product_attention": sdpa_handle,
     "harness_flops::rnn": harness_rnn_handle,
     "harness::window_mix": window_mix_handle,
+    "harness::band_mix": band_mix_handle,
 }
 
 # --------------------------------------------------------------------------- running

@@ -4,7 +4,8 @@ torch 2.13 has no formula for the ops this project's layers run most: the CPU fl
 (``aten._scaled_dot_product_flash_attention_for_cpu`` and backward), every fused recurrence
 (``aten.mkldnn_rnn_layer`` on CPU, ``aten._cudnn_rnn`` on CUDA, their backward ops) and the
 plain ``mv`` / ``addmv`` / ``dot`` / ``vdot`` / ``addbmm``, and the project's own
-``harness::window_mix`` (DynamicConv's shift path, :mod:`harness.layers.window_mix`); and
+``harness::window_mix`` (DynamicConv's shift path, :mod:`harness.layers.window_mix`) and
+``harness::band_mix`` (its band path, :mod:`harness.layers.band_mix`); and
 its convolution-backward formula ignores ``groups``. The formulas below (see
 :mod:`harness.flops.formulas`) are passed through the counter's ``custom_mapping``, so
 torch's global registry is untouched.
@@ -35,6 +36,7 @@ from harness.flops import formulas as fm
 from harness.flops.classify import is_flop_free
 from harness.flops.metaops import PROBE_FAILURES, CpuMirror, OpRecorder
 from harness.flops.result import FlopCount
+from harness.layers import band_mix as bm
 from harness.layers import window_mix as wm
 
 aten = torch.ops.aten
@@ -113,6 +115,10 @@ def _addbmm(_self, batch1, batch2, *args, out_shape=None, **kwargs) -> int:
     return fm.matmul_flops(batch1, batch2)
 
 
+def _band_mix(band, x, *, out_shape=None, **kwargs) -> int:
+    return bm.band_mix_flops(band, x)
+
+
 def _window_mix(x, kernels, left, *, out_shape=None, **kwargs) -> int:
     return wm.window_mix_flops(x, kernels, left)
 
@@ -144,6 +150,7 @@ def torch_formulas() -> dict[Any, Callable[..., int]]:
         aten.vdot: _dot,
         aten.addbmm: _addbmm,
         torch.ops.harness.window_mix: _window_mix,
+        torch.ops.harness.band_mix: _band_mix,
         torch.ops.harness.window_mix_backward: _window_mix_backward,
     }
 

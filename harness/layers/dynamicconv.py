@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.costs import Cost, StepCost
+from harness.layers.band_mix import band_mix
 from harness.layers.common import pad_left
 from harness.layers.lightconv import (
     BLOCK_TERMS,
@@ -131,19 +132,14 @@ class ShiftDynamicConv(_DynamicConv):
 
 
 def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Per-step kernels (B, n, H, k) applied to x (B, n, d) as one bmm of B H (n x n) bands.
+    """Per-step kernels (B, n, H, k) applied to x (B, n, d) through B H (n x n) bands.
 
-    Row t of band (b, h) holds step t's kernel; the bands are one zeroed buffer, so the B H
-    of them form a single bmm batch (fairseq's expanded path). Head h's columns of x are
-    copied into (B H, n, d/H) order first (B n d elements: the batch and head strides of a
-    (B, n, d) tensor do not merge into one, as they do in fairseq's time-major layout).
+    Row t of band (b, h) holds step t's kernel; the bands are one zeroed buffer (fairseq's
+    expanded path). ``band_mix`` multiplies each by its head's (n, d/H) columns where they
+    lie (one grouped GEMM) or, where that GEMM is absent, by one bmm over head-major copies.
     """
-    b, n, d = x.shape
-    h = kernels.shape[2]
-    band = band_matrix(kernels.permute(0, 2, 1, 3), causal).reshape(b * h, n, n)  # a view
-    cols = x.view(b, n, h, d // h).transpose(1, 2).reshape(b * h, n, d // h)  # (B*H, n, c)
-    out = torch.bmm(band, cols)  # (B*H, n, c)
-    return out.view(b, h, n, d // h).transpose(1, 2).reshape(b, n, d)
+    band = band_matrix(kernels.permute(0, 2, 1, 3), causal)  # (B, H, n, n), a view
+    return band_mix(band, x)
 
 
 # Widest kernel "auto" runs as k shifted multiply-adds (harness.layers.window_mix): each tap is
@@ -212,7 +208,8 @@ def dynamicconv_cost(case: LayerCase, variant: str) -> Cost:
     and output (B (n+k-1) d + B n d), with the unfolded copy (B n d k) for "unfold" or, for
     "strided", the per-sequence outputs before they are stacked (B n d); for "band" the zeroed
     band buffers B H n (n+k-1), the head-major copy of the input and the bmm output (2 B n d)
-    beside the output; for "shift" input and output only; plus the block's 4 B n d.
+    beside the output (the bmm path; float32 on a CPU with MKL's grouped GEMM has neither,
+    ``band_mix``); for "shift" input and output only; plus the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     proj = 2 * b * n * d * h * k
