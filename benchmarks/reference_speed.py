@@ -44,7 +44,8 @@ candidate with no such block in any round is marked ``?`` (disturbed: re-run on 
 machine) and a closing line counts those sizes. Absolute times go to stderr as each size ends.
 Heap: ``--malloc steady`` (default) sets glibc's trim threshold to 1 GiB and its mmap threshold
 to 32 MiB first, so freed buffers are reused without page faults whatever ran before
-(``steady_malloc``); ``--malloc default`` leaves glibc as it is.
+(harness.measure.heap, as in the harness's measuring processes); ``--malloc default`` leaves
+glibc as it is.
 Sizes: the defaults are Wu et al.'s grid for LightConv / DynamicConv (d in {512, 1024},
 H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for the other
 families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
@@ -55,7 +56,6 @@ families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import statistics
 import sys
@@ -79,6 +79,7 @@ from harness.measure.contention import (
     disturbed_flags,
     wait_counter,
 )
+from harness.measure.heap import DEFAULT, steady_heap
 from harness.spec import LayerCase
 
 Call = Callable[[], Tensor]
@@ -622,36 +623,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# glibc mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling on 64-bit
-
-
-def steady_malloc(libc: Any = None) -> bool:
-    """Keep freed memory in glibc's heap: no trimming, no mmap below 32 MiB.
-
-    torch's CPU allocator calls malloc for every tensor. With glibc's defaults, whether a
-    multi-MB buffer comes back from the heap or as fresh pages (each first touch a page
-    fault) depends on what the process allocated and freed before: measured here, one
-    candidate took 2.5 ms a call with 1504 page faults after one allocation history and
-    0.7 ms with none after another. Candidates timed in one process would then be ranked
-    by their neighbours. False where the C library has no mallopt (not glibc).
-    """
-    try:
-        lib = libc if libc is not None else ctypes.CDLL(None)
-        mallopt = lib.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_TRIM_THRESHOLD, 2**30)) and bool(
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     args.wait = wait_counter()
     torch.set_num_threads(args.threads)
-    heap = "steady heap" if args.malloc == "steady" and steady_malloc() else "default malloc"
-    print(f"torch {torch.__version__}, {args.threads} threads, {heap}; ratios > 1: slower "
+    heap = steady_heap() if args.malloc == "steady" else DEFAULT
+    print(f"torch {torch.__version__}, {args.threads} threads, heap {heap}; ratios > 1: slower "
           "than the fastest reference; * = the registry's default variant; ! = see note on "
           "stderr; ? = disturbed by other processes")
     for layer in args.layers:

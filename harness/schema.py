@@ -263,6 +263,8 @@ COLUMNS: tuple[Column, ...] = (
     _col("env_torch_threads", "Int64", "threads", "torch intra-op threads of the cases", "env",
          info=True),
     _col("env_torch_interop_threads", "Int64", "threads", "torch inter-op threads", "env"),
+    _col("env_malloc", "str", "", "heap policy of the measuring processes "
+         "(harness.measure.heap)", "env"),
     _col("env_torch_version", "str", "", "torch version", "env", info=True),
     _col("env_python_version", "str", "", "Python version", "env"),
     _col("env_numpy_version", "str", "", "numpy version", "env"),

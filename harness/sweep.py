@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from harness.measure.heap import steady_heap
 from harness.measure.timing import Samples, TimingResult
 from harness.measure_case import (
     ExecSettings,
@@ -100,6 +101,7 @@ def serve_job(job: Job) -> tuple[Any, bool]:
     or a device-side assert poisons the CUDA context, and every later case would fail in it,
     so the process must be replaced before the next case. The row or reason says so."""
     kind, planned, settings = job
+    steady_heap()  # no case pays page faults its predecessors' frees caused (idempotent)
     lost = False
     if kind == "round":
         try:

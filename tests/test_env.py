@@ -18,6 +18,7 @@ import torch
 import harness
 from harness.measure import env
 from harness.measure.env import NVML_KEYS, environment, git_state, nvml_record
+from harness.measure.heap import heap_policy
 
 EXPECTED_KEYS = {
     "env_device",
@@ -28,6 +29,7 @@ EXPECTED_KEYS = {
     "env_cpu_count",
     "env_torch_threads",
     "env_torch_interop_threads",
+    "env_malloc",
     "env_torch_version",
     "env_python_version",
     "env_numpy_version",
@@ -51,6 +53,7 @@ def test_cpu_record_has_every_column_and_true_values() -> None:
     assert record["env_cuda_visible_devices"] == os.environ.get("CUDA_VISIBLE_DEVICES")
     assert record["env_torch_threads"] == torch.get_num_threads()
     assert record["env_torch_interop_threads"] == torch.get_num_interop_threads()
+    assert record["env_malloc"] == heap_policy()
     assert record["env_torch_version"] == torch.__version__
     assert record["env_harness_version"] == harness.__version__
     assert record["env_python_version"] == ".".join(map(str, sys.version_info[:3]))

@@ -15,8 +15,8 @@ FLOP counters: no copy, no bmm, only the taps inside the sequence; linear in n a
 contracts with the per-step kernels, no copy; linear in n), "unfold" (the reference: the
 unfolded windows copied, then one bmm; linear in n, but the B n d k copy a (B, n, d) layout
 forces costs more than the bmm) and "band" (scatter each step's kernel into a row of an
-(n x n) band per head, then one bmm over all B H bands; quadratic executed work, but a few
-large GEMMs beat many (1 x k)(k x d/H) products at short n).
+(n x n) band per head, all B H bands applied by one grouped GEMM, ``band_mix``; quadratic
+executed work, but large GEMMs beat many (1 x k)(k x d/H) products at short n).
 """
 
 from __future__ import annotations

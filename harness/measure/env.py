@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 import harness
+from harness.measure.heap import heap_policy
 
 _CPUINFO = Path("/proc/cpuinfo")
 _REPO_DIR = Path(harness.__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ def environment(device: str) -> dict[str, object]:
         "env_cpu_count": os.cpu_count(),
         "env_torch_threads": torch.get_num_threads(),
         "env_torch_interop_threads": torch.get_num_interop_threads(),
+        "env_malloc": heap_policy(),
         "env_torch_version": torch.__version__,
         "env_python_version": platform.python_version(),
         "env_numpy_version": _numpy_version(),
