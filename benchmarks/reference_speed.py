@@ -32,14 +32,15 @@ prepared outside the timed call, as its authors' code would receive it):
 Statistic: ``--stat paired`` (default) divides, in every round, each candidate's fastest
 block by the fastest reference's fastest block of the same round and takes the median of
 those per-round ratios (its ms columns: the median over rounds of each round's fastest
-block). This host's speed drifts over minutes with nothing else runnable (the same call
-timed 1.0 ms, then 2.1 ms a few minutes later, 2026-12-02): a minimum over all rounds then
-turns on which candidate met the fast minute, while two candidates timed within a second
-share the drift; the candidate order rotates each round, so none is always first. ``--stat
-min`` takes each candidate's fastest block over all rounds (contention only ever adds time),
-``--stat median`` the median of the per-round medians; both are divided by the fastest
-reference's. Only blocks whose threads did not wait for a
-CPU count (the run-queue wait of harness.measure.contention, read around every block): a
+block). The same call's time moved by up to 2x between runs minutes apart on this host
+with nothing else runnable (1.0 ms, then 2.1 ms, 2026-12-02; part of it was later traced to
+page faults that depend on allocation history, see the heap below, the rest is the shared
+host's): a minimum over all rounds then turns on which candidate met a fast minute, while
+two candidates timed within a second share the drift; the candidate order rotates each
+round, so none is always first. ``--stat min`` takes each candidate's fastest block over
+all rounds (contention only ever adds time), ``--stat median`` the median of the per-round
+medians; both are divided by the fastest reference's. Only blocks whose threads did not
+wait for a CPU count (the run-queue wait of harness.measure.contention, read around every block): a
 candidate with no such block in any round is marked ``?`` (disturbed: re-run on a quiet
 machine) and a closing line counts those sizes. Absolute times go to stderr as each size ends.
 Heap: ``--malloc steady`` (default) sets glibc's trim threshold to 1 GiB and its mmap threshold
