@@ -14,7 +14,7 @@ from harness import registry
 from harness.layers import dynamicconv
 from harness.spec import LayerCase
 
-LIGHT = ["channels_last", "conv1d", "strided", "unfold", "band"]
+LIGHT = ["auto", "channels_last", "conv1d", "strided", "unfold", "band"]
 DYNAMIC = ["auto", "strided", "unfold", "band", "shift"]
 SHIFT_MAX_K = dynamicconv.SHIFT_MAX_K
 ALL = [("lightconv", v) for v in LIGHT] + [("dynamicconv", v) for v in DYNAMIC]
@@ -60,7 +60,7 @@ def test_registered_entries() -> None:
     assert light.params == {"heads", "kernel", "causal", "block"}
     assert light.required == {"heads", "kernel"}
     assert set(light.variants) == set(LIGHT)
-    assert (light.default_variant, light.reference_variant) == ("channels_last", "unfold")
+    assert (light.default_variant, light.reference_variant) == ("auto", "unfold")
     assert light.theory.complexity == "O(k n d)" and light.theory.path_length == "O(n/k)"
     dyn = registry.get("dynamicconv")
     assert dyn.family == "dynamicconv" and set(dyn.variants) == set(DYNAMIC)
@@ -170,6 +170,37 @@ def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(
     assert torch.allclose(y1, y0, atol=1e-12)
     assert torch.allclose(gx1, gx0, atol=1e-12)
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
+
+
+@pytest.mark.parametrize(("kernel", "causal"), [(4, False), (5, True), (3, True)])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_lightconv_auto_agrees_on_both_sides_of_its_threshold(
+        kernel: int, causal: bool, offset: int) -> None:
+    """"auto" runs the band up to n = BAND_SPAN (k + 1) and channels_last above: on either
+    side, the reference's output and gradients, and the cost and FLOPs of the path it runs."""
+    from harness.layers.lightconv import BAND_SPAN, lightconv_path
+
+    case = _case(n=BAND_SPAN * (kernel + 1) + offset, d=15, heads=5, kernel=kernel,
+                 causal=causal, block=True)
+    expected = "band" if offset == 0 else "channels_last"
+    assert lightconv_path(case.n, kernel) == expected
+    entry = registry.get("lightconv")
+    assert entry.cost_of(case, "auto") == entry.cost_of(case, expected)
+    reference = build_double("lightconv", "unfold", case)
+    auto = build_double("lightconv", "auto", case, seed=5)
+    auto.load_state_dict(reference.state_dict())
+    x, grad_out = random_input(case), random_input(case, seed=2)
+    grads = []
+    for module in (reference, auto):
+        xi = x.clone().requires_grad_(True)
+        y = module(xi)
+        y.backward(grad_out)
+        grads.append((y.detach(), xi.grad, [p.grad for p in module.parameters()]))
+    (y0, gx0, gw0), (y1, gx1, gw1) = grads
+    assert torch.allclose(y1, y0, atol=1e-12)
+    assert torch.allclose(gx1, gx0, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
+    assert count_flops(auto, x) == entry.cost_of(case, "auto").flops
 
 
 @pytest.mark.parametrize(("name", "variant"), ALL)
@@ -302,7 +333,10 @@ def test_flops_match_flop_counter(name: str, variant: str, block: bool, kernel: 
     x = random_input(case)
     assert count_flops(module, x, train=False) == cost.flops
     counted_train = count_flops(module, x, train=True)
-    if variant in ("conv1d", "channels_last"):
+    from harness.layers.lightconv import lightconv_path
+
+    path = lightconv_path(case.n, kernel) if (name, variant) == ("lightconv", "auto") else variant
+    if path in ("conv1d", "channels_last"):
         # torch's conv-backward formula ignores groups: grad weight of the depthwise conv is
         # counted as 2 B n d^2 k instead of 2 B n d k. Pin the hole so a fix shows up here.
         b, n, d = case.batch, case.n, case.d

@@ -6,14 +6,15 @@ channels of head h (channel c -> head c // (d/H)) share row h, so the layer has 
 normalised weights in training mode only. ``block=True`` wraps it in Wu et al.'s block:
 Linear d -> 2d, GLU, the convolution, Linear d -> d.
 
-Five variants compute the same function from the same parameters:
-"channels_last" (the default: a depthwise F.conv2d on the (B, n, d) activations viewed as a
-channels-last (B, d, n, 1) image, so no transpose is copied), "conv1d" (depthwise F.conv1d on
+Six variants compute the same function from the same parameters: "auto" (the default: "band"
+where the window spans about half the sequence or more, n <= 2 (k + 1), else
+"channels_last"), "channels_last" (a depthwise F.conv2d on the (B, n, d) activations viewed
+as a channels-last (B, d, n, 1) image, so no transpose is copied), "conv1d" (depthwise F.conv1d on
 a transposed (B, d, n) copy), "strided" (fairseq's unfolded formulation without its copy:
 each sequence's padded window is a strided view that one bmm consumes), "unfold" (the
 reference: the unfolded windows copied, then a bmm, as a (B, n, d) layout forces) and "band"
-(an (n x n) band matrix per head and a bmm, fairseq's expanded path for short inputs: O(n^2)
-executed work, O(k) of it useful per row).
+(an (n x n) band matrix per head, applied by one grouped GEMM, ``band_mix``; fairseq's
+expanded path for short inputs: O(n^2) executed work, O(k) of it useful per row).
 This module also holds the helpers DynamicConv shares (block wrapper, windows, band).
 """
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.costs import Cost, StepCost
+from harness.layers.band_mix import band_mix
 from harness.layers.common import depthwise_channels_last, pad_left
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
@@ -84,19 +86,6 @@ def band_matrix(rows: torch.Tensor, causal: bool) -> torch.Tensor:
     diagonal = buf.as_strided((*lead, n, k), (*buf.stride()[:-2], width + 1, 1))
     diagonal.copy_(rows)
     return buf.narrow(-1, pad_left(k, causal), n)  # (..., n, n), a view
-
-
-def band_conv(x: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
-    """Apply per-head bands (B, H, n, n), or (1, H, n, n) shared by the batch, to x (B, n, d).
-
-    Per sequence one bmm of the H bands by the input's (H, n, d/H) strided view (head h's
-    columns of every row: no copy), as fairseq's time-major layout gets for free.
-    """
-    b, n, d = x.shape
-    shared, h = band.shape[:2]
-    outs = [torch.bmm(band[i if shared > 1 else 0], x[i].view(n, h, d // h).transpose(0, 1))
-            for i in range(b)]  # each (H, n, d/H)
-    return torch.stack(outs).transpose(1, 2).reshape(b, n, d)  # (B, H, n, c) -> (B, n, d)
 
 
 class ConvBlock(WindowDecoder, nn.Module):
@@ -188,8 +177,13 @@ class ChannelsLastLightConv(_LightConv):
     channels-last depthwise kernel vectorises over the d contiguous channels)."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        full = w.repeat_interleave(x.shape[2] // self.heads, dim=0).unsqueeze(1)  # (d, 1, k)
-        return depthwise_channels_last(x, full, None, self.kernel, self.causal)
+        return channels_last_conv(x, w, self.causal)
+
+
+def channels_last_conv(x: torch.Tensor, w: torch.Tensor, causal: bool) -> torch.Tensor:
+    """x (B, n, d) through the (H, k) weight, each row repeated for its head's d/H channels."""
+    full = w.repeat_interleave(x.shape[2] // w.shape[0], dim=0).unsqueeze(1)  # (d, 1, k)
+    return depthwise_channels_last(x, full, None, w.shape[1], causal)
 
 
 class Conv1dLightConv(_LightConv):
@@ -232,13 +226,43 @@ class UnfoldLightConv(_LightConv):
         return out.view(h, b, n, c).permute(1, 2, 0, 3).reshape(b, n, d)
 
 
+def shared_band_conv(x: torch.Tensor, w: torch.Tensor, causal: bool) -> torch.Tensor:
+    """x (B, n, d) through the H (n x n) bands of the (H, k) weight, shared by the batch:
+    one grouped GEMM over the input where it lies (``band_mix``; the B sequences read the
+    same H bands, which are built once, not B times)."""
+    b, n, _ = x.shape
+    band = band_matrix(w.unsqueeze(1).expand(-1, n, -1), causal)  # (H, n, n)
+    return band_mix(band.unsqueeze(0).expand(b, -1, -1, -1), x)
+
+
 class BandLightConv(_LightConv):
     """One (n x n) band per head, shared by the batch, times each sequence: O(n^2) executed."""
 
     def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        n = x.shape[1]
-        band = band_matrix(w.unsqueeze(1).expand(-1, n, -1), self.causal)  # (H, n, n)
-        return band_conv(x, band.unsqueeze(0))
+        return shared_band_conv(x, w, self.causal)
+
+
+#: "auto" runs the band where the window spans at least about half the sequence
+#: (n <= BAND_SPAN (k + 1)): the band's n^2 multiply-adds per channel are then at most ~2x the
+#: convolution's n k, and a GEMM runs them several times faster than oneDNN's depthwise
+#: kernel. Measured (benchmarks/reference_speed.py, docs/metrics.md): at n = 64 the band is
+#: 0.64-0.83x of channels_last's time with k = 31, 0.94-1.34x with k = 15; at n = 128, k = 31
+#: 1.04-1.25x.
+BAND_SPAN = 2
+
+
+def lightconv_path(n: int, kernel: int) -> str:
+    """The fixed variant "auto" runs at sequence length n and kernel width k."""
+    return "band" if n <= BAND_SPAN * (kernel + 1) else "channels_last"
+
+
+class AutoLightConv(_LightConv):
+    """The band where the window spans about half the sequence or more, else channels_last."""
+
+    def _convolve(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if lightconv_path(x.shape[1], self.kernel) == "band":
+            return shared_band_conv(x, w, self.causal)
+        return channels_last_conv(x, w, self.causal)
 
 
 # --------------------------------------------------------------------------- cost model
@@ -283,12 +307,15 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     with a centred odd kernel, which F.conv2d pads itself) and output B n d, plus the
     unfolded copy the bmm needs (B n d k) for "unfold"; for "strided" the per-step kernels
     expanded for the bmm (n H k) and the per-sequence outputs before they are stacked (B n d);
-    for "band" the zeroed band buffer H n (n+k-1) and the per-sequence bmm outputs (B n d)
-    beside the output; the block's 4 B n d.
+    for "band" the zeroed band buffer H n (n+k-1) beside the output (the grouped GEMM of
+    ``band_mix``; its bmm fallback adds copies); "auto" is the path ``lightconv_path`` picks;
+    the block's 4 B n d.
     """
     b, n, d, h, k = case.batch, case.n, case.d, case.h, case.k
     conv = 2 * b * n * d * k
     padded_io = b * (n + k - 1) * d + b * n * d
+    if variant == "auto":
+        variant = lightconv_path(n, k)
     if variant == "channels_last":  # a centred odd kernel is padded by the conv itself
         padded = 0 if 2 * pad_left(k, case.causal) == k - 1 else b * (n + k - 1) * d
         executed, act = conv, padded + b * n * d
@@ -299,7 +326,7 @@ def lightconv_cost(case: LayerCase, variant: str) -> Cost:
     elif variant == "unfold":
         executed, act = conv, padded_io + b * n * d * k
     elif variant == "band":
-        executed, act = 2 * b * n * n * d, h * n * (n + k - 1) + 2 * b * n * d
+        executed, act = 2 * b * n * n * d, h * n * (n + k - 1) + b * n * d
     else:
         raise ValueError(f"lightconv has no variant {variant!r}")
     extra = block_flops(case)
@@ -353,13 +380,14 @@ LAYERS = [LayerEntry(
     params=frozenset({"heads", "kernel", "causal", "block"}),
     required=frozenset({"heads", "kernel"}),
     variants={
+        "auto": builder(AutoLightConv),
         "channels_last": builder(ChannelsLastLightConv),
         "conv1d": builder(Conv1dLightConv),
         "strided": builder(StridedLightConv),
         "unfold": builder(UnfoldLightConv),
         "band": builder(BandLightConv),
     },
-    default_variant="channels_last",
+    default_variant="auto",
     reference_variant="unfold",
     cost=lightconv_cost,
     step_cost=lightconv_step_cost,
