@@ -139,6 +139,26 @@ def test_variants_agree_forward_and_backward(name: str, batch: int, n: int, d: i
             assert torch.allclose(gw[key], gw0[key], atol=1e-12), (variant, key)
 
 
+def _auto_matches_the_reference(name: str, case: LayerCase) -> tuple[nn.Module, torch.Tensor]:
+    """"auto" and the reference variant from the same weights: same output, input gradient
+    and weight gradients. Returns the auto module and the input."""
+    reference = build_double(name, "unfold", case)
+    auto = build_double(name, "auto", case, seed=5)
+    auto.load_state_dict(reference.state_dict())
+    x, grad_out = random_input(case), random_input(case, seed=2)
+    grads = []
+    for module in (reference, auto):
+        xi = x.clone().requires_grad_(True)
+        y = module(xi)
+        y.backward(grad_out)
+        grads.append((y.detach(), xi.grad, [p.grad for p in module.parameters()]))
+    (y0, gx0, gw0), (y1, gx1, gw1) = grads
+    assert torch.allclose(y1, y0, atol=1e-12)
+    assert torch.allclose(gx1, gx0, atol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
+    return auto, x
+
+
 @pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
     (15, 5, SHIFT_MAX_K + 2, False), (15, 5, SHIFT_MAX_K + 2, True),  # small products: 160
     (85, 1, SHIFT_MAX_K + 2, True),  # k d/H >= 400: threshold 64
@@ -156,20 +176,7 @@ def test_dynamicconv_auto_agrees_on_both_sides_of_its_threshold(
                  causal=causal, block=True, batch=2)
     expected = "shift" if kernel <= SHIFT_MAX_K else ("band" if offset == 0 else "strided")
     assert auto_path(case.n, kernel, d // heads) == expected
-    reference = build_double("dynamicconv", "unfold", case)
-    auto = build_double("dynamicconv", "auto", case, seed=5)
-    auto.load_state_dict(reference.state_dict())
-    x, grad_out = random_input(case), random_input(case, seed=2)
-    grads = []
-    for module in (reference, auto):
-        xi = x.clone().requires_grad_(True)
-        y = module(xi)
-        y.backward(grad_out)
-        grads.append((y.detach(), xi.grad, [p.grad for p in module.parameters()]))
-    (y0, gx0, gw0), (y1, gx1, gw1) = grads
-    assert torch.allclose(y1, y0, atol=1e-12)
-    assert torch.allclose(gx1, gx0, atol=1e-12)
-    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
+    _auto_matches_the_reference("dynamicconv", case)
 
 
 @pytest.mark.parametrize(("kernel", "causal"), [(4, False), (5, True), (3, True)])
@@ -186,20 +193,7 @@ def test_lightconv_auto_agrees_on_both_sides_of_its_threshold(
     assert lightconv_path(case.n, kernel) == expected
     entry = registry.get("lightconv")
     assert entry.cost_of(case, "auto") == entry.cost_of(case, expected)
-    reference = build_double("lightconv", "unfold", case)
-    auto = build_double("lightconv", "auto", case, seed=5)
-    auto.load_state_dict(reference.state_dict())
-    x, grad_out = random_input(case), random_input(case, seed=2)
-    grads = []
-    for module in (reference, auto):
-        xi = x.clone().requires_grad_(True)
-        y = module(xi)
-        y.backward(grad_out)
-        grads.append((y.detach(), xi.grad, [p.grad for p in module.parameters()]))
-    (y0, gx0, gw0), (y1, gx1, gw1) = grads
-    assert torch.allclose(y1, y0, atol=1e-12)
-    assert torch.allclose(gx1, gx0, atol=1e-12)
-    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(gw1, gw0, strict=True))
+    auto, x = _auto_matches_the_reference("lightconv", case)
     assert count_flops(auto, x) == entry.cost_of(case, "auto").flops
 
 
