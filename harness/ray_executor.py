@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.errors import HarnessInputError
+from harness.measure.heap import steady_heap
 from harness.measure_case import ExecSettings, one_line
 from harness.suite.plan import PlannedCase
 from harness.sweep import (
@@ -76,6 +77,9 @@ def node_env(planned: PlannedCase, settings: ExecSettings) -> dict[str, Any]:
 
 class CaseServer:
     """A Ray actor: measures the jobs it is sent, one at a time, on the device it holds."""
+
+    def __init__(self) -> None:
+        steady_heap()  # as a local worker's process (harness.measure.heap)
 
     def info(self) -> dict[str, Any]:
         """Who and where it is; the first call also says it has started (imports done)."""

@@ -76,6 +76,13 @@ def _on_cuda(planned: PlannedCase) -> bool:
     return str(planned.device).startswith("cuda")
 
 
+def _worker_process(conn: Any, serve: Callable[[Any], None]) -> None:
+    """A worker process's entry: hold its heap steady (harness.measure.heap: no case pays
+    page faults its predecessors' frees caused), then serve jobs with ``serve``."""
+    steady_heap()
+    serve(conn)
+
+
 def _worker_main(conn: Any) -> None:
     """Serve jobs until told to stop. A case on CUDA that fails with an error (not an OOM:
     that is status ``oom``) ends the worker after its reply (see :func:`serve_job`)."""
@@ -101,7 +108,6 @@ def serve_job(job: Job) -> tuple[Any, bool]:
     or a device-side assert poisons the CUDA context, and every later case would fail in it,
     so the process must be replaced before the next case. The row or reason says so."""
     kind, planned, settings = job
-    steady_heap()  # no case pays page faults its predecessors' frees caused (idempotent)
     lost = False
     if kind == "round":
         try:
@@ -152,7 +158,7 @@ class Worker:
     def __init__(self) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self._proc = ctx.Process(target=_worker_process, args=(child, _worker_main), daemon=True)
         self._proc.start()
         child.close()
         self._ready = False

@@ -30,11 +30,10 @@ def test_without_mallopt_or_when_refused_the_heap_is_default() -> None:
     assert refused.calls == [(heap.M_TRIM_THRESHOLD, 2**30)]  # stops at the first refusal
 
 
-def test_the_worker_path_holds_the_heap_steady(monkeypatch) -> None:
+def test_a_worker_process_holds_its_heap_steady_before_serving(monkeypatch) -> None:
     from harness import sweep
 
-    applied: list[str] = []
-    monkeypatch.setattr(sweep, "steady_heap", lambda: applied.append("steady") or heap.STEADY)
-    monkeypatch.setattr(sweep, "retime", lambda planned, settings: "samples")
-    assert sweep.serve_job(("round", None, None)) == (("ok", "samples"), False)
-    assert applied == ["steady"]
+    calls: list[str] = []
+    monkeypatch.setattr(sweep, "steady_heap", lambda: calls.append("heap") or heap.STEADY)
+    sweep._worker_process("conn", lambda conn: calls.append(f"serve {conn}"))
+    assert calls == ["heap", "serve conn"]
