@@ -1,4 +1,4 @@
-"""Per-head bands applied to a (B, n, d) tensor in place: DynamicConv's band path.
+"""Per-head bands applied to a (B, n, d) tensor where it lies (DynamicConv and LightConv bands).
 
 ``out[b, t, head h's channels] = sum_s band[b, h, t, s] * x[b, s, head h's channels]``.
 torch.bmm takes one batch stride, and in a (B, n, d) tensor the sequence and head strides
