@@ -334,3 +334,12 @@ def test_cuda_timer_synchronizes():
 
 def test_plugin_cli_args_name_the_plugin_unless_an_entry_point_loads_it():
     assert plugin_cli_args() in ([], ["-p", "harness.bench.plugin"])
+
+
+def test_the_plugins_rows_say_its_heap_is_glibcs_default() -> None:
+    """pytest's own process measures the benchmarks and keeps glibc's heap settings; only the
+    harness's worker processes hold theirs steady (harness.measure.heap)."""
+    from harness.bench import plugin
+    from harness.measure.heap import DEFAULT
+
+    assert plugin._env("cpu")["env_malloc"] == DEFAULT

@@ -403,8 +403,10 @@ _ROWS: dict[str, Mapping[str, Any]] = {}
 def _env(device: str) -> dict[str, Any]:
     if device not in _ENV:
         from harness.measure.env import environment
+        from harness.measure.heap import DEFAULT
 
-        _ENV[device] = environment(device)
+        # pytest's own process measures here, and its heap is left as glibc keeps it
+        _ENV[device] = {**environment(device), "env_malloc": DEFAULT}
     return _ENV[device]
 
 

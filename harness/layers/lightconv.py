@@ -245,9 +245,9 @@ class BandLightConv(_LightConv):
 #: "auto" runs the band where the window spans at least about half the sequence
 #: (n <= BAND_SPAN (k + 1)): the band's n^2 multiply-adds per channel are then at most ~2x the
 #: convolution's n k, and a GEMM runs them several times faster than oneDNN's depthwise
-#: kernel. Measured (benchmarks/reference_speed.py, docs/metrics.md): at n = 64 the band is
-#: 0.64-0.83x of channels_last's time with k = 31, 0.94-1.34x with k = 15; at n = 128, k = 31
-#: 1.04-1.25x.
+#: kernel. Measured (paired rounds, 2 threads, batch 8, d = 512 and 1024; docs/metrics.md):
+#: at n = 64 the band is 0.69-0.91x of channels_last's time with k = 31, 0.94-1.34x with
+#: k = 15; at n = 128, k = 31 1.04-1.25x.
 BAND_SPAN = 2
 
 
