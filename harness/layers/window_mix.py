@@ -8,6 +8,7 @@ fastest CPU formulation measured here (docs/metrics.md). Its arithmetic is eleme
 which the FLOP counters treat as FLOP-free, so the computation is a custom op
 (``harness::window_mix`` and its backward) with formulas of its own in both counters: the
 multiply-adds the taps inside the sequence execute (:func:`window_macs`), 2 FLOPs each.
+Plain eager calls that nothing watches skip the ops' dispatch (:mod:`harness.layers.op_dispatch`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from harness.layers.op_dispatch import unobserved
 
 
 def tap_ranges(n: int, kernel: int, left: int) -> list[tuple[int, int, int]]:
@@ -50,9 +53,24 @@ def _check(x: Tensor, kernels: Tensor, left: int) -> tuple[int, int, int, int, i
     return b, n, d, h, k
 
 
-@torch.library.custom_op("harness::window_mix", mutates_args=())
 def window_mix(x: Tensor, kernels: Tensor, left: int) -> Tensor:
-    """x (B, n, d) weighted by per-step kernels (B, n, H, k) over the window t - left ..."""
+    """x (B, n, d) weighted by per-step kernels (B, n, H, k) over the window t - left ...
+
+    Through the custom op wherever anything watches (counters, compile, autograd; see
+    :func:`~harness.layers.op_dispatch.unobserved`), its body directly elsewhere.
+    """
+    if unobserved(x, kernels):
+        return _window_mix(x, kernels, left)
+    return window_mix_op(x, kernels, left)
+
+
+@torch.library.custom_op("harness::window_mix", mutates_args=())
+def window_mix_op(x: Tensor, kernels: Tensor, left: int) -> Tensor:
+    """The custom op ``harness::window_mix``: what :func:`window_mix` computes."""
+    return _window_mix(x, kernels, left)
+
+
+def _window_mix(x: Tensor, kernels: Tensor, left: int) -> Tensor:
     b, n, d, h, k = _check(x, kernels, left)
     xv = x.reshape(b, n, h, d // h)  # (B, n, H, c)
     out = xv * kernels[..., left, None]  # the centre tap covers every step
@@ -63,20 +81,34 @@ def window_mix(x: Tensor, kernels: Tensor, left: int) -> Tensor:
     return out.view(b, n, d)
 
 
-@window_mix.register_fake
+@window_mix_op.register_fake
 def _window_mix_fake(x: Tensor, kernels: Tensor, left: int) -> Tensor:
     _check(x, kernels, left)
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("harness::window_mix_backward", mutates_args=())
 def window_mix_backward(grad: Tensor, x: Tensor, kernels: Tensor, left: int, x_grad: bool,
                         kernels_grad: bool) -> tuple[Tensor, Tensor]:
     """(grad of x, grad of kernels); one not asked for is an empty tensor, never computed.
 
     Per tap inside the sequence: grad_x[t + j - left] += grad[t] * kernels[t, j] and
-    grad_kernels[t, j] = sum over a head's channels of grad[t] * x[t + j - left].
+    grad_kernels[t, j] = sum over a head's channels of grad[t] * x[t + j - left]. Through
+    the custom op ``harness::window_mix_backward`` where anything watches, as the forward.
     """
+    if unobserved(grad, x, kernels):
+        return _window_mix_backward(grad, x, kernels, left, x_grad, kernels_grad)
+    return window_mix_backward_op(grad, x, kernels, left, x_grad, kernels_grad)
+
+
+@torch.library.custom_op("harness::window_mix_backward", mutates_args=())
+def window_mix_backward_op(grad: Tensor, x: Tensor, kernels: Tensor, left: int,
+                           x_grad: bool, kernels_grad: bool) -> tuple[Tensor, Tensor]:
+    """The custom op ``harness::window_mix_backward``: what :func:`window_mix_backward` does."""
+    return _window_mix_backward(grad, x, kernels, left, x_grad, kernels_grad)
+
+
+def _window_mix_backward(grad: Tensor, x: Tensor, kernels: Tensor, left: int, x_grad: bool,
+                         kernels_grad: bool) -> tuple[Tensor, Tensor]:
     b, n, d, h, k = _check(x, kernels, left)
     gv = grad.reshape(b, n, h, d // h)  # (B, n, H, c)
     xv = x.reshape(b, n, h, d // h)
@@ -91,7 +123,7 @@ def window_mix_backward(grad: Tensor, x: Tensor, kernels: Tensor, left: int, x_g
     return gx.view(x.shape) if x_grad else gx, gk
 
 
-@window_mix_backward.register_fake
+@window_mix_backward_op.register_fake
 def _window_mix_backward_fake(grad: Tensor, x: Tensor, kernels: Tensor, left: int,
                               x_grad: bool, kernels_grad: bool) -> tuple[Tensor, Tensor]:
     return (x.new_empty(x.shape) if x_grad else x.new_empty(0),
@@ -111,7 +143,7 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Non
     return (gx if x_grad else None), (gk if kernels_grad else None), None
 
 
-window_mix.register_autograd(_backward, setup_context=_setup_context)
+window_mix_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def window_mix_flops(x: Any, kernels: Any, left: int) -> int:
