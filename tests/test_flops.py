@@ -437,6 +437,7 @@ def test_meta_count_equals_real_cpu_count(name: str, variant: str) -> None:
 @pytest.mark.parametrize(("d", "heads", "wider", "causal"), [
     (15, 5, 2, False), (15, 5, 2, True),  # k d/H < 400: small products, threshold 160
     (85, 1, 2, True),  # k d/H >= 400: BLAS products, threshold 64
+    (54, 2, 8, False),  # k = 15, k d/H = 405: threshold 5 (k + 1) = 80
     (15, 5, 0, True),  # k = SHIFT_MAX_K: shifted multiply-adds at every n
 ])
 def test_dynamicconv_auto_counts_the_path_it_runs(d: int, heads: int, wider: int,

@@ -162,6 +162,7 @@ def _auto_matches_the_reference(name: str, case: LayerCase) -> tuple[nn.Module, 
 @pytest.mark.parametrize(("d", "heads", "kernel", "causal"), [
     (15, 5, SHIFT_MAX_K + 2, False), (15, 5, SHIFT_MAX_K + 2, True),  # small products: 160
     (85, 1, SHIFT_MAX_K + 2, True),  # k d/H >= 400: threshold 64
+    (54, 2, 15, False),  # k d/H = 405: threshold 5 (k + 1) = 80
     (15, 5, SHIFT_MAX_K, True), (15, 5, SHIFT_MAX_K, False),  # shifted multiply-adds, any n
 ])
 @pytest.mark.parametrize("offset", [0, 1])

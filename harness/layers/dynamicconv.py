@@ -7,8 +7,9 @@ O(n d H k) for predicting the kernels. Channels of one head are contiguous, padd
 ``block=True`` wraps the convolution in Wu et al.'s Linear-GLU ... Linear block.
 
 Variants: "auto" (the default: "shift" up to SHIFT_MAX_K taps; wider kernels "band" up to
-``band_max_n`` steps (160 where k d/H < 400, else 64) and "strided" above, as fairseq picks
-its expanded path for short inputs; the thresholds are measured, see docs/metrics.md),
+``band_max_n`` steps (5 (k + 1), at least 160 where k d/H < 400, else at least 64) and
+"strided" above, as fairseq picks its expanded path for short inputs; the thresholds are
+measured, see docs/metrics.md),
 "shift" (k shifted multiply-adds over the whole (B, n, d) input, a custom op counted by both
 FLOP counters: no copy, no bmm, only the taps inside the sequence; linear in n and k),
 "strided" (each padded sequence's windows are a strided view that one bmm per sequence
@@ -148,18 +149,24 @@ def batched_band_conv(x: torch.Tensor, kernels: torch.Tensor, causal: bool) -> t
 # reference_speed.py, 2 threads, batch 8; docs/metrics.md "Default variants").
 SHIFT_MAX_K = 7
 # Longest sequence "auto" sends through the band at wider kernels: the measured crossovers of
-# band and strided (same benchmark, d = 512, H = 8 and 16). Where a strided (1 x k)(k x d/H)
-# product has fewer than SMALL_PRODUCT multiply-adds, torch's CPU bmm runs it in its plain
-# loop kernel instead of BLAS (ATen's small-matrix cut-off), and the band stays faster to
-# longer n.
+# band and strided (same benchmark, d = 512 and 1024, H = 8 and 16). The band's executed work
+# grows as n^2 and the strided windows' as n k, so the crossover moves out with k: the band
+# wins up to about BAND_SPAN (k + 1) steps (k = 23 and 31: band 0.97-1.03x of fairseq's band
+# at n = 96, strided 1.10-1.24x; a tie at n = 160 for k = 31), and never below BAND_MAX_N
+# (k = 9 and 11 at n = 64: band 0.65-0.77x, strided 0.84-0.94x). Where a strided
+# (1 x k)(k x d/H) product has fewer than SMALL_PRODUCT multiply-adds, torch's CPU bmm runs it
+# in its plain loop kernel instead of BLAS (ATen's small-matrix cut-off), and the band stays
+# faster to BAND_MAX_N_SMALL.
 SMALL_PRODUCT = 400
 BAND_MAX_N_SMALL = 160
 BAND_MAX_N = 64
+BAND_SPAN = 5
 
 
 def band_max_n(kernel: int, head_dim: int) -> int:
     """Longest sequence "auto" runs through the band at kernel width k and d/H channels."""
-    return BAND_MAX_N_SMALL if kernel * head_dim < SMALL_PRODUCT else BAND_MAX_N
+    floor = BAND_MAX_N_SMALL if kernel * head_dim < SMALL_PRODUCT else BAND_MAX_N
+    return max(floor, BAND_SPAN * (kernel + 1))
 
 
 def auto_path(n: int, kernel: int, head_dim: int) -> str:
