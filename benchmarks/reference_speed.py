@@ -52,6 +52,8 @@ H in {8, 16}, k in {3, 7, 15, 31}, n = 64 .. 4096, batch 8) and small grids for 
 families; ``--quick`` is a subset that runs in a few minutes; ``--n/--d/--heads/--kernel/
 --batch`` override any axis for every layer. Candidates whose estimated working set exceeds
 ``--max-gb``, and band formulations above ``--band-max-n``, are skipped (shown as "-").
+``--variants default`` (or any variant names) times only those of the project's variants
+beside every reference: the whole Wu et al. grid for the default in half the time.
 """
 
 from __future__ import annotations
@@ -335,19 +337,37 @@ def layer_case(layer: str, n: int, d: int, heads: int | None, kernel: int | None
     return None if entry.problem(case) else case
 
 
-def registered(layer: str) -> Iterator[tuple[str, str]]:
-    """(registry layer, variant) pairs timed for a layer; attention also times attention_sdpa."""
+#: ``--variants`` name for the registry's default variant of each layer.
+DEFAULT_VARIANT = "default"
+
+
+def registered(layer: str) -> Iterator[tuple[str, str, str, bool]]:
+    """(registry layer, variant, label, is the default) for every variant timed for a layer;
+    attention also times attention_sdpa (whose default is the family's default)."""
     names = ("attention", "attention_sdpa") if layer == "attention" else (layer,)
     for name in names:
-        for variant in registry.get(name).variants:
-            yield name, variant
+        entry = registry.get(name)
+        for variant in entry.variants:
+            label = variant if name == layer else f"{name}:{variant}"
+            is_default = variant == entry.default_variant and (
+                layer != "attention" or name == "attention_sdpa")
+            yield name, variant, label, is_default
 
 
-def candidates(layer: str, case: LayerCase, x: Tensor) -> list[Candidate]:
+def selected(layer: str, only: Sequence[str] | None) -> list[tuple[str, str, str, bool]]:
+    """The registered variants ``--variants`` keeps (all without it; "default": the default)."""
+    return [r for r in registered(layer)
+            if only is None or r[2] in only or (r[3] and DEFAULT_VARIANT in only)]
+
+
+def candidates(layer: str, case: LayerCase, x: Tensor,
+               only: Sequence[str] | None = None) -> list[Candidate]:
+    """The kept variants, built with one set of weights, then the layer's references (bound
+    to the first module's weights: the reference formulations read them)."""
     depth = 1 if layer == "conv_dilated" else 0  # dilation k: the interesting dilated layer
     out: list[Candidate] = []
     first: nn.Module | None = None
-    for name, variant in registered(layer):
+    for name, variant, label, is_default in selected(layer, only):
         entry = registry.get(name)
         torch.manual_seed(0)
         module = entry.build(case, variant, depth=depth).eval()
@@ -355,12 +375,10 @@ def candidates(layer: str, case: LayerCase, x: Tensor) -> list[Candidate]:
             first = module
         else:
             module.load_state_dict(first.state_dict())  # same weights, same function
-        label = variant if name == layer else f"{name}:{variant}"
-        is_default = variant == entry.default_variant and (
-            layer != "attention" or name == "attention_sdpa")
         out.append(Candidate(label, False, is_default, _bind(module, x),
                              entry.cost_of(case, variant).activation_elements))
-    assert first is not None
+    if first is None:
+        raise ValueError(f"--variants keeps no variant of {layer}")
     if layer == "lightconv":
         out += lightconv_references(first, x, case)
     elif layer == "dynamicconv":
@@ -537,7 +555,7 @@ def run_layer(layer: str, args: argparse.Namespace) -> None:
     for case in sizes(layer, args):
         torch.manual_seed(1)
         x = torch.randn(case.batch, case.n, case.d)  # (B, n, d)
-        cands = candidates(layer, case, x)
+        cands = candidates(layer, case, x, args.variants)
         timed = measure(cands, x, args)
         refs = [t for c, t in zip(cands, timed, strict=True)
                 if c.reference and t.seconds is not None]
@@ -596,6 +614,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, nargs="+", help="heads H")
     p.add_argument("--kernel", type=int, nargs="+", help="kernel widths k")
     p.add_argument("--batch", type=int, help="batch (default 8)")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT",
+                   help="time only these variants of each layer ('default': the registry's "
+                        "default; attention's sdpa layer as attention_sdpa:sdpa); the "
+                        "references always run (default: every variant)")
     p.add_argument("--causal", action="store_true", help="causal layers (default: centred)")
     p.add_argument("--train", action="store_true", help="time forward + backward")
     p.add_argument("--threads", type=int, default=2)
@@ -621,6 +643,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--{key} values must be positive")
     if args.all:
         args.layers = list(ALL_LAYERS)
+    if args.variants:
+        for layer in args.layers:
+            if not selected(layer, args.variants):
+                known = ", ".join([DEFAULT_VARIANT, *(r[2] for r in registered(layer))])
+                p.error(f"--variants keeps no variant of {layer} (it has: {known})")
     return args
 
 

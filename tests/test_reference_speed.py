@@ -140,3 +140,23 @@ def test_rounds_rotate_the_candidate_order(bench: ModuleType) -> None:
 
 def test_the_heap_is_held_steady_by_default(bench: ModuleType) -> None:
     assert bench.parse([]).malloc == "steady"
+
+
+def test_variants_keeps_the_default_and_every_reference(bench: ModuleType) -> None:
+    args = bench.parse(["--layers", "dynamicconv", "attention", "--variants", "default"])
+    case = bench.layer_case("dynamicconv", 11, 15, 3, 9, 2, False)
+    cands = bench.candidates("dynamicconv", case, torch.randn(2, 11, 15), args.variants)
+    assert [(c.name, c.default, c.reference) for c in cands] == [
+        ("auto", True, False), ("fairseq-unfold", False, True), ("fairseq-band", False, True)]
+    attention = bench.layer_case("attention", 11, 15, 3, None, 2, False)
+    names = [c.name for c in bench.candidates("attention", attention, torch.randn(2, 11, 15),
+                                              ["matmul", "default"])]
+    assert names[:2] == ["matmul", "attention_sdpa:sdpa"] and len(names) == 4
+
+
+def test_variants_that_keep_nothing_are_one_line_exit_2(bench: ModuleType, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse(["--layers", "lightconv", "--variants", "shift"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--variants keeps no variant of lightconv" in err and "channels_last" in err

@@ -27,6 +27,6 @@ def unobserved(*tensors: Tensor) -> bool:
         return False
     if torch._C._has_torch_function(tensors) or torch._C._are_functorch_transforms_active():
         return False
-    if torch.autograd.profiler._is_profiler_enabled:
+    if torch._C._autograd._profiler_enabled():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
