@@ -399,3 +399,24 @@ def test_row_softmax_is_softmax_with_and_without_grad(kernel: int) -> None:
     ref = logits.clone().requires_grad_(True)
     (ref.softmax(-1) * weights).sum().backward()
     assert torch.allclose(leaf.grad, ref.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "n", "kernel", "path"), [
+    ("dynamicconv", 11, 3, "shift"), ("dynamicconv", 11, 9, "band"),
+    ("dynamicconv", 161, 9, "strided"),
+    ("lightconv", 11, 9, "band"), ("lightconv", 40, 3, "channels_last"),
+])
+def test_auto_compiles_as_one_graph(name: str, n: int, kernel: int, path: str) -> None:
+    """torch.compile captures every path "auto" runs whole (fullgraph: a graph break raises;
+    a query returning a string in the softmax once split DynamicConv into 4 graphs)."""
+    from harness.layers.lightconv import lightconv_path
+
+    case = _case(n=n, kernel=kernel, causal=True)
+    runs = (dynamicconv.auto_path(n, kernel, case.d // case.heads) if name == "dynamicconv"
+            else lightconv_path(n, kernel))
+    assert runs == path
+    module, x = build_double(name, "auto", case), random_input(case)
+    torch.compiler.reset()
+    compiled = torch.compile(module, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x))

@@ -22,8 +22,6 @@ executed work, but large GEMMs beat many (1 x k)(k x d/H) products at short n).
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,11 +52,9 @@ from harness.theory import Theory
 #: float32 lanes of one SIMD vector per torch CPU capability: torch's CPU softmax over the
 #: last dim vectorises rows at least this long and runs shorter ones element by element.
 _FLOAT_LANES = {"AVX512": 16, "AVX2": 8}
-
-
-@cache
-def _short_row_limit() -> int:
-    return _FLOAT_LANES.get(torch.backends.cpu.get_cpu_capability(), 4)
+#: Read once at import: torch.compile cannot trace the capability query (a string-returning
+#: torch call breaks the graph), and the CPU does not change while the process runs.
+SHORT_ROW_LIMIT = _FLOAT_LANES.get(torch.backends.cpu.get_cpu_capability(), 4)
 
 
 def row_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -70,7 +66,7 @@ def row_softmax(logits: torch.Tensor) -> torch.Tensor:
     quarter of that (docs/metrics.md "Default variants"); longer rows and other devices keep
     torch's kernel. In place where no gradient needs the intermediate values.
     """
-    if logits.device.type != "cpu" or logits.shape[-1] >= _short_row_limit():
+    if logits.device.type != "cpu" or logits.shape[-1] >= SHORT_ROW_LIMIT:
         return logits.softmax(dim=-1)
     shifted = logits - logits.amax(dim=-1, keepdim=True)  # (..., k), largest 0
     if torch.is_grad_enabled() and logits.requires_grad:
