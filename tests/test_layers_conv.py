@@ -63,8 +63,8 @@ def test_entries() -> None:
         assert entry.family == "convolution"
         assert entry.params == {"kernel", "causal"} and entry.required == {"kernel"}
         assert entry.reference_variant == "unfold"
-        assert entry.default_variant == ("channels_last" if name == "conv_separable"
-                                         else "conv1d")
+        assert entry.default_variant == ("conv1d" if name == "conv_dilated"
+                                         else "channels_last")
         assert entry.theory.seq_ops == "O(1)"
     assert registry.get("conv").theory.complexity == "O(k n d^2)"
     assert registry.get("conv_dilated").theory.path_length == "O(log_k n)"
@@ -238,11 +238,15 @@ def test_hand_computed_activations() -> None:
     conv = registry.get("conv")
     # padded copy B*d*(n + k - 1) = 42, output B*n*d = 30; unfold adds windows B*n*d*k = 90
     assert conv.cost_of(case, "conv1d").activation_elements == 72
+    # channels_last, centred odd k: the conv pads itself, only the output; causal: padded too
+    assert conv.cost_of(case, "channels_last").activation_elements == 30
+    causal = LayerCase(seq_len=5, d_model=3, kernel=3, batch=2, causal=True)
+    assert conv.cost_of(causal, "channels_last").activation_elements == 72
     assert conv.cost_of(case, "unfold").activation_elements == 162
 
 
 @pytest.mark.parametrize(("name", "variant", "depth"), [
-    ("conv", "conv1d", 0), ("conv", "unfold", 0),
+    ("conv", "conv1d", 0), ("conv", "unfold", 0), ("conv", "channels_last", 0),
     ("conv_dilated", "conv1d", 1), ("conv_dilated", "unfold", 2),
     ("conv_separable", "conv1d", 0), ("conv_separable", "unfold", 0),
     ("conv_separable", "channels_last", 0),

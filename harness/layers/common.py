@@ -23,20 +23,21 @@ def reach(kernel: int, causal: bool) -> tuple[int, int]:
     return (kernel - 1) // 2, kernel // 2
 
 
-def depthwise_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            kernel: int, causal: bool) -> torch.Tensor:
-    """Depthwise conv over time of x (B, n, d) with ``weight`` (d, 1, k), as an F.conv2d on
-    the (B, d, n, 1) channels-last *view* of the activations: neither input nor output is
-    transposed (oneDNN's channels-last depthwise kernel vectorises over the d contiguous
-    channels). A centred odd kernel is padded by the conv itself, any other by one F.pad."""
-    b, n, d = x.shape
+def conv_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       kernel: int, causal: bool, groups: int = 1) -> torch.Tensor:
+    """Conv over time of x (B, n, d) with ``weight`` (d_out, d / groups, k), as an F.conv2d
+    on the (B, d, n, 1) channels-last *view* of the activations: neither input nor output is
+    transposed (oneDNN's channels-last kernels vectorise over the contiguous channels;
+    depthwise with groups = d). A centred odd kernel is padded by the conv itself, any other
+    by one F.pad. -> (B, n, d_out)."""
+    b, n, _ = x.shape
     left = pad_left(kernel, causal)
     right = kernel - 1 - left
-    w = weight.unsqueeze(-1)  # (d, 1, k, 1)
+    w = weight.unsqueeze(-1)  # (d_out, d / groups, k, 1)
     if left == right:  # no padded copy
         image = x.unsqueeze(2).permute(0, 3, 1, 2)  # (B, d, n, 1), a view
-        out = F.conv2d(image, w, bias, padding=(left, 0), groups=d)
+        out = F.conv2d(image, w, bias, padding=(left, 0), groups=groups)
     else:
         image = F.pad(x, (0, 0, left, right)).unsqueeze(2).permute(0, 3, 1, 2)
-        out = F.conv2d(image, w, bias, groups=d)  # (B, d, n, 1), channels-last memory
-    return out.permute(0, 2, 3, 1).reshape(b, n, d)  # a view when channels-last
+        out = F.conv2d(image, w, bias, groups=groups)  # (B, d_out, n, 1), channels-last memory
+    return out.permute(0, 2, 3, 1).reshape(b, n, weight.shape[0])  # a view when channels-last

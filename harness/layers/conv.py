@@ -9,9 +9,11 @@ Variants of one layer share parameter names and shapes (those of nn.Conv1d):
 * ``conv1d``: ``F.pad`` + ``F.conv1d`` (the library kernel).
 * ``unfold``: the padded time axis unfolded into (B, n, d, k) windows, then a matmul /
   bmm - the unfused reference, which materialises the B*n*d*k window buffer.
-* ``channels_last`` (separable only, its default): the depthwise conv as an F.conv2d on the
-  (B, n, d) activations viewed as a channels-last (B, d, n, 1) image, as LightConv's default:
-  no transposed copy in or out, and the pointwise Linear reads the result as it lies.
+* ``channels_last`` (the default of conv and conv_separable): the conv (separable: its
+  depthwise part) as an F.conv2d on the (B, n, d) activations viewed as a channels-last
+  (B, d, n, 1) image, as LightConv's default: no transposed copy in or out (the separable
+  pointwise Linear reads the result as it lies). Not for the dilated layer (see
+  :class:`ConvChannelsLast`).
 
 ``flops`` count every tap, including taps that fall on padding: that is what the variants
 and every counter execute. ``flops_useful`` counts only the taps that read inside the
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.costs import Cost, StepCost
-from harness.layers.common import depthwise_channels_last, pad_left, reach
+from harness.layers.common import conv_channels_last, pad_left, reach
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.layers.window_mix import window_macs
@@ -115,6 +117,20 @@ class Conv1dTime(_DenseConv):
         return F.conv1d(win.transpose(1, 2), self.weight, self.bias).transpose(1, 2)
 
 
+class ConvChannelsLast(Conv1dTime):
+    """F.conv2d on the channels-last (B, d, n, 1) view of (B, n, d): no transposed copy in or
+    out (``conv1d`` makes both; 1.07-1.23x of nn.Conv1d on a channels-first input at d = 512,
+    this 0.85-1.01x). Dilation 1 only: oneDNN's channels-last dilated conv measured 3.6x
+    slower than channels-first, so the dilated layer keeps ``conv1d``. Decoding as
+    ``conv1d`` (one window)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
+        _check_input(x, self.d)
+        if self.dilation != 1:
+            raise ValueError(f"channels_last runs dilation 1 only, got {self.dilation}")
+        return conv_channels_last(x, self.weight, self.bias, self.kernel, self.causal)
+
+
 class UnfoldConvTime(_DenseConv):
     """Unfolded windows (B*n, d*k) times the flattened kernel (d, d*k): one matmul."""
 
@@ -187,8 +203,8 @@ class SeparableChannelsLast(SeparableConv1d):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
-        h = depthwise_channels_last(x, self.depthwise_weight, self.depthwise_bias, self.kernel,
-                                    self.causal)  # (B, n, d)
+        h = conv_channels_last(x, self.depthwise_weight, self.depthwise_bias, self.kernel,
+                               self.causal, groups=self.d)  # (B, n, d)
         return self.pointwise(h)
 
 
@@ -247,14 +263,17 @@ def conv_cost(case: LayerCase, variant: str, *, dilation: int = 1) -> Cost:
     same size, as FlopCounterMode counts).
 
     Activations: the padded input copy B*d*(n + span) and the output B*n*d; the unfold
-    variant also materialises the window buffer B*n*d*k. ``dilation`` is that of the layer
-    at depth 0 (1) unless given.
+    variant also materialises the window buffer B*n*d*k; channels_last with a centred odd
+    kernel has no padded copy (the conv pads itself). ``dilation`` is that of the layer at
+    depth 0 (1) unless given.
     """
     b, n, d, k = case.batch, case.seq_len, case.d_model, case.k
     flops = 2 * b * n * d * d * k
     span = (k - 1) * dilation
     activations = b * d * (n + span) + b * n * d
-    if variant == "unfold":
+    if variant == "channels_last" and 2 * pad_left(k, case.causal) == k - 1:
+        activations = b * n * d
+    elif variant == "unfold":
         activations += b * n * d * k
     return Cost(
         flops=flops,
@@ -350,7 +369,9 @@ LAYERS = [
     _entry(
         name="conv",
         summary="contiguous Conv1d(d, d, k) over time",
-        variants={"conv1d": _builder(Conv1dTime), "unfold": _builder(UnfoldConvTime)},
+        variants={"channels_last": _builder(ConvChannelsLast), "conv1d": _builder(Conv1dTime),
+                  "unfold": _builder(UnfoldConvTime)},
+        default_variant="channels_last",
         cost=conv_cost,
         step_cost=conv_step_cost,
         theory=Theory(complexity="O(k n d^2)", seq_ops="O(1)", path_length="O(n/k)",

@@ -28,7 +28,7 @@ from torch import nn
 
 from harness.costs import Cost, StepCost
 from harness.layers.band_mix import band_mix
-from harness.layers.common import depthwise_channels_last, pad_left
+from harness.layers.common import conv_channels_last, pad_left
 from harness.layers.decoding import WindowDecoder
 from harness.layers.pathlen import stacked_path_length
 from harness.layers.window_mix import window_macs
@@ -183,7 +183,7 @@ class ChannelsLastLightConv(_LightConv):
 def channels_last_conv(x: torch.Tensor, w: torch.Tensor, causal: bool) -> torch.Tensor:
     """x (B, n, d) through the (H, k) weight, each row repeated for its head's d/H channels."""
     full = w.repeat_interleave(x.shape[2] // w.shape[0], dim=0).unsqueeze(1)  # (d, 1, k)
-    return depthwise_channels_last(x, full, None, w.shape[1], causal)
+    return conv_channels_last(x, full, None, w.shape[1], causal, groups=x.shape[2])
 
 
 class Conv1dLightConv(_LightConv):
