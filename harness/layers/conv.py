@@ -119,10 +119,10 @@ class Conv1dTime(_DenseConv):
 
 class ConvChannelsLast(Conv1dTime):
     """F.conv2d on the channels-last (B, d, n, 1) view of (B, n, d): no transposed copy in or
-    out (``conv1d`` makes both; 1.07-1.23x of nn.Conv1d on a channels-first input at d = 512,
-    this 0.85-1.01x). Dilation 1 only: oneDNN's channels-last dilated conv measured 3.6x
-    slower than channels-first, so the dilated layer keeps ``conv1d``. Decoding as
-    ``conv1d`` (one window)."""
+    out (``conv1d`` makes both; 1.06-1.23x of nn.Conv1d on a channels-first input at d = 512,
+    this 0.85-1.01x; paired A/B, 1 thread). Dilation 1 only: oneDNN's channels-last dilated
+    conv measured 3.6x slower than channels-first, so the dilated layer keeps ``conv1d``.
+    Decoding as ``conv1d`` (one window)."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
