@@ -4,15 +4,21 @@ The project's custom ops (``harness::band_mix``, ``harness::window_mix``) exist 
 by the FLOP counters (a dispatch mode, fvcore's jit trace), by torch.compile (a fake
 implementation), by autograd (a registered backward) and by the profiler. Going through
 ``torch.library.custom_op``'s Python dispatch cost 13 us a call at a tiny size and 45-75 us
-at B = 8, n = 64, d = 512 on the project's 2-core CPU: 5-8% of DynamicConv's 1 ms call there
+at B = 8, n = 64, d = 512 on the project's 2-core CPU: 4-8% of DynamicConv's 1 ms call there
 (docs/metrics.md "Op dispatch").
 Where none of those is watching, calling the body directly computes the same thing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import torch
 from torch import Tensor
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def unobserved(*tensors: Tensor) -> bool:
@@ -31,3 +37,9 @@ def unobserved(*tensors: Tensor) -> bool:
     if torch._C._autograd._profiler_enabled():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def call_op(op: Callable[P, R], body: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``body(*args)`` where :func:`unobserved` holds for the tensor arguments, else ``op``."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
+    return body(*args, **kwargs) if unobserved(*tensors) else op(*args, **kwargs)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.layers.op_dispatch import unobserved
+from harness.layers.op_dispatch import call_op
 
 
 def tap_ranges(n: int, kernel: int, left: int) -> list[tuple[int, int, int]]:
@@ -59,9 +59,7 @@ def window_mix(x: Tensor, kernels: Tensor, left: int) -> Tensor:
     Through the custom op wherever anything watches (counters, compile, autograd; see
     :func:`~harness.layers.op_dispatch.unobserved`), its body directly elsewhere.
     """
-    if unobserved(x, kernels):
-        return _window_mix(x, kernels, left)
-    return window_mix_op(x, kernels, left)
+    return call_op(window_mix_op, _window_mix, x, kernels, left)
 
 
 @torch.library.custom_op("harness::window_mix", mutates_args=())
@@ -95,9 +93,8 @@ def window_mix_backward(grad: Tensor, x: Tensor, kernels: Tensor, left: int, x_g
     grad_kernels[t, j] = sum over a head's channels of grad[t] * x[t + j - left]. Through
     the custom op ``harness::window_mix_backward`` where anything watches, as the forward.
     """
-    if unobserved(grad, x, kernels):
-        return _window_mix_backward(grad, x, kernels, left, x_grad, kernels_grad)
-    return window_mix_backward_op(grad, x, kernels, left, x_grad, kernels_grad)
+    return call_op(window_mix_backward_op, _window_mix_backward, grad, x, kernels, left,
+                   x_grad, kernels_grad)
 
 
 @torch.library.custom_op("harness::window_mix_backward", mutates_args=())
