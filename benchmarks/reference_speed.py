@@ -65,7 +65,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -341,9 +341,16 @@ def layer_case(layer: str, n: int, d: int, heads: int | None, kernel: int | None
 DEFAULT_VARIANT = "default"
 
 
-def registered(layer: str) -> Iterator[tuple[str, str, str, bool]]:
-    """(registry layer, variant, label, is the default) for every variant timed for a layer;
-    attention also times attention_sdpa (whose default is the family's default)."""
+class Registered(NamedTuple):
+    name: str  # registry layer
+    variant: str
+    label: str  # the table's column
+    default: bool
+
+
+def registered(layer: str) -> Iterator[Registered]:
+    """Every variant timed for a layer; attention also times attention_sdpa (whose default
+    is the family's default)."""
     names = ("attention", "attention_sdpa") if layer == "attention" else (layer,)
     for name in names:
         entry = registry.get(name)
@@ -351,13 +358,13 @@ def registered(layer: str) -> Iterator[tuple[str, str, str, bool]]:
             label = variant if name == layer else f"{name}:{variant}"
             is_default = variant == entry.default_variant and (
                 layer != "attention" or name == "attention_sdpa")
-            yield name, variant, label, is_default
+            yield Registered(name, variant, label, is_default)
 
 
-def selected(layer: str, only: Sequence[str] | None) -> list[tuple[str, str, str, bool]]:
+def selected(layer: str, only: Sequence[str] | None) -> list[Registered]:
     """The registered variants ``--variants`` keeps (all without it; "default": the default)."""
     return [r for r in registered(layer)
-            if only is None or r[2] in only or (r[3] and DEFAULT_VARIANT in only)]
+            if only is None or r.label in only or (r.default and DEFAULT_VARIANT in only)]
 
 
 def candidates(layer: str, case: LayerCase, x: Tensor,
@@ -646,7 +653,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.variants:
         for layer in args.layers:
             if not selected(layer, args.variants):
-                known = ", ".join([DEFAULT_VARIANT, *(r[2] for r in registered(layer))])
+                known = ", ".join([DEFAULT_VARIANT, *(r.label for r in registered(layer))])
                 p.error(f"--variants keeps no variant of {layer} (it has: {known})")
     return args
 

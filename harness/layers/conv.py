@@ -124,10 +124,13 @@ class ConvChannelsLast(Conv1dTime):
     conv measured 3.6x slower than channels-first, so the dilated layer keeps ``conv1d``.
     Decoding as ``conv1d`` (one window)."""
 
+    def __init__(self, d: int, kernel: int, causal: bool, dilation: int = 1) -> None:
+        if dilation != 1:
+            raise ValueError(f"channels_last runs dilation 1 only, got {dilation}")
+        super().__init__(d, kernel, causal, dilation)
+
     def forward(self, x: Tensor) -> Tensor:  # (B, n, d) -> (B, n, d)
         _check_input(x, self.d)
-        if self.dilation != 1:
-            raise ValueError(f"channels_last runs dilation 1 only, got {self.dilation}")
         return conv_channels_last(x, self.weight, self.bias, self.kernel, self.causal)
 
 
